@@ -1,0 +1,12 @@
+//! The distill pipeline engine: manifests, the stage DAG, the content-hash cache, the
+//! artifact store, locking, executors and run records. It knows nothing of burn.
+
+pub mod canon;
+pub mod fsutil;
+pub mod hash;
+pub mod key;
+pub mod record;
+pub mod stage;
+
+/// The program version, part of every cache key's environment.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,114 @@
+//! The `Stage` trait every stage kind implements, and what a running stage sees.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::context::StageContext;
+
+/// A resolved stage as the manifest declares it, after templating and family expansion.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StageSpec {
+    pub name: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub needs: Vec<String>,
+    pub device: String,
+    pub dtype: String,
+    pub seed: u64,
+    pub threads: usize,
+    pub gpus: usize,
+    pub retries: u32,
+    pub frozen: bool,
+    /// `command` kind fields; other kinds must leave them empty.
+    pub cmd: Option<String>,
+    pub deps: Vec<String>,
+    pub outs: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    /// Folder of the manifest that declared the stage: relative paths start here.
+    pub manifest_dir: PathBuf,
+}
+
+impl StageSpec {
+    /// A param by dotted path (`source.gguf`).
+    pub fn param(&self, path: &str) -> Option<&serde_json::Value> {
+        path.split('.').try_fold(&self.params, |v, k| v.get(k))
+    }
+}
+
+/// A param the kind rejects; `path` is dotted from the stage (`params.lr`, `cmd`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ParamError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ParamError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("command exited with {0}")]
+    Exit(String),
+    #[error("declared output `{0}` was not produced")]
+    MissingOutput(String),
+    #[error("input `{0}` is not available to this stage")]
+    MissingInput(String),
+    #[error("non-finite {what} at step {step}")]
+    NonFinite { step: u64, what: String },
+    #[error("interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StageError {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        StageError::Io { path: path.as_ref().to_path_buf(), source }
+    }
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StageError::Other(Box::new(e))
+    }
+}
+
+/// One kind of stage (`command`, `teacher`, `distill`...). Implementations live in one module
+/// each and are listed in a registry table.
+pub trait Stage: Send + Sync {
+    /// The name manifests use in `kind = "..."`.
+    fn kind(&self) -> &'static str;
+    /// Bump whenever the kind's code changes what it computes: it is part of every cache key.
+    fn version(&self) -> u32;
+    /// One line for `distill schema` and error messages.
+    fn summary(&self) -> &'static str;
+    /// JSON Schema of `params`.
+    fn params_schema(&self) -> serde_json::Value {
+        serde_json::json!({ "type": "object" })
+    }
+    /// Checks params before anything runs; errors carry the param's path.
+    fn validate(&self, spec: &StageSpec) -> Result<(), ParamError>;
+    /// Entries of the environment that the outputs depend on (device, dtype...).
+    fn environment(&self, _spec: &StageSpec) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+    /// Files and folders outside the store that the stage reads, relative to the manifest
+    /// folder (or absolute). Their content hashes enter the cache key.
+    fn external_inputs(&self, _spec: &StageSpec) -> Vec<String> {
+        Vec::new()
+    }
+    /// Produces the outputs into `ctx.out_dir()`.
+    fn run(&self, ctx: &mut StageContext) -> Result<(), StageError>;
+    /// On a cache hit: put stored outputs back where the workspace expects them.
+    fn restore(&self, _spec: &StageSpec, _stored: &Path) -> Result<Vec<PathBuf>, StageError> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,11 @@
+//! Stage kinds: the trait, the run context, the registry and the built-in `command` kind.
+
+mod base;
+mod command;
+mod context;
+mod registry;
+
+pub use base::{ParamError, Stage, StageError, StageSpec};
+pub use command::CommandStage;
+pub use context::StageContext;
+pub use registry::Registry;
