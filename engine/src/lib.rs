@@ -5,7 +5,10 @@ pub mod canon;
 pub mod fsutil;
 pub mod hash;
 pub mod key;
+pub mod manifest;
+pub mod plan;
 pub mod record;
+pub mod refs;
 pub mod stage;
 
 /// The program version, part of every cache key's environment.
