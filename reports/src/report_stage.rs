@@ -1,0 +1,119 @@
+//! The `report` stage kind: renders the current run's report at the end of a pipeline, into
+//! the stage's output folder (`report.html` is the main output, `report.json` beside it).
+
+use std::path::{Path, PathBuf};
+
+use distill_engine::record::RunRecord;
+use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
+
+use crate::render::write_run_report;
+
+pub struct ReportStage;
+
+impl Stage for ReportStage {
+    fn kind(&self) -> &'static str {
+        "report"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "renders the run's report (report.html, report.json) from the stages before it"
+    }
+
+    fn params_schema(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "title": { "type": "string", "description": "replaces the experiment name as the heading" },
+                "inputs": { "type": "array", "items": { "type": "string" },
+                            "description": "`@stage` references the report waits for" }
+            },
+            "additionalProperties": false
+        })
+    }
+
+    fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
+        let Some(map) = spec.params.as_object() else {
+            return Err(ParamError::new("params", "expected a table"));
+        };
+        for (k, v) in map {
+            match k.as_str() {
+                "title" if !v.is_string() => return Err(ParamError::new("params.title", "expected a string")),
+                "inputs" if !v.as_array().is_some_and(|a| a.iter().all(|r| r.as_str().is_some_and(|s| s.starts_with('@')))) => {
+                    return Err(ParamError::new("params.inputs", "expected a list of `@stage` references"));
+                }
+                "title" | "inputs" => {}
+                other => return Err(ParamError::new(format!("params.{other}"), "unknown param (known: title, inputs)")),
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
+        let mut run = current_record(ctx)?;
+        if let Some(t) = ctx.spec.params.get("title").and_then(|t| t.as_str()) {
+            run.experiment.name = t.to_string();
+        }
+        let out = ctx.out_dir().to_path_buf();
+        let paths = write_run_report(&run, &out).map_err(StageError::other)?;
+        ctx.log(format!("report written to {}", paths.html.display()));
+        Ok(())
+    }
+}
+
+/// The current run's record so far.
+///
+/// Seam: until the engine's `StageContext::run_record()` lands, read the record the engine
+/// writes after every stage (`.distill/runs/<run-id>/run.json`), found by walking up from
+/// the stage's output and log folders. Replace the body with `ctx.run_record()` then.
+fn current_record(ctx: &StageContext) -> Result<RunRecord, StageError> {
+    let starts = [ctx.out_dir(), ctx.log_path()];
+    find_run_json(&starts, &ctx.run_id)
+        .ok_or_else(|| StageError::Failed(format!("no run record found for run {}", ctx.run_id)))
+        .and_then(|p| crate::load::read_record(&p).map_err(StageError::other))
+}
+
+fn find_run_json(starts: &[&Path], run_id: &str) -> Option<PathBuf> {
+    starts.iter().flat_map(|s| s.ancestors()).find_map(|dir| {
+        let p = dir.join("runs").join(run_id).join("run.json");
+        p.is_file().then_some(p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(params: serde_json::Value) -> StageSpec {
+        StageSpec {
+            name: "report".into(), kind: "report".into(), params, needs: vec![], device: "cpu".into(),
+            dtype: "f32".into(), seed: 0, threads: 1, gpus: 0, retries: 0, frozen: false, cmd: None,
+            deps: vec![], outs: vec![], env: Default::default(), workdir: None, manifest_dir: ".".into(),
+        }
+    }
+
+    #[test]
+    fn validates_params() {
+        let s = ReportStage;
+        assert!(s.validate(&spec(serde_json::json!({}))).is_ok());
+        assert!(s.validate(&spec(serde_json::json!({"title": "x", "inputs": ["@eval"]}))).is_ok());
+        assert_eq!(s.validate(&spec(serde_json::json!({"title": 3}))).unwrap_err().path, "params.title");
+        assert_eq!(s.validate(&spec(serde_json::json!({"inputs": ["eval"]}))).unwrap_err().path, "params.inputs");
+        assert_eq!(s.validate(&spec(serde_json::json!({"color": 1}))).unwrap_err().path, "params.color");
+    }
+
+    #[test]
+    fn finds_the_run_record_above_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join(".distill/runs/20250301-140000-a1b2");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("run.json"), "{}").unwrap();
+        let out = tmp.path().join(".distill/store/tmp/report");
+        let found = find_run_json(&[&out], "20250301-140000-a1b2");
+        assert_eq!(found, Some(run_dir.join("run.json")));
+        assert_eq!(find_run_json(&[&out], "other"), None);
+    }
+}
