@@ -84,8 +84,9 @@ pub fn render_comparison(
 }
 
 /// `report.json`: the view with a format tag, so readers can tell the two kinds apart.
+/// Compact, not pretty: pretty-printed curve points triple the size (`jq .` reads it fine).
 fn to_json(kind: &str, view: &impl Serialize) -> Result<String, ReportError> {
-    Ok(serde_json::to_string_pretty(&serde_json::json!({ "format": "distill-report/1", "kind": kind, "report": view }))?)
+    Ok(serde_json::to_string(&serde_json::json!({ "format": "distill-report/1", "kind": kind, "report": view }))?)
 }
 
 /// Writes `report.html` and `report.json` for one run into `out_dir` (created if missing).

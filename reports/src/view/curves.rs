@@ -52,7 +52,8 @@ pub fn charts(id_prefix: &str, runs: &[(&str, &[StepMetric])], buckets: usize) -
             let (order, key, title, y) = group_of(name);
             let entry = groups.entry((order, key)).or_insert_with(|| (title, y, Vec::new()));
             let name = if prefix.is_empty() { name.to_string() } else { format!("{prefix} · {name}") };
-            entry.2.push(Series { name, points: min_max(&pts, buckets) });
+            let points = min_max(&pts, buckets).into_iter().map(|(x, y)| (x, round_sig(y))).collect();
+            entry.2.push(Series { name, points });
         }
     }
     groups
@@ -66,6 +67,15 @@ pub fn charts(id_prefix: &str, runs: &[(&str, &[StepMetric])], buckets: usize) -
             kind: ChartKind::Line { series },
         })
         .collect()
+}
+
+/// Six significant digits: more than a chart can show, and a third of the JSON of full floats.
+/// The exact values stay in the stage's step-metrics file.
+fn round_sig(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    format!("{v:.5e}").parse().unwrap_or(v)
 }
 
 /// How many distinct series `steps` holds (for the point budget).
@@ -102,6 +112,13 @@ mod tests {
         let c = charts("s", &[("A", &a), ("B", &b)], 100);
         let ChartKind::Line { series } = &c[0].kind else { panic!("line") };
         assert_eq!(series.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["A · loss", "B · loss"]);
+    }
+
+    #[test]
+    fn points_keep_six_significant_digits() {
+        assert_eq!(round_sig(0.123456789), 0.123457);
+        assert_eq!(round_sig(12345678.9), 12345700.0);
+        assert_eq!(round_sig(3e-4), 3e-4);
     }
 
     #[test]
