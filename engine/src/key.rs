@@ -92,6 +92,10 @@ fn diff_values(path: &str, old: &serde_json::Value, new: &serde_json::Value, out
                 }
             }
         }
+        (Value::String(a), Value::String(b)) if a != b => {
+            let (a, b) = around_first_difference(a, b);
+            out.push(format!("{}: {a} -> {b}", path.trim_end()))
+        }
         _ if old != new => out.push(format!(
             "{}: {} -> {}",
             path.trim_end(),
@@ -100,6 +104,23 @@ fn diff_values(path: &str, old: &serde_json::Value, new: &serde_json::Value, out
         )),
         _ => {}
     }
+}
+
+/// Long strings (commands) shown from a little before where they start to differ.
+fn around_first_difference(a: &str, b: &str) -> (String, String) {
+    const WIDTH: usize = 60;
+    if a.chars().count() <= WIDTH && b.chars().count() <= WIDTH {
+        return (a.to_string(), b.to_string());
+    }
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let start = common.saturating_sub(20);
+    let cut = |s: &str| {
+        let body: String = s.chars().skip(start).take(WIDTH).collect();
+        let pre = if start > 0 { "..." } else { "" };
+        let post = if s.chars().count() > start + WIDTH { "..." } else { "" };
+        format!("{pre}{body}{post}")
+    };
+    (cut(a), cut(b))
 }
 
 fn compact(v: &serde_json::Value) -> String {

@@ -16,7 +16,8 @@ pub struct RawTop {
     pub experiment: RawExperiment,
     #[serde(default)]
     pub vars: serde_json::Map<String, serde_json::Value>,
-    /// Checked stage by stage after family expansion.
+    /// Checked stage by stage after family expansion; read here only to type-check it.
+    #[allow(dead_code)]
     #[serde(default)]
     pub stages: serde_json::Map<String, serde_json::Value>,
 }

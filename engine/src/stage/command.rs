@@ -83,6 +83,15 @@ impl Stage for CommandStage {
             command.env(format!("DISTILL_INPUT_{i}"), path);
             ctx_env_name(reference).map(|n| command.env(n, path));
         }
+        // The command dies with us, even on `kill -9`, so it never writes outs after we are gone.
+        // SAFETY: prctl in the forked child before exec touches no shared state.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         ctx.log(format!("$ {cmd}"));
         let mut child = command.spawn().map_err(|e| StageError::io(&workdir, e))?;
         let status = loop {

@@ -22,10 +22,12 @@ pub struct StageContext<'a> {
     steps: Option<File>,
     steps_path: PathBuf,
     metrics: BTreeMap<String, f64>,
+    workspace: PathBuf,
     cancel: Arc<AtomicBool>,
 }
 
 impl<'a> StageContext<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         spec: &'a StageSpec,
         run_id: String,
@@ -33,6 +35,7 @@ impl<'a> StageContext<'a> {
         out_dir: PathBuf,
         log_path: PathBuf,
         steps_path: PathBuf,
+        workspace: PathBuf,
         cancel: Arc<AtomicBool>,
     ) -> std::io::Result<Self> {
         let log = File::options().create(true).append(true).open(&log_path)?;
@@ -46,6 +49,7 @@ impl<'a> StageContext<'a> {
             steps: None,
             steps_path,
             metrics: BTreeMap::new(),
+            workspace,
             cancel,
         })
     }
@@ -106,6 +110,17 @@ impl<'a> StageContext<'a> {
         let line = serde_json::to_string(&rec).expect("step metrics serialize");
         let f = self.steps.as_mut().expect("opened above");
         writeln!(f, "{line}").map_err(|e| StageError::io(&self.steps_path, e))
+    }
+
+    /// The workspace's `.distill/` folder.
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    /// The current run's record so far (upstream stages included), as last saved.
+    pub fn run_record(&self) -> Option<crate::record::RunRecord> {
+        let path = self.workspace.join("runs").join(&self.run_id).join("run.json");
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
     /// True once the run was asked to stop (Ctrl-C): long loops should return `Interrupted`.

@@ -1,0 +1,239 @@
+//! One stage, start to finish: decide, then run with retries into a temporary folder, move
+//! the outputs into the store, and only then record the stage as done.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::decide::{Decision, decide, resolve_output};
+use crate::fsutil::{safe_name, sync_dir, sync_tree};
+use crate::hash::Hasher;
+use crate::plan::{Input, Plan};
+use crate::record::{OutputRef, StageRun, StageStatus};
+use crate::stage::{Registry, StageContext, StageError};
+use crate::workspace::{StageState, Workspace};
+
+pub struct Job<'a> {
+    pub plan: &'a Plan,
+    pub registry: &'a Registry,
+    pub ws: &'a Workspace,
+    pub hasher: &'a Hasher,
+    pub run_id: &'a str,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// The finished stage's record entry and, on success, its state.
+pub struct Done {
+    pub idx: usize,
+    pub run: StageRun,
+    pub state: Option<StageState>,
+}
+
+impl Job<'_> {
+    pub fn execute(&self, idx: usize, forced: bool, upstream: &dyn Fn(&str) -> Option<StageState>, on_start: &dyn Fn()) -> Done {
+        let stage = &self.plan.stages[idx];
+        let spec = &stage.spec;
+        let mut run = StageRun {
+            name: spec.name.clone(),
+            kind: spec.kind.clone(),
+            status: StageStatus::Failed,
+            reasons: Vec::new(),
+            params: spec.params.clone(),
+            needs: stage.upstream.iter().map(|&u| self.plan.stages[u].spec.name.clone()).collect(),
+            started_at: Some(Utc::now()),
+            duration_s: None,
+            attempts: 0,
+            key_hash: None,
+            key: None,
+            outputs: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            step_metrics: None,
+            log: None,
+            error: None,
+            log_tail: Vec::new(),
+        };
+        let t0 = Instant::now();
+        let decision = decide(self.plan, idx, self.registry, self.ws, self.hasher, forced, upstream);
+        let (key, reasons) = match decision {
+            Ok(Decision::Cached { state, note }) => {
+                let kind = self.registry.get(&spec.kind).expect("kind checked");
+                if let Err(e) = kind.restore(spec, &state.output.path) {
+                    return self.fail(idx, run, format!("restoring outputs: {e}"), t0);
+                }
+                fill_from_state(&mut run, &state);
+                run.status = StageStatus::Cached;
+                run.reasons = note.into_iter().collect();
+                run.duration_s = Some(t0.elapsed().as_secs_f64());
+                return Done { idx, run, state: Some(state) };
+            }
+            Ok(Decision::Run { key, reasons }) => (key, reasons),
+            Ok(Decision::Wait { upstream, .. }) => {
+                return self.fail(idx, run, format!("upstream {} has no outputs", upstream.join(", ")), t0);
+            }
+            Err(e) => return self.fail(idx, run, e.to_string(), t0),
+        };
+        on_start();
+        run.reasons = reasons;
+        let key_hash = key.hash();
+        run.key_hash = Some(key_hash.clone());
+        run.key = Some(key.clone());
+        let inputs = match self.input_paths(idx, upstream) {
+            Ok(i) => i,
+            Err(e) => return self.fail(idx, run, e, t0),
+        };
+        let work = self.ws.tmp_dir().join(self.run_id).join(format!("{}-{}", safe_name(&spec.name), &key_hash[..8]));
+        let log_dir = self.ws.runs_dir().join(self.run_id).join("logs");
+        let log_path = log_dir.join(format!("{}.log", safe_name(&spec.name)));
+        run.log = Some(log_path.clone());
+        let kind = self.registry.get(&spec.kind).expect("kind checked").clone();
+        let mut last_err = String::new();
+        for attempt in 0..=spec.retries {
+            run.attempts = attempt + 1;
+            let _ = std::fs::remove_dir_all(&work);
+            let out_dir = work.join("out");
+            if let Err(e) = std::fs::create_dir_all(&out_dir).and_then(|_| std::fs::create_dir_all(&log_dir)) {
+                return self.fail(idx, run, format!("{}: {e}", work.display()), t0);
+            }
+            let ctx = StageContext::new(
+                spec,
+                self.run_id.to_string(),
+                inputs.clone(),
+                out_dir.clone(),
+                log_path.clone(),
+                work.join("steps.jsonl"),
+                self.ws.dir.clone(),
+                self.cancel.clone(),
+            );
+            let mut ctx = match ctx {
+                Ok(c) => c,
+                Err(e) => return self.fail(idx, run, format!("{}: {e}", log_path.display()), t0),
+            };
+            if attempt > 0 {
+                ctx.log(format!("--- attempt {} of {} ---", attempt + 1, spec.retries + 1));
+            }
+            match kind.run(&mut ctx) {
+                Ok(()) => {
+                    let (metrics, steps) = ctx.finish();
+                    return match self.store(idx, &key, &key_hash, &out_dir, metrics, steps, &log_path, t0) {
+                        Ok(state) => {
+                            fill_from_state(&mut run, &state);
+                            run.status = StageStatus::Ran;
+                            run.duration_s = Some(t0.elapsed().as_secs_f64());
+                            let _ = std::fs::remove_dir_all(&work);
+                            Done { idx, run, state: Some(state) }
+                        }
+                        Err(e) => self.fail(idx, run, e, t0),
+                    };
+                }
+                Err(StageError::Interrupted) => {
+                    last_err = "interrupted".into();
+                    break;
+                }
+                Err(e) => {
+                    ctx.log(format!("error: {e}"));
+                    last_err = e.to_string();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        self.fail(idx, run, last_err, t0)
+    }
+
+    fn fail(&self, idx: usize, mut run: StageRun, error: String, t0: Instant) -> Done {
+        run.status = StageStatus::Failed;
+        run.error = Some(error);
+        run.duration_s = Some(t0.elapsed().as_secs_f64());
+        if let Some(log) = &run.log {
+            run.log_tail = tail(log, 40);
+        }
+        Done { idx, run, state: None }
+    }
+
+    fn input_paths(&self, idx: usize, upstream: &dyn Fn(&str) -> Option<StageState>) -> Result<BTreeMap<String, PathBuf>, String> {
+        let mut out = BTreeMap::new();
+        for input in &self.plan.stages[idx].inputs {
+            match input {
+                Input::Stage { name, reference } => {
+                    let state = upstream(&reference.stage).ok_or_else(|| format!("upstream `{}` has no outputs", reference.stage))?;
+                    let (path, _) = resolve_output(&reference.stage, &state, reference.output.as_deref(), self.hasher)?;
+                    out.insert(name.clone(), path);
+                }
+                Input::File { name, path } => {
+                    out.insert(name.clone(), path.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves outputs into the store, then records the stage: a crash before the record
+    /// leaves an unreferenced folder that `gc` removes, never a half-recorded stage.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        idx: usize,
+        key: &crate::key::CacheKey,
+        key_hash: &str,
+        out_dir: &std::path::Path,
+        metrics: BTreeMap<String, f64>,
+        steps: Option<PathBuf>,
+        log: &std::path::Path,
+        t0: Instant,
+    ) -> Result<StageState, String> {
+        let spec = &self.plan.stages[idx].spec;
+        let hasher = Hasher::new(None);
+        let (hash, bytes) = hasher.hash_path(out_dir).map_err(|e| e.to_string())?;
+        let dest = self.ws.store_dir().join(&hash);
+        if dest.exists() {
+            let _ = std::fs::remove_dir_all(out_dir);
+        } else {
+            sync_tree(out_dir).map_err(|e| format!("syncing {}: {e}", out_dir.display()))?;
+            std::fs::rename(out_dir, &dest).map_err(|e| format!("storing {}: {e}", dest.display()))?;
+            sync_dir(&self.ws.store_dir()).map_err(|e| e.to_string())?;
+        }
+        let step_metrics = match steps {
+            Some(p) => {
+                let target = self.ws.steps_dir().join(format!("{key_hash}.jsonl"));
+                std::fs::create_dir_all(self.ws.steps_dir()).map_err(|e| e.to_string())?;
+                std::fs::rename(&p, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+                Some(target)
+            }
+            None => None,
+        };
+        let state = StageState {
+            key_hash: key_hash.to_string(),
+            key: key.clone(),
+            output: OutputRef { hash, path: dest, bytes },
+            main_output: (spec.outs.len() == 1).then(|| spec.outs[0].clone()),
+            metrics,
+            step_metrics,
+            log: Some(log.to_path_buf()),
+            run_id: self.run_id.to_string(),
+            finished_at: Utc::now(),
+            duration_s: t0.elapsed().as_secs_f64(),
+        };
+        self.ws.record_stage(&spec.name, &state).map_err(|e| e.to_string())?;
+        Ok(state)
+    }
+}
+
+fn fill_from_state(run: &mut StageRun, state: &StageState) {
+    run.key_hash = Some(state.key_hash.clone());
+    run.key = Some(state.key.clone());
+    run.outputs = BTreeMap::from([("main".to_string(), state.output.clone())]);
+    run.metrics = state.metrics.clone();
+    run.step_metrics = state.step_metrics.clone();
+    if run.log.is_none() {
+        run.log = state.log.clone();
+    }
+}
+
+fn tail(path: &std::path::Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+}

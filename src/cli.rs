@@ -1,0 +1,126 @@
+//! The command line, as clap derives it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "distill", version, about = "Distill Llama-family Transformers into hybrid Mamba models, as a cached pipeline")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Args, Clone)]
+pub struct ManifestArgs {
+    /// The experiment manifest (default: distill.toml in the current folder).
+    #[arg(default_value = "distill.toml")]
+    pub manifest: PathBuf,
+    /// Override a manifest value: `stages.train.params.lr=3e-4`, `device=cuda`, `vars.tokens=1000`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the pipeline: only stages whose inputs changed run.
+    Run(RunArgs),
+    /// Say for each stage: cached, will run (why), or may run.
+    Status {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say exactly what changed in a stage's cache key since it last ran.
+    Explain {
+        /// The stage (a family name explains every member).
+        stage: String,
+        #[command(flatten)]
+        manifest: ManifestArgs,
+    },
+    /// Print the stage graph.
+    Dag {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        #[arg(long, value_enum, default_value_t = DagFormat::Ascii)]
+        format: DagFormat,
+    },
+    /// List past runs.
+    Runs {
+        /// The workspace folder (where the manifest lives).
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove stored outputs that no kept run references.
+    Gc {
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        /// Keep the records (and outputs) of the last N runs.
+        #[arg(long, default_value_t = 5)]
+        keep_last: usize,
+    },
+    /// Print the JSON Schema of manifests (for taplo / Even Better TOML).
+    Schema,
+    /// Print where a stored output lives: `distill path @teacher` or `@corpus/heldout`.
+    Path {
+        reference: String,
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+    },
+    /// Copy a stored output out of the workspace, e.g. a checkpoint to share.
+    Export {
+        reference: String,
+        dir: PathBuf,
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Run only these stages (their upstream must be cached).
+    #[arg(long, value_name = "STAGE")]
+    pub only: Vec<String>,
+    /// Run these stages and everything upstream of them.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Vec<String>,
+    /// Run these stages and everything downstream of them.
+    #[arg(long, value_name = "STAGE")]
+    pub downstream: Vec<String>,
+    /// Rerun these stages even if cached.
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    #[arg(long)]
+    pub force_all: bool,
+    /// Stages run at once (default: the number of CPU cores).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Plan only: say what would run and why.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// After a failure, finish the branches that do not depend on it.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Wait for another run holding the workspace instead of refusing.
+    #[arg(long)]
+    pub wait: bool,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    Ascii,
+    Dot,
+    Mermaid,
+}

@@ -1,0 +1,34 @@
+//! One function per subcommand.
+
+mod graph;
+mod pipeline;
+mod store;
+
+use std::process::ExitCode;
+
+use distill_engine::stage::Registry;
+
+use crate::cli::Command;
+
+/// Every stage kind this binary knows.
+pub fn registry() -> Registry {
+    Registry::builtin()
+}
+
+pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => pipeline::run(args),
+        Command::Status { manifest, json } => pipeline::status(&manifest, json),
+        Command::Explain { stage, manifest } => pipeline::explain(&manifest, &stage),
+        Command::Dag { manifest, format } => graph::dag(&manifest, format),
+        Command::Runs { workspace, json } => store::runs(&workspace, json),
+        Command::Gc { workspace, keep_last } => store::gc(&workspace, keep_last),
+        Command::Schema => {
+            let schema = distill_engine::manifest::manifest_schema(&registry());
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Path { reference, workspace } => store::path(&workspace, &reference),
+        Command::Export { reference, dir, workspace } => store::export(&workspace, &reference, &dir),
+    }
+}
