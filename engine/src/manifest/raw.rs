@@ -113,7 +113,12 @@ fn locate(root: &Node, segs: &[PathSeg], message: &str, what: &str) -> Problem {
     };
     let path = dotted(segs);
     if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
-        let span = target.as_table().and_then(|t| t.key(field)).map(|k| k.span.clone());
+        // The path may already end in the unknown key itself: look in its parent.
+        let parent = match segs.last() {
+            Some(PathSeg::Key(k)) if k == field => root.at(&segs[..segs.len() - 1]),
+            _ => Some(target),
+        };
+        let span = parent.and_then(Node::as_table).and_then(|t| t.key(field)).map(|k| k.span.clone());
         let expected = message.split("expected ").nth(1).unwrap_or("").to_string();
         let p = Problem::new(format!("unknown key `{field}` in {what}"))
             .at(span.as_ref().unwrap_or(&target.span), "unknown key");
