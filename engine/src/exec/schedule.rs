@@ -121,6 +121,7 @@ pub fn run(
         };
         set_stage(&mut record, skipped_run(plan, i, why));
     }
+    let _ = std::fs::remove_dir_all(ws.tmp_dir().join(&run_id));
     record.finished_at = Some(Utc::now());
     let ok = record.stages.iter().all(|s| matches!(s.status, StageStatus::Ran | StageStatus::Cached));
     record.status = if ok { RunStatus::Succeeded } else { RunStatus::Failed };
