@@ -22,22 +22,24 @@ pub fn gc(ws: &Workspace, keep_last: usize) -> Result<GcReport, WorkspaceError> 
         ws.remove_run(&r.id)?;
         report.runs_removed += 1;
     }
-    let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut keep_steps: BTreeSet<PathBuf> = BTreeSet::new();
+    // By file name: the workspace may be opened through another path than it was run from.
+    let name = |p: &PathBuf| p.file_name().map(|n| n.to_os_string());
+    let mut keep = BTreeSet::new();
+    let mut keep_steps = BTreeSet::new();
     for (_, st) in ws.all_stage_states()? {
-        keep.insert(st.output.path.clone());
-        keep_steps.extend(st.step_metrics.clone());
+        keep.extend(name(&st.output.path));
+        keep_steps.extend(st.step_metrics.as_ref().and_then(name));
     }
     for r in &runs[cut..] {
         for s in &r.stages {
-            keep.extend(s.outputs.values().map(|o| o.path.clone()));
-            keep_steps.extend(s.step_metrics.clone());
+            keep.extend(s.outputs.values().filter_map(|o| name(&o.path)));
+            keep_steps.extend(s.step_metrics.as_ref().and_then(name));
         }
     }
     for entry in std::fs::read_dir(ws.store_dir()).map_err(|source| WorkspaceError::Io { path: ws.store_dir(), source })? {
         let Ok(entry) = entry else { continue };
         let p = entry.path();
-        if !keep.contains(&p) {
+        if !keep.contains(&entry.file_name()) {
             report.bytes_freed += tree_size(&p);
             let _ = std::fs::remove_dir_all(&p);
             report.outputs_removed += 1;
@@ -50,7 +52,7 @@ pub fn gc(ws: &Workspace, keep_last: usize) -> Result<GcReport, WorkspaceError> 
     }
     if let Ok(rd) = std::fs::read_dir(ws.steps_dir()) {
         for e in rd.flatten() {
-            if !keep_steps.contains(&e.path()) {
+            if !keep_steps.contains(&e.file_name()) {
                 report.bytes_freed += tree_size(&e.path());
                 let _ = std::fs::remove_file(e.path());
             }

@@ -1,0 +1,187 @@
+//! Manifest features on real runs: families, includes, `--set`, partial runs, frozen
+//! stages, metrics in run records, gc, `path` and `export`, DAG views and the schema.
+
+mod support;
+
+use support::{TestRun, with_status};
+
+const FAMILIES: &str = r#"
+[vars]
+base = 10
+
+[stages.seed]
+kind = "command"
+cmd = "echo {{ vars.base }} > seed.txt"
+outs = ["seed.txt"]
+
+# A chain: each member reads its predecessor's out, the first reads `start`'s.
+[stages.step]
+kind = "command"
+foreach = [1, 2, 3]
+start = "seed"
+cmd = "echo $(( $(cat {{ params.input }}) + {{ item }} )) > step{{ item }}.txt"
+params = { input = "{{ 'seed.txt' if prev == 'seed' else 'step' ~ (item - 1) ~ '.txt' }}" }
+deps = ["{{ params.input }}"]
+outs = ["step{{ item }}.txt"]
+
+[stages.sweep]
+kind = "command"
+matrix = { lr = [0.1, 0.2], layers = [2, 4] }
+cmd = "echo {{ matrix.lr }} {{ matrix.layers }} > sweep-{{ matrix.lr }}-{{ matrix.layers }}.txt"
+outs = ["sweep-{{ matrix.lr }}-{{ matrix.layers }}.txt"]
+
+[stages.collect]
+kind = "command"
+needs = ["sweep"]
+cmd = "cat sweep-*.txt | wc -l > collect.txt"
+outs = ["collect.txt"]
+"#;
+
+#[test]
+fn foreach_chains_and_matrix_sweeps_expand_into_named_stages() {
+    let t = TestRun::new();
+    t.manifest(FAMILIES);
+    let s = t.run_ok(&[]);
+    let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    for n in ["step[1]", "step[2]", "step[3]", "sweep[lr=0.1,layers=2]", "sweep[lr=0.2,layers=4]", "collect"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+    assert_eq!(t.read("step3.txt"), "16\n");
+    assert_eq!(t.read("collect.txt").trim(), "4");
+    let dag = t.run(["dag"]).success().stdout();
+    assert!(dag.contains("step[2] (command)  <- step[1]"), "{dag}");
+    // Changing the family's start value reruns the whole chain.
+    let s = t.run_ok(&["--set", "vars.base=20"]);
+    assert_eq!(with_status(&s, "ran"), vec!["seed", "step[1]", "step[2]", "step[3]"]);
+    assert_eq!(t.read("step3.txt"), "26\n");
+}
+
+#[test]
+fn includes_are_extended_and_set_overrides_both() {
+    let t = TestRun::new();
+    t.file(
+        "base.toml",
+        "[experiment]\nname = \"base\"\nseed = 1\n\n[vars]\nword = \"base\"\n\n[stages.say]\nkind = \"command\"\ncmd = \"echo {{ vars.word }} {{ experiment.seed }} > say.txt\"\nouts = [\"say.txt\"]\n",
+    );
+    t.manifest("include = [\"base.toml\"]\n\n[vars]\nword = \"derived\"\n");
+    t.run_ok(&[]);
+    assert_eq!(t.read("say.txt"), "derived 1\n");
+    t.run_ok(&["--set", "seed=5", "--set", "word=cli"]);
+    assert_eq!(t.read("say.txt"), "cli 5\n");
+    t.run_ok(&["--set", "stages.say.cmd=echo direct > say.txt"]);
+    assert_eq!(t.read("say.txt"), "direct\n");
+}
+
+const DIAMOND: &str = r#"
+[stages.a]
+kind = "command"
+cmd = "echo a > a.txt"
+outs = ["a.txt"]
+
+[stages.b]
+kind = "command"
+cmd = "cat a.txt > b.txt; echo b >> b.txt"
+deps = ["a.txt"]
+outs = ["b.txt"]
+
+[stages.c]
+kind = "command"
+cmd = "cat a.txt > c.txt; echo c >> c.txt"
+deps = ["a.txt"]
+outs = ["c.txt"]
+
+[stages.d]
+kind = "command"
+cmd = "cat b.txt c.txt > d.txt"
+deps = ["b.txt", "c.txt"]
+outs = ["d.txt"]
+"#;
+
+#[test]
+fn only_until_and_downstream_select_parts_of_the_dag() {
+    let t = TestRun::new();
+    t.manifest(DIAMOND);
+    let s = t.run_ok(&["--until", "b"]);
+    assert_eq!(with_status(&s, "ran"), vec!["a", "b"]);
+    let s = t.run_ok(&["--downstream", "c"]);
+    assert_eq!(with_status(&s, "ran"), vec!["c", "d"]);
+    let s = t.run_ok(&["--only", "b", "--force", "b"]);
+    assert_eq!(s, vec![("b".to_string(), "ran".to_string())]);
+    t.run(["run", "--only", "nosuch"]).code_is(1).stderr_contains("no stage or family named `nosuch`");
+}
+
+#[test]
+fn frozen_stages_keep_their_outputs_despite_changes() {
+    let t = TestRun::new();
+    let m = |word: &str, frozen: bool| {
+        format!("[stages.a]\nkind = \"command\"\nfrozen = {frozen}\ncmd = \"echo {word} > a.txt\"\nouts = [\"a.txt\"]\n")
+    };
+    t.manifest(&m("one", true));
+    t.run_ok(&[]);
+    t.manifest(&m("two", true));
+    assert_eq!(with_status(&t.run_ok(&[]), "cached"), vec!["a"]);
+    assert_eq!(t.read("a.txt"), "one\n");
+    t.manifest(&m("two", false));
+    assert_eq!(with_status(&t.run_ok(&[]), "ran"), vec!["a"]);
+}
+
+#[test]
+fn metrics_land_in_the_run_record_and_outputs_can_be_found_and_exported() {
+    let t = TestRun::new();
+    t.manifest(
+        r#"
+[stages.train]
+kind = "command"
+cmd = """
+for s in 1 2 3; do echo "{\\"step\\": $s, \\"name\\": \\"loss\\", \\"value\\": $((10 - s))}" >> "$DISTILL_METRICS"; done
+echo '{"name": "perplexity", "value": 3.5}' >> "$DISTILL_METRICS"
+mkdir -p model && echo weights > model/w.bin
+"""
+outs = ["model"]
+"#,
+    );
+    t.run_ok(&[]);
+    let runs = t.run(["runs", "--json"]).success().json();
+    let run = &runs["runs"][0];
+    assert_eq!(run["stages"][0]["metrics"]["perplexity"], 3.5);
+    let id = run["id"].as_str().unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.distill_dir().join("runs").join(id).join("run.json")).unwrap()).unwrap();
+    let steps = record["stages"][0]["step_metrics"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(steps).unwrap().lines().count(), 3);
+    let path = t.run(["path", "@train"]).success().stdout();
+    assert!(path.trim().ends_with("/model"), "{path}");
+    assert_eq!(std::fs::read_to_string(format!("{}/w.bin", path.trim())).unwrap(), "weights\n");
+    let out = t.path().join("shared");
+    t.run(["export", "@train", out.to_str().unwrap()]).success();
+    assert_eq!(std::fs::read_to_string(out.join("w.bin")).unwrap(), "weights\n");
+}
+
+#[test]
+fn gc_keeps_what_kept_runs_reference() {
+    let t = TestRun::new();
+    let m = |v: &str| format!("[stages.a]\nkind = \"command\"\ncmd = \"echo {v} > a.txt\"\nouts = [\"a.txt\"]\n");
+    for v in ["one", "two", "three"] {
+        t.manifest(&m(v));
+        t.run_ok(&[]);
+    }
+    let store = || std::fs::read_dir(t.distill_dir().join("store")).unwrap().count();
+    assert_eq!(store(), 3);
+    t.run(["gc", "--keep-last", "1"]).success().stdout_contains("removed 2 runs and 2 stored outputs");
+    assert_eq!(store(), 1);
+    assert_eq!(with_status(&t.run_ok(&[]), "cached"), vec!["a"]);
+    t.manifest(&m("one"));
+    assert_eq!(with_status(&t.run_ok(&[]), "ran"), vec!["a"], "its outputs were collected");
+}
+
+#[test]
+fn dag_formats_and_schema() {
+    let t = TestRun::new();
+    t.manifest(DIAMOND);
+    let dot = t.run(["dag", "--format", "dot"]).success().stdout();
+    assert!(dot.starts_with("digraph distill {") && dot.matches("->").count() == 4, "{dot}");
+    let mermaid = t.run(["dag", "--format", "mermaid"]).success().stdout();
+    assert!(mermaid.starts_with("graph LR") && mermaid.matches("-->").count() == 4, "{mermaid}");
+    let schema = t.run(["schema"]).success().json();
+    assert_eq!(schema["properties"]["stages"]["additionalProperties"]["properties"]["kind"]["enum"][0], "command");
+}
