@@ -14,7 +14,7 @@ use crate::key::CacheKey;
 /// One run of a manifest.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
-    /// Sortable id: `YYYYMMDD-HHMMSS-xxxx`.
+    /// Sortable id: `YYYYMMDD-HHMMSS-mmm-xxxx` (UTC, milliseconds, a random suffix).
     pub id: String,
     pub experiment: ExperimentInfo,
     /// The manifest file as given on the command line, relative to the workspace.

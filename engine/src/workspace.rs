@@ -136,7 +136,9 @@ impl Workspace {
 
     /// Runs, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, WorkspaceError> {
-        Ok(iter_json(&self.db.open_tree("runs")?)?.into_iter().map(|(_, r)| r).collect())
+        let mut runs: Vec<RunRecord> = iter_json(&self.db.open_tree("runs")?)?.into_iter().map(|(_, r)| r).collect();
+        runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(runs)
     }
 
     pub fn remove_run(&self, id: &str) -> Result<(), WorkspaceError> {
@@ -155,7 +157,7 @@ pub fn read_run_files(distill_dir: &Path) -> Vec<RunRecord> {
         .filter_map(|e| std::fs::read(e.path().join("run.json")).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
         .collect();
-    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.id.cmp(&b.id)));
     runs
 }
 

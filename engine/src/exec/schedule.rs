@@ -201,7 +201,7 @@ fn new_record(plan: &Plan, id: &str, opts: &RunOptions) -> RunRecord {
 fn new_run_id() -> String {
     let now = Utc::now();
     let salt = blake3::hash(format!("{}{}", std::process::id(), now.timestamp_nanos_opt().unwrap_or(0)).as_bytes());
-    format!("{}-{}", now.format("%Y%m%d-%H%M%S"), &salt.to_hex()[..4])
+    format!("{}-{}", now.format("%Y%m%d-%H%M%S-%3f"), &salt.to_hex()[..4])
 }
 
 fn hostname() -> String {
