@@ -68,6 +68,9 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifests (for taplo / Even Better TOML).
     Schema,
+    /// Print the content hash distill uses for files and folders (blake3).
+    #[command(hide = true)]
+    Hash { paths: Vec<PathBuf> },
     /// Print where a stored output lives: `distill path @teacher` or `@corpus/heldout`.
     Path {
         reference: String,

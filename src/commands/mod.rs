@@ -28,6 +28,14 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Hash { paths } => {
+            let hasher = distill_engine::hash::Hasher::new(None);
+            for p in paths {
+                let (hash, bytes) = hasher.hash_path(&p)?;
+                println!("{hash}  {bytes}  {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Path { reference, workspace } => store::path(&workspace, &reference),
         Command::Export { reference, dir, workspace } => store::export(&workspace, &reference, &dir),
     }
