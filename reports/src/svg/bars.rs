@@ -48,7 +48,7 @@ pub fn bar_chart(title: &str, x_label: &str, bars: &[(String, f64, usize)], grou
         let _ = write!(
             s,
             r#"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}<title>{}</title></text><rect class="bar" data-value="{v}" x="{LEFT}" y="{y:.1}" width="{wdt:.1}" height="{BAR}" fill="{}"/><text class="tick" x="{:.1}" y="{:.1}">{}</text>"#,
-            LEFT - 6.0, y + 12.0, esc(&clip(label, 26)), esc(label),
+            LEFT - 6.0, y + 12.0, esc(&clip(label, 24)), esc(label),
             COLORS[g % COLORS.len()], LEFT + wdt + 4.0, y + 12.0, fmt_num(*v)
         );
     }

@@ -53,7 +53,9 @@ impl LineChart<'_> {
                 LEFT - 6.0, py + 4.0, fmt_num(y)
             );
         }
-        for x in nice_ticks(xr.0, xr.1, 6) {
+        // Integer x (steps, K) gets integer ticks only: no "K = 2.5".
+        let int_x = self.series.iter().flat_map(|s| &s.points).all(|p| p.0.fract() == 0.0);
+        for x in nice_ticks(xr.0, xr.1, 6).into_iter().filter(|x| !int_x || x.fract() == 0.0) {
             let px = sx(x);
             let _ = write!(
                 s,

@@ -83,8 +83,23 @@ pub fn build(ev: &Evaluation, up: &Upstream) -> Vec<PaperTable> {
     for e in &ev.evals {
         let (Some(ratio), Some(init)) = (e.ppl_ratio, up.nearest(&e.stage, |s| s.kind == "init")) else { continue };
         let Some(f) = init.params.get("attention_fraction").and_then(|v| v.as_f64()) else { continue };
-        let paper = PPL_RATIO_BY_FRACTION.iter().find(|(pf, _)| (pf - f).abs() < 1e-9).map(|p| p.1);
-        rows.push(PaperRow { setting: format!("{}% attention", f * 100.0), stage: e.stage.clone(), anchor: e.anchor.clone(), ours: ratio, paper });
+        // Table 6 is the paper's recipe (attention init, frozen MLP); an ablation's row is
+        // labelled as such and gets no paper number.
+        let random = init.params.get("init").and_then(|v| v.as_str()) == Some("random");
+        let distill = up.nearest(&e.stage, |s| s.kind == "distill");
+        let unfrozen = distill.and_then(|d| d.params.get("freeze")).is_some_and(|v| !truthy(v));
+        let mut setting = format!("{}% attention", f * 100.0);
+        if random {
+            setting.push_str(", random init");
+        }
+        if unfrozen {
+            setting.push_str(", unfrozen");
+        }
+        let paper = PPL_RATIO_BY_FRACTION
+            .iter()
+            .find(|(pf, _)| (pf - f).abs() < 1e-9 && !random && !unfrozen)
+            .map(|p| p.1);
+        rows.push(PaperRow { setting, stage: e.stage.clone(), anchor: e.anchor.clone(), ours: ratio, paper });
     }
     if !rows.is_empty() {
         out.push(table("paper-fraction", "Hybrid fraction vs quality", "perplexity ratio to teacher",
@@ -125,11 +140,13 @@ pub fn build(ev: &Evaluation, up: &Upstream) -> Vec<PaperTable> {
 }
 
 fn table(id: &'static str, title: &'static str, metric: &'static str, source: &'static str, rows: Vec<PaperRow>) -> PaperTable {
-    let mut bars = Vec::new();
-    for r in &rows {
-        bars.push((format!("{} (ours)", r.setting), r.ours, 0));
-        if let Some(p) = r.paper {
-            bars.push((format!("{} (paper)", r.setting), p, 1));
+    // Derived rows (ratios) stay in the table only: they would share an axis with perplexities.
+    let mut bars: Vec<(String, f64, usize)> = Vec::new();
+    for r in rows.iter().filter(|r| !r.stage.is_empty()) {
+        bars.push((format!("{} · {}", r.stage, r.setting), r.ours, 0));
+        let label = format!("paper · {}", r.setting);
+        if let Some(p) = r.paper.filter(|_| !bars.iter().any(|b| b.0 == label)) {
+            bars.push((label, p, 1));
         }
     }
     let chart = ChartData {
@@ -160,6 +177,10 @@ mod tests {
         let frac = &tables[0];
         let half = frac.rows.iter().find(|r| r.stage == "eval50").unwrap();
         assert_eq!((half.setting.as_str(), half.paper), ("50% attention", Some(1.03)));
+        let random = frac.rows.iter().find(|r| r.stage == "eval50_random").unwrap();
+        assert_eq!((random.setting.as_str(), random.paper), ("50% attention, random init", None));
+        let unfrozen = frac.rows.iter().find(|r| r.stage == "eval50_unfrozen").unwrap();
+        assert_eq!((unfrozen.setting.as_str(), unfrozen.paper), ("50% attention, unfrozen", None));
         let init = &tables[1];
         let ratio = init.rows.last().unwrap();
         assert!((ratio.ours - 31.0 / 8.3).abs() < 1e-9 && (ratio.paper.unwrap() - 55.01 / 6.20).abs() < 1e-9);
