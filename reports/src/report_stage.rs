@@ -1,8 +1,6 @@
 //! The `report` stage kind: renders the current run's report at the end of a pipeline, into
 //! the stage's output folder (`report.html` is the main output, `report.json` beside it).
 
-use std::path::{Path, PathBuf};
-
 use distill_engine::record::RunRecord;
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 
@@ -64,22 +62,14 @@ impl Stage for ReportStage {
     }
 }
 
-/// The current run's record so far.
-///
-/// Seam: until the engine's `StageContext::run_record()` lands, read the record the engine
-/// writes after every stage (`.distill/runs/<run-id>/run.json`), found by walking up from
-/// the stage's output and log folders. Replace the body with `ctx.run_record()` then.
+/// The current run's record so far, as the engine last saved it (upstream stages included).
 fn current_record(ctx: &StageContext) -> Result<RunRecord, StageError> {
-    let starts = [ctx.out_dir(), ctx.log_path()];
-    find_run_json(&starts, &ctx.run_id)
-        .ok_or_else(|| StageError::Failed(format!("no run record found for run {}", ctx.run_id)))
-        .and_then(|p| crate::load::read_record(&p).map_err(StageError::other))
-}
-
-fn find_run_json(starts: &[&Path], run_id: &str) -> Option<PathBuf> {
-    starts.iter().flat_map(|s| s.ancestors()).find_map(|dir| {
-        let p = dir.join("runs").join(run_id).join("run.json");
-        p.is_file().then_some(p)
+    ctx.run_record().ok_or_else(|| {
+        StageError::Failed(format!(
+            "no run record for run {} under {}",
+            ctx.run_id,
+            ctx.workspace().display()
+        ))
     })
 }
 
@@ -103,17 +93,5 @@ mod tests {
         assert_eq!(s.validate(&spec(serde_json::json!({"title": 3}))).unwrap_err().path, "params.title");
         assert_eq!(s.validate(&spec(serde_json::json!({"inputs": ["eval"]}))).unwrap_err().path, "params.inputs");
         assert_eq!(s.validate(&spec(serde_json::json!({"color": 1}))).unwrap_err().path, "params.color");
-    }
-
-    #[test]
-    fn finds_the_run_record_above_the_store() {
-        let tmp = tempfile::tempdir().unwrap();
-        let run_dir = tmp.path().join(".distill/runs/20250301-140000-a1b2");
-        std::fs::create_dir_all(&run_dir).unwrap();
-        std::fs::write(run_dir.join("run.json"), "{}").unwrap();
-        let out = tmp.path().join(".distill/store/tmp/report");
-        let found = find_run_json(&[&out], "20250301-140000-a1b2");
-        assert_eq!(found, Some(run_dir.join("run.json")));
-        assert_eq!(find_run_json(&[&out], "other"), None);
     }
 }
