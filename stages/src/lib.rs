@@ -1,1 +1,10 @@
-//! placeholder
+//! The ML stage kinds of distill: the Llama teacher (loading Hugging Face folders and GGUF
+//! files, tokenizing, generating) and evaluation.
+
+pub mod error;
+pub mod gguf;
+pub mod llama;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub mod runtime;

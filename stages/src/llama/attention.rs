@@ -1,0 +1,85 @@
+//! Grouped-query self-attention with rotary embeddings and a KV cache (`LlamaAttention`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Tensor};
+
+use super::rope::apply_rotary;
+
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    #[config(default = false)]
+    pub bias: bool,
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionConfig {
+    pub fn init(&self, device: &Device) -> Attention {
+        let lin = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let (q, kv) = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim);
+        Attention {
+            q_proj: lin(self.d_model, q, self.bias),
+            k_proj: lin(self.d_model, kv, self.bias),
+            v_proj: lin(self.d_model, kv, self.bias),
+            o_proj: lin(q, self.d_model, self.bias),
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+}
+
+impl Attention {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
+    /// - `mask`: `[batch, 1, seq, cached + seq]`, true = masked
+    /// - `cache`: `[batch, n_kv_heads, cached, head_dim]` keys and values, updated in place
+    /// - returns `[batch, seq, d_model]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<4, Bool>,
+        cache: &mut Option<(Tensor<4>, Tensor<4>)>,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
+        let q = apply_rotary(heads(self.q_proj.forward(x.clone()), h), cos, sin);
+        let k = apply_rotary(heads(self.k_proj.forward(x.clone()), kvh), cos, sin);
+        let v = heads(self.v_proj.forward(x), kvh);
+        let (k, v) = match cache.take() {
+            Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let t = k.dims()[2];
+        // GQA: query head i uses KV head i / (h / kvh).
+        let repeat = |x: Tensor<4>| {
+            x.unsqueeze_dim::<5>(2).expand([b, kvh, h / kvh, t, d]).reshape([b, h, t, d])
+        };
+        let mask = mask.clone().expand([b, h, s, t]);
+        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let y = attention(q, repeat(k), repeat(v), Some(mask), None, opts); // [b, h, s, d]
+        self.o_proj.forward(y.swap_dims(1, 2).reshape([b, s, h * d]))
+    }
+}

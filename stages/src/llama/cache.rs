@@ -1,0 +1,50 @@
+//! The KV cache: a plain struct the caller owns and passes as `&mut` to `forward`.
+
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+/// Keys and values of every layer for the tokens seen so far, plus which cached positions
+/// are real tokens (left padding is not).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// Per layer: `[batch, n_kv_heads, cached, head_dim]` keys and values.
+    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// `[batch][cached]`: false where the position is padding.
+    pub valid: Vec<Vec<bool>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        Self { layers: vec![None; n_layers], valid: Vec::new() }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends this step's validity; returns the attention mask (true = masked) for the step.
+    ///
+    /// # Shapes
+    /// - `step_valid`: `[batch][seq]`; returns `[batch, 1, seq, cached + seq]`
+    pub fn push_mask(&mut self, step_valid: &[Vec<bool>], device: &Device) -> Tensor<4, Bool> {
+        let offset = self.len();
+        if self.valid.is_empty() {
+            self.valid = vec![Vec::new(); step_valid.len()];
+        }
+        for (row, new) in self.valid.iter_mut().zip(step_valid) {
+            row.extend_from_slice(new);
+        }
+        let (b, s, t) = (step_valid.len(), step_valid[0].len(), offset + step_valid[0].len());
+        let mut mask = Vec::with_capacity(b * s * t);
+        for row in &self.valid {
+            for i in 0..s {
+                mask.extend((0..t).map(|j| !row[j] || j > offset + i));
+            }
+        }
+        Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device)
+    }
+}

@@ -1,0 +1,37 @@
+//! RMSNorm as `LlamaRMSNorm`: statistics in f32, the weight applied in the input's dtype.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::{DType, Device, Tensor};
+
+#[derive(Config, Debug)]
+pub struct RmsNormConfig {
+    pub d_model: usize,
+    #[config(default = 1e-6)]
+    pub eps: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNormConfig {
+    pub fn init(&self, device: &Device) -> RmsNorm {
+        RmsNorm { weight: Initializer::Ones.init([self.d_model], device), eps: self.eps }
+    }
+}
+
+impl RmsNorm {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> same
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
+        let var = x.clone().powi_scalar(2).mean_dim(2); // [batch, seq, 1]
+        let x = x * (var + self.eps).sqrt().recip();
+        x.cast(dtype) * self.weight.val().unsqueeze::<3>()
+    }
+}

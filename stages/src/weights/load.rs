@@ -1,0 +1,89 @@
+//! Fills a module's parameters from `Weights` by name: the parameter path in the module
+//! (`model.layers.0.mlp.up_proj.weight`) is the checkpoint key. Reports every key not consumed
+//! and every parameter not filled.
+
+use std::collections::BTreeSet;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Tensor};
+
+use super::store::Weights;
+use crate::error::{Error, Result};
+
+struct Loader<'a> {
+    weights: &'a Weights,
+    path: Vec<String>,
+    containers: Vec<String>,
+    used: BTreeSet<String>,
+    errors: Vec<Error>,
+    dtype: DType,
+    device: Device,
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let name = self.path.join(".");
+        // burn's Linear stores `[d_input, d_output]`; checkpoints store `[out, in]`.
+        let transposed = self.containers.last().is_some_and(|c| c == "Struct:Linear") && name.ends_with("weight");
+        let mut want: Vec<usize> = param.lazy_shape().to_vec();
+        if transposed {
+            want.reverse();
+        }
+        let data = match self.weights.data(&name) {
+            Ok(d) => d,
+            Err(e) => {
+                self.errors.push(e);
+                return param;
+            }
+        };
+        if data.shape().as_slice() != want.as_slice() {
+            let got = data.shape().to_vec();
+            self.errors.push(Error::Shape { path: self.weights.path.clone(), tensor: name, got, want });
+            return param;
+        }
+        self.used.insert(name);
+        let dtype = data.dtype();
+        let t = Tensor::<D>::from_data(data, (&self.device, dtype)).cast(self.dtype);
+        let t = if transposed { t.transpose() } else { t };
+        Param::initialized(param.id, t)
+    }
+}
+
+/// Loads every float parameter of `module` from `weights`, cast to `dtype` on `device`.
+/// Keys matching `ignored` (a list of suffixes) may be left unused; any other unused key or
+/// any missing parameter is an error.
+pub fn load_module<M: Module>(module: M, weights: &Weights, ignored: &[&str], dtype: DType, device: &Device) -> Result<M> {
+    let mut loader = Loader {
+        weights,
+        path: Vec::new(),
+        containers: Vec::new(),
+        used: BTreeSet::new(),
+        errors: Vec::new(),
+        dtype,
+        device: device.clone(),
+    };
+    let module = module.map(&mut loader);
+    if let Some(e) = loader.errors.into_iter().next() {
+        return Err(e);
+    }
+    let unused: Vec<String> = weights
+        .entries
+        .keys()
+        .filter(|k| !loader.used.contains(*k) && !ignored.iter().any(|s| k.ends_with(s)))
+        .cloned()
+        .collect();
+    if !unused.is_empty() {
+        return Err(Error::UnusedTensors { path: weights.path.clone(), tensors: unused });
+    }
+    Ok(module)
+}

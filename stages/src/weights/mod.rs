@@ -1,0 +1,9 @@
+//! Checkpoint weights: named host tensors, loading them into modules, saving them.
+
+mod load;
+mod save;
+mod store;
+
+pub use load::load_module;
+pub use save::save_safetensors;
+pub use store::{Entry, Weights};

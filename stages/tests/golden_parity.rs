@@ -1,0 +1,73 @@
+//! Our Llama against transformers on the committed golden fixtures.
+//! Regenerate them with `tests/golden/make_llama_golden.py` (its header says how).
+//! The reference: `LlamaForCausalLM.from_pretrained(dir)(input_ids, attention_mask).logits`.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use distill_stages::llama::{KvCache, Llama, Rope};
+use safetensors::SafeTensors;
+
+fn golden_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
+}
+
+struct Golden {
+    ids: Vec<Vec<i64>>,
+    mask: Vec<Vec<bool>>,
+    logits: Vec<f32>,
+    greedy: Vec<Vec<i64>>,
+}
+
+fn read_golden(name: &str) -> Golden {
+    let bytes = std::fs::read(golden_dir(name).join("golden.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let i64s = |k: &str| -> (Vec<i64>, Vec<usize>) {
+        let t = st.tensor(k).unwrap();
+        (t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(), t.shape().to_vec())
+    };
+    let rows = |(v, s): (Vec<i64>, Vec<usize>)| v.chunks(s[1]).map(<[i64]>::to_vec).collect::<Vec<_>>();
+    let logits = st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let mask = rows(i64s("attention_mask")).into_iter().map(|r| r.into_iter().map(|m| m == 1).collect()).collect();
+    Golden { ids: rows(i64s("input_ids")), mask, logits, greedy: rows(i64s("greedy_ids")) }
+}
+
+fn ids_tensor(ids: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
+    let flat: Vec<i64> = ids.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(flat, [ids.len(), ids[0].len()]), device)
+}
+
+fn check_logits(name: &str) {
+    let device = Device::flex();
+    let (model, config) = Llama::from_hf_dir(&golden_dir(name), burn::tensor::DType::F32, &device).unwrap();
+    let g = read_golden(name);
+    let rope = Rope::new(&config);
+    let mut cache = KvCache::new(config.n_layers);
+    let logits = model.forward(ids_tensor(&g.ids, &device), &g.mask, &rope, &mut cache);
+    let ours: Vec<f32> = logits.into_data().to_vec::<f32>().unwrap();
+    let (s, v) = (g.ids[0].len(), config.vocab_size);
+    let mut worst = 0f32;
+    for (b, row) in g.mask.iter().enumerate() {
+        for (t, &valid) in row.iter().enumerate() {
+            if !valid {
+                continue; // transformers' logits at padding are not meaningful
+            }
+            let at = (b * s + t) * v;
+            for k in 0..v {
+                worst = worst.max((ours[at + k] - g.logits[at + k]).abs());
+            }
+        }
+    }
+    eprintln!("{name}: max abs diff {worst:e}");
+    assert!(worst < 1e-4, "{name}: max |ours - transformers| = {worst}");
+}
+
+#[test]
+fn logits_match_transformers_gqa_untied() {
+    check_logits("tiny-gqa-untied");
+}
+
+#[test]
+fn logits_match_transformers_tied_llama3_rope() {
+    check_logits("tiny-tied-llama3");
+}
