@@ -62,6 +62,8 @@ fn run_report_opens_in_chromium_with_sections_and_charts() {
     assert!(most.as_f64().unwrap_or(0.0) >= 100.0, "a curve with data points, got {most}");
     let box_h = page.eval("document.querySelector('svg.chart').getBoundingClientRect().height");
     assert!(box_h.as_f64().unwrap_or(0.0) > 100.0, "charts are drawn at a readable size");
+    let pdf = page.pdf();
+    assert!(pdf.starts_with(b"%PDF") && pdf.len() > 20_000, "prints to a PDF ({} bytes)", pdf.len());
     let cmd = page.eval("document.querySelector('code.reproduce').textContent");
     assert_eq!(cmd, json!("distill run manifests/hybrid.toml"), "escaped text reads back unchanged");
     let link = page.eval("document.querySelector('svg.dag a').getAttribute('href')");

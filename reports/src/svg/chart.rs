@@ -137,6 +137,14 @@ mod tests {
     }
 
     #[test]
+    fn integer_x_gets_integer_ticks_only() {
+        let s = vec![Series { name: "speedup".into(), points: vec![(1.0, 1.4), (2.0, 1.6), (3.0, 1.7), (4.0, 1.75)] }];
+        let svg = LineChart { title: "K", x_label: "K", y_label: "x", series: &s }.render();
+        assert!(svg.contains(r#"text-anchor="middle">2</text>"#));
+        assert!(!svg.contains(r#"text-anchor="middle">1.5</text>"#));
+    }
+
+    #[test]
     fn empty_and_flat_series_do_not_divide_by_zero() {
         assert!(!chart(&[]).contains("NaN"));
         let flat = vec![Series { name: "lr".into(), points: vec![(5.0, 3e-4), (5.0, 3e-4)] }];

@@ -35,10 +35,8 @@ impl<'r> Upstream<'r> {
             if !seen.insert(n) {
                 continue;
             }
-            if let Some(s) = self.run.stage(n) {
-                if want(s) {
-                    return Some(s);
-                }
+            if let Some(s) = self.run.stage(n).filter(|s| want(s)) {
+                return Some(s);
             }
             queue.extend(self.parents.get(n).into_iter().flatten().copied());
         }

@@ -85,10 +85,10 @@ impl Browser {
             let mut buf = Vec::new();
             while matches!(r.read_until(0, &mut buf), Ok(n) if n > 0) {
                 buf.pop_if(|b| *b == 0);
-                if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
+                if let Ok(v) = serde_json::from_slice::<Value>(&buf)
+                    && tx.send(v).is_err()
+                {
+                    break;
                 }
                 buf.clear();
             }

@@ -47,6 +47,16 @@ impl Page {
     }
 }
 
+impl Page {
+    /// The page printed to PDF (A4 portrait, backgrounds on), as the print stylesheet lays it out.
+    pub fn pdf(&mut self) -> Vec<u8> {
+        let r = self.browser.call(Some(&self.session), "Page.printToPDF",
+            json!({ "printBackground": true, "paperWidth": 8.27, "paperHeight": 11.69 }));
+        let b64 = r["data"].as_str().expect("pdf data");
+        base64::engine::general_purpose::STANDARD.decode(b64).expect("base64 pdf")
+    }
+}
+
 /// (distinct colors, share of non-white pixels) of a PNG.
 pub fn pixel_stats(png_bytes: &[u8]) -> (usize, f64) {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
