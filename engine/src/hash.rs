@@ -126,15 +126,6 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// True when two files (or trees) hold the same bytes.
-pub fn same_content(a: &Path, b: &Path) -> bool {
-    let h = Hasher::new(None);
-    match (h.hash_path(a), h.hash_path(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
 fn list_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

@@ -107,8 +107,12 @@ pub fn run(
                         stop |= !opts.keep_going;
                     }
                     progress.finished(&done.run);
+                    // Cached stages change nothing worth a write; a no-op run saves once.
+                    let worth_saving = done.run.status != StageStatus::Cached;
                     set_stage(&mut record, done.run);
-                    let _ = ws.save_run(&record);
+                    if worth_saving {
+                        let _ = ws.save_run(&record);
+                    }
                 }
             }
         }

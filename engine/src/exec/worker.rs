@@ -61,7 +61,7 @@ impl Job<'_> {
         let (key, reasons) = match decision {
             Ok(Decision::Cached { state, note }) => {
                 let kind = self.registry.get(&spec.kind).expect("kind checked");
-                if let Err(e) = kind.restore(spec, &state.output.path) {
+                if let Err(e) = kind.restore(spec, &state.output.path, self.hasher) {
                     return self.fail(idx, run, format!("restoring outputs: {e}"), t0);
                 }
                 fill_from_state(&mut run, &state);

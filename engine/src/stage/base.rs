@@ -107,8 +107,9 @@ pub trait Stage: Send + Sync {
     }
     /// Produces the outputs into `ctx.out_dir()`.
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError>;
-    /// On a cache hit: put stored outputs back where the workspace expects them.
-    fn restore(&self, _spec: &StageSpec, _stored: &Path) -> Result<Vec<PathBuf>, StageError> {
+    /// On a cache hit: put stored outputs back where the workspace expects them. `hasher`
+    /// remembers file hashes, so checking unchanged outs costs a `stat`.
+    fn restore(&self, _spec: &StageSpec, _stored: &Path, _hasher: &crate::hash::Hasher) -> Result<Vec<PathBuf>, StageError> {
         Ok(Vec::new())
     }
 }

@@ -120,12 +120,14 @@ impl Stage for CommandStage {
         Ok(())
     }
 
-    fn restore(&self, spec: &StageSpec, stored: &Path) -> Result<Vec<PathBuf>, StageError> {
+    fn restore(&self, spec: &StageSpec, stored: &Path, hasher: &crate::hash::Hasher) -> Result<Vec<PathBuf>, StageError> {
         let mut restored = Vec::new();
         for out in &spec.outs {
             let dst = spec.manifest_dir.join(out);
             let src = stored.join(out);
-            if dst.exists() && crate::hash::same_content(&src, &dst) {
+            let same = dst.exists()
+                && matches!((hasher.hash_path(&src), hasher.hash_path(&dst)), (Ok(a), Ok(b)) if a == b);
+            if same {
                 continue;
             }
             remove_path(&dst);
