@@ -8,3 +8,5 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub mod runtime;
+pub mod text;
+pub mod generate;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use distill_stages::generate::{generate, GenerateOptions};
 use distill_stages::llama::{KvCache, Llama, Rope};
 use safetensors::SafeTensors;
 
@@ -44,7 +45,7 @@ fn check_logits(name: &str) {
     let rope = Rope::new(&config);
     let mut cache = KvCache::new(config.n_layers);
     let logits = model.forward(ids_tensor(&g.ids, &device), &g.mask, &rope, &mut cache);
-    let ours: Vec<f32> = logits.into_data().to_vec::<f32>().unwrap();
+    let ours: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
     let (s, v) = (g.ids[0].len(), config.vocab_size);
     let mut worst = 0f32;
     for (b, row) in g.mask.iter().enumerate() {
@@ -70,4 +71,28 @@ fn logits_match_transformers_gqa_untied() {
 #[test]
 fn logits_match_transformers_tied_llama3_rope() {
     check_logits("tiny-tied-llama3");
+}
+
+/// transformers: `model.generate(input_ids, attention_mask, max_new_tokens=8, do_sample=False)`;
+/// exercises left padding and the KV cache.
+fn check_greedy(name: &str) {
+    let device = Device::flex();
+    let (model, config) = Llama::from_hf_dir(&golden_dir(name), burn::tensor::DType::F32, &device).unwrap();
+    let g = read_golden(name);
+    let prompts: Vec<Vec<u32>> = g
+        .ids
+        .iter()
+        .zip(&g.mask)
+        .map(|(ids, m)| ids.iter().zip(m).filter(|(_, v)| **v).map(|(&t, _)| t as u32).collect())
+        .collect();
+    let opts = GenerateOptions { max_new_tokens: 8, ..Default::default() };
+    let ours = generate(&model, &Rope::new(&config), &prompts, &opts, |_, _| false);
+    let want: Vec<Vec<u32>> = g.greedy.iter().map(|r| r.iter().map(|&t| t as u32).collect()).collect();
+    assert_eq!(ours, want, "{name}");
+}
+
+#[test]
+fn greedy_with_kv_cache_and_left_padding_matches_transformers() {
+    check_greedy("tiny-gqa-untied");
+    check_greedy("tiny-tied-llama3");
 }

@@ -1,0 +1,93 @@
+//! Autoregressive generation with a KV cache, for a batch of prompts (left-padded).
+
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+use super::sampling::{LogitsProcessor, Sampling};
+use crate::llama::{KvCache, Llama, Rope};
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// A row stops after producing any of these.
+    pub eos: Vec<u32>,
+    /// Fills the left padding of shorter prompts.
+    pub pad: u32,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_new_tokens: 64, sampling: Sampling::Greedy, seed: 0, eos: Vec::new(), pad: 0 }
+    }
+}
+
+/// Generates up to `max_new_tokens` for each prompt. `on_token(row, id)` sees every new token as
+/// it is chosen and returns true to stop that row (stop strings, a cancelled stream).
+///
+/// # Shapes
+/// - `prompts`: `[batch][prompt_len_i]` token ids, each non-empty
+/// - returns `[batch][new_i]`: the new tokens (EOS included when produced)
+pub fn generate(
+    model: &Llama,
+    rope: &Rope,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Vec<Vec<u32>> {
+    let device = model.model.embed_tokens.weight.val().device();
+    let b = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut out = vec![Vec::new(); b];
+    if b == 0 || width == 0 || opts.max_new_tokens == 0 {
+        return out;
+    }
+    let mut ids = Vec::with_capacity(b * width);
+    let mut valid = Vec::with_capacity(b);
+    for p in prompts {
+        let pad = width - p.len();
+        ids.extend(std::iter::repeat_n(opts.pad as i64, pad).chain(p.iter().map(|&t| t as i64)));
+        valid.push((0..width).map(|i| i >= pad).collect::<Vec<bool>>());
+    }
+    let mut cache = KvCache::new(model.model.layers.len());
+    let mut processor = LogitsProcessor::new(opts.sampling.clone(), opts.seed);
+    let mut done = vec![false; b];
+    let mut input: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, width]), &device);
+    for _ in 0..opts.max_new_tokens {
+        let logits = model.forward(input, &valid, rope, &mut cache); // [b, s, vocab]
+        let [_, s, v] = logits.dims();
+        let last = logits.narrow(1, s - 1, 1).reshape([b, v]);
+        let next = pick(last, &mut processor);
+        for (row, &tok) in next.iter().enumerate() {
+            if done[row] {
+                continue;
+            }
+            out[row].push(tok);
+            if opts.eos.contains(&tok) || on_token(row, tok) || out[row].len() >= opts.max_new_tokens {
+                done[row] = true;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        // Finished rows keep stepping with padding that nothing attends to.
+        valid = done.iter().map(|&d| vec![!d]).collect();
+        let step: Vec<i64> = next.iter().zip(&done).map(|(&t, &d)| if d { opts.pad as i64 } else { t as i64 }).collect();
+        input = Tensor::from_data(TensorData::new(step, [b, 1]), &device);
+    }
+    out
+}
+
+/// The next token of each row: argmax on the device for greedy, host-side sampling otherwise.
+///
+/// # Shapes
+/// - `last`: `[batch, vocab]`
+fn pick(last: Tensor<2>, processor: &mut LogitsProcessor) -> Vec<u32> {
+    let [b, v] = last.dims();
+    if processor.sampling == Sampling::Greedy {
+        let ids = last.cast(DType::F32).argmax(1).into_data().convert::<i64>();
+        return ids.try_to_vec::<i64>().unwrap_or_default().into_iter().map(|i| i as u32).collect();
+    }
+    let flat = last.cast(DType::F32).into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+    (0..b).map(|r| processor.sample(&flat[r * v..(r + 1) * v])).collect()
+}
