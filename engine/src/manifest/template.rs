@@ -47,6 +47,13 @@ impl Templater {
     fn render(&self, s: &str, ctx: &minijinja::Value) -> Result<Rendered, minijinja::Error> {
         if let Some(expr) = whole_expression(s) {
             let value = self.env.compile_expression(expr)?.eval(ctx)?;
+            // Strict mode only trips when printing; a bare expression must be checked here.
+            if value.is_undefined() {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::UndefinedError,
+                    format!("`{expr}` is undefined"),
+                ));
+            }
             let json = serde_json::to_value(&value).map_err(|e| {
                 minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
             })?;
