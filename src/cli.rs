@@ -66,6 +66,16 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         keep_last: usize,
     },
+    /// Write the self-contained HTML report of the last run (or RUN); two runs: a comparison.
+    Report {
+        /// Run ids (or unique prefixes); none means the last run.
+        runs: Vec<String>,
+        #[arg(long, default_value = ".")]
+        workspace: PathBuf,
+        /// Where to write report.html and report.json (default: beside the run's record).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print the JSON Schema of manifests (for taplo / Even Better TOML).
     Schema,
     /// Print the content hash distill uses for files and folders (blake3).

@@ -185,3 +185,19 @@ fn dag_formats_and_schema() {
     let schema = t.run(["schema"]).success().json();
     assert_eq!(schema["properties"]["stages"]["additionalProperties"]["properties"]["kind"]["enum"][0], "command");
 }
+
+#[test]
+fn report_writes_html_for_the_last_run_and_compares_two() {
+    let t = TestRun::new();
+    t.manifest(DIAMOND);
+    t.run_ok(&[]);
+    let html = t.run(["report"]).success().stdout();
+    let text = std::fs::read_to_string(html.trim()).unwrap();
+    assert!(text.contains("<svg") && text.contains("stage-d"), "a DAG and a section per stage");
+    assert!(std::path::Path::new(html.trim()).with_file_name("report.json").exists());
+    t.run_ok(&["--force", "a"]);
+    let runs = t.run(["runs", "--json"]).success().json();
+    let ids: Vec<&str> = runs["runs"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let cmp = t.run(["report", ids[0], ids[1]]).success().stdout();
+    assert!(cmp.contains("-vs-") && std::path::Path::new(cmp.trim()).exists(), "{cmp}");
+}

@@ -1,10 +1,12 @@
 //! One function per subcommand.
 
 mod graph;
+mod report;
 mod pipeline;
 mod store;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use distill_engine::stage::Registry;
 
@@ -12,7 +14,9 @@ use crate::cli::Command;
 
 /// Every stage kind this binary knows.
 pub fn registry() -> Registry {
-    Registry::builtin()
+    let mut r = Registry::builtin();
+    r.add(Arc::new(distill_reports::ReportStage));
+    r
 }
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -23,6 +27,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dag { manifest, format } => graph::dag(&manifest, format),
         Command::Runs { workspace, json } => store::runs(&workspace, json),
         Command::Gc { workspace, keep_last } => store::gc(&workspace, keep_last),
+        Command::Report { runs, workspace, out } => report::report(&workspace, &runs, out.as_deref()),
         Command::Schema => {
             let schema = distill_engine::manifest::manifest_schema(&registry());
             println!("{}", serde_json::to_string_pretty(&schema)?);

@@ -101,7 +101,10 @@ def smollm2():
     for prompt in PROMPTS + [chat_text]:
         ids = tok(prompt, return_tensors="pt", add_special_tokens=True)["input_ids"]
         with torch.no_grad():
-            out = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id)
+            # An explicit mask: the chat prompt contains <|im_end|>, which is also the pad id, and
+            # without a mask transformers would treat it as padding.
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
+                                 eos_token_id=None, pad_token_id=tok.pad_token_id)
         continuations.append({"prompt": prompt, "prompt_ids": ids[0].tolist(), "greedy_ids": out[0, ids.shape[1]:].tolist()})
         print(repr(prompt[:30]), "->", repr(tok.decode(out[0, ids.shape[1]:])))
     doc = {"gguf": gguf.name, "encodings": encodings, "chat": {"messages": CHAT, "rendered": chat_text},
