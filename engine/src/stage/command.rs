@@ -94,6 +94,8 @@ impl Stage for CommandStage {
         }
         ctx.log(format!("$ {cmd}"));
         let mut child = command.spawn().map_err(|e| StageError::io(&workdir, e))?;
+        // Short commands are the common case in a DAG: poll fast first, then back off.
+        let mut pause = Duration::from_micros(50);
         let status = loop {
             if let Some(status) = child.try_wait().map_err(|e| StageError::io(&workdir, e))? {
                 break status;
@@ -103,7 +105,8 @@ impl Stage for CommandStage {
                 let _ = child.wait();
                 return Err(StageError::Interrupted);
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         };
         if !status.success() {
             return Err(StageError::Exit(describe_status(status)));
