@@ -10,3 +10,4 @@ pub use error::{Error, Result};
 pub mod runtime;
 pub mod text;
 pub mod generate;
+pub mod teacher;

@@ -6,9 +6,11 @@ mod quant;
 mod reader;
 mod tokenizer;
 mod value;
+mod write;
 
 pub use convert::{hf_name, unpermute};
 pub use quant::GgmlType;
 pub use reader::{Gguf, TensorInfo};
 pub use tokenizer::{bytes_to_unicode, TokenizerMeta};
 pub use value::Value;
+pub use write::GgufWriter;

@@ -1,5 +1,6 @@
 //! Building a `Llama` from checkpoint weights.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{DType, Device};
@@ -7,7 +8,7 @@ use burn::tensor::{DType, Device};
 use super::config::{HfLlamaConfig, LlamaConfig};
 use super::model::Llama;
 use crate::error::Result;
-use crate::weights::{load_module, Weights};
+use crate::weights::{load_module, param_shapes, Weights};
 
 /// Checkpoint keys the model may leave unused, by suffix, each with why.
 const IGNORED: &[&str] = &[
@@ -25,6 +26,16 @@ impl Llama {
             ignored.push("lm_head.weight");
         }
         load_module(config.init(device), weights, &ignored, dtype, device)
+    }
+
+    /// `name -> shape` of every parameter a model of `config` has (checkpoint orientation).
+    pub fn param_shapes(config: &LlamaConfig, device: &Device) -> BTreeMap<String, Vec<usize>> {
+        param_shapes(&config.init(device))
+    }
+
+    /// Whether a checkpoint key may be left unused by a model of `config`.
+    pub fn ignorable(config: &LlamaConfig, key: &str) -> bool {
+        IGNORED.iter().any(|s| key.ends_with(s)) || (config.tie_embeddings && key == "lm_head.weight")
     }
 
     /// Loads a Hugging Face model folder (`config.json` + safetensors).

@@ -1,0 +1,41 @@
+//! Parameter names and shapes of a module in checkpoint orientation, without initializing it.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+#[derive(Default)]
+struct Shapes {
+    path: Vec<String>,
+    containers: Vec<String>,
+    out: BTreeMap<String, Vec<usize>>,
+}
+
+impl ModuleVisitor for Shapes {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let name = self.path.join(".");
+        let mut shape = param.lazy_shape().to_vec();
+        if self.containers.last().is_some_and(|c| c == "Struct:Linear") && name.ends_with("weight") {
+            shape.reverse(); // burn's Linear is [in, out]; checkpoints are [out, in]
+        }
+        self.out.insert(name, shape);
+    }
+}
+
+/// `name -> shape` of every float parameter, as a checkpoint names and lays it out.
+pub fn param_shapes<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut v = Shapes::default();
+    module.visit(&mut v);
+    v.out
+}
