@@ -17,6 +17,9 @@ It writes, under tests/golden/:
                  DISTILL_SMOLLM2_GGUF or the default below): tokenizer encodings of tricky
                  strings, the rendered chat template, and greedy continuations of three prompts.
 Versions used are recorded in versions.json.
+
+`--check-export DIR` instead loads a folder our `teacher` stage wrote (from the SmolLM2 GGUF)
+with plain transformers and checks its greedy continuations against smollm2.json.
 """
 import json
 import os
@@ -112,7 +115,31 @@ def smollm2():
     (HERE / "smollm2.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
+def check_export(folder):
+    """Loads a folder our `teacher` stage wrote with plain transformers and checks that it
+    reproduces the GGUF's greedy continuations recorded in smollm2.json."""
+    doc = json.loads((HERE / "smollm2.json").read_text())
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    ok = True
+    for c in doc["continuations"]:
+        ids = tok(c["prompt"], return_tensors="pt", add_special_tokens=True)["input_ids"]
+        assert ids[0].tolist() == c["prompt_ids"], "prompt tokens differ"
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(c["greedy_ids"]),
+                                 do_sample=False, eos_token_id=None, pad_token_id=tok.pad_token_id)
+        same = out[0, ids.shape[1]:].tolist() == c["greedy_ids"]
+        ok &= same
+        print("same" if same else "DIFFERENT", repr(c["prompt"][:30]))
+    rendered = tok.apply_chat_template(doc["chat"]["messages"], tokenize=False, add_generation_prompt=True)
+    assert rendered == doc["chat"]["rendered"], "chat template differs"
+    raise SystemExit(0 if ok else 1)
+
+
 if __name__ == "__main__":
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-export":
+        check_export(sys.argv[2])  # python make_llama_golden.py --check-export <folder>
     torch.set_num_threads(2)
     for name, extra in TINY.items():
         tiny(name, extra)

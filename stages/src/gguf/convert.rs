@@ -59,6 +59,7 @@ impl Gguf {
         let id = |k: &str| self.get(k).and_then(|v| v.as_u64()).map(serde_json::Value::from);
         Ok(HfLlamaConfig {
             architectures: Some(vec!["LlamaForCausalLM".into()]),
+            model_type: Some("llama".into()),
             vocab_size: vocab,
             hidden_size: d_model,
             intermediate_size: self.meta_u64("llama.feed_forward_length")?,

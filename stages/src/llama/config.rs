@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 pub struct HfLlamaConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
+    /// transformers' AutoConfig needs it: always "llama" in what we write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -174,6 +177,7 @@ impl LlamaConfig {
         });
         HfLlamaConfig {
             architectures: Some(vec!["LlamaForCausalLM".into()]),
+            model_type: Some("llama".into()),
             vocab_size: self.vocab_size,
             hidden_size: self.d_model,
             intermediate_size: self.d_ff,
