@@ -11,3 +11,4 @@ pub mod runtime;
 pub mod text;
 pub mod generate;
 pub mod teacher;
+pub mod eval;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use distill_stages::eval::{evaluate, EvalOptions};
 use distill_stages::generate::{generate, GenerateOptions};
 use distill_stages::llama::{KvCache, Llama, Rope};
 use safetensors::SafeTensors;
@@ -95,4 +96,31 @@ fn check_greedy(name: &str) {
 fn greedy_with_kv_cache_and_left_padding_matches_transformers() {
     check_greedy("tiny-gqa-untied");
     check_greedy("tiny-tied-llama3");
+}
+
+/// Perplexity from our evaluation equals the one computed from transformers' logits:
+/// `exp(mean(-log_softmax(logits[t])[ids[t+1]]))` over row 0.
+#[test]
+fn perplexity_matches_transformers_logits() {
+    let name = "tiny-gqa-untied";
+    let device = Device::flex();
+    let (model, config) = Llama::from_hf_dir(&golden_dir(name), burn::tensor::DType::F32, &device).unwrap();
+    let g = read_golden(name);
+    let (s, v) = (g.ids[0].len(), config.vocab_size);
+    let mut nll = 0f64;
+    for t in 0..s - 1 {
+        let row = &g.logits[t * v..(t + 1) * v];
+        let max = row.iter().copied().fold(f32::MIN, f32::max) as f64;
+        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        nll += lse - row[g.ids[0][t + 1] as usize] as f64;
+    }
+    let want = (nll / (s - 1) as f64).exp();
+    let doc: Vec<u32> = g.ids[0].iter().map(|&t| t as u32).collect();
+    // Batched with a shorter document (right padding), then alone.
+    let opts = EvalOptions { seq_len: 64, batch_size: 2, max_tokens: 1000 };
+    let got = evaluate(&model, &Rope::new(&config), &[doc.clone(), doc[..5].to_vec()], &opts, |_, _| {});
+    assert_eq!(got.tokens, 11 + 4);
+    let one = evaluate(&model, &Rope::new(&config), &[doc], &opts, |_, _| {});
+    assert!((one.perplexity() - want).abs() < 1e-4 * want, "ours {} transformers {want}", one.perplexity());
+    assert!(one.accuracy() >= 0.0 && one.accuracy() <= 1.0);
 }
