@@ -120,7 +120,8 @@ impl Workspace {
         Ok(())
     }
 
-    /// Writes the run record to sled and, atomically, to `runs/<id>/run.json`.
+    /// Writes the run record atomically to `runs/<id>/run.json` (after every stage, so a
+    /// killed run still has a record) and, when the run is over, to sled.
     pub fn save_run(&self, record: &RunRecord) -> Result<(), WorkspaceError> {
         let dir = self.runs_dir().join(&record.id);
         let io = |source| WorkspaceError::Io { path: dir.clone(), source };
@@ -129,14 +130,21 @@ impl Workspace {
         let tmp = dir.join("run.json.tmp");
         std::fs::write(&tmp, &text).map_err(io)?;
         std::fs::rename(&tmp, dir.join("run.json")).map_err(io)?;
-        self.db.open_tree("runs")?.insert(record.id.as_bytes(), serde_json::to_vec(record).expect("records serialize"))?;
-        self.db.flush()?;
+        if record.finished_at.is_some() {
+            self.db.open_tree("runs")?.insert(record.id.as_bytes(), serde_json::to_vec(record).expect("records serialize"))?;
+            self.db.flush()?;
+        }
         Ok(())
     }
 
-    /// Runs, oldest first.
+    /// Runs, oldest first; a run killed before its end is read from its JSON record.
     pub fn runs(&self) -> Result<Vec<RunRecord>, WorkspaceError> {
         let mut runs: Vec<RunRecord> = iter_json(&self.db.open_tree("runs")?)?.into_iter().map(|(_, r)| r).collect();
+        for r in read_run_files(&self.dir) {
+            if !runs.iter().any(|x| x.id == r.id) {
+                runs.push(r);
+            }
+        }
         runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.id.cmp(&b.id)));
         Ok(runs)
     }
