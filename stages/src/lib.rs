@@ -12,3 +12,12 @@ pub mod text;
 pub mod generate;
 pub mod teacher;
 pub mod eval;
+pub mod kinds;
+
+use std::sync::Arc;
+
+/// Adds this crate's stage kinds (`teacher`, `eval`) to the engine's registry.
+pub fn register(registry: &mut distill_engine::stage::Registry) {
+    registry.add(Arc::new(kinds::TeacherStage));
+    registry.add(Arc::new(kinds::EvalStage));
+}
