@@ -1,7 +1,9 @@
 //! Generation: sampling and the decode loop.
 
 mod decode;
+mod request;
 mod sampling;
 
 pub use decode::{generate, GenerateOptions};
+pub use request::{run_generate, GenerateRequest};
 pub use sampling::{argmax, LogitsProcessor, Sampling};
