@@ -44,6 +44,11 @@ impl Weights {
         self.entries.insert(name, Entry { shape, dtype: DType::F32, bytes: Bytes::Owned(bytes) });
     }
 
+    /// Adds an owned tensor from little-endian bytes of `dtype`.
+    pub fn insert_bytes(&mut self, name: String, shape: Vec<usize>, dtype: DType, bytes: Vec<u8>) {
+        self.entries.insert(name, Entry { shape, dtype, bytes: Bytes::Owned(bytes) });
+    }
+
     pub fn bytes<'a>(&'a self, e: &'a Entry) -> &'a [u8] {
         match &e.bytes {
             Bytes::Mapped { map, start, end } => &self.maps[*map][*start..*end],
