@@ -124,3 +124,29 @@ fn perplexity_matches_transformers_logits() {
     assert!((one.perplexity() - want).abs() < 1e-4 * want, "ours {} transformers {want}", one.perplexity());
     assert!(one.accuracy() >= 0.0 && one.accuracy() <= 1.0);
 }
+
+/// The same goldens on the GPU in bf16 (`cargo test -p distill-stages --features cuda`): within
+/// bf16's tolerance of transformers' f32 logits, and the same greedy choice where transformers'
+/// top-2 margin exceeds that tolerance.
+#[cfg(feature = "cuda")]
+#[test]
+fn logits_match_transformers_on_cuda_in_bf16() {
+    for name in ["tiny-gqa-untied", "tiny-tied-llama3"] {
+        let device = Device::cuda(0);
+        let (model, config) = Llama::from_hf_dir(&golden_dir(name), burn::tensor::DType::BF16, &device).unwrap();
+        let g = read_golden(name);
+        let mut cache = KvCache::new(config.n_layers);
+        let logits = model.forward(ids_tensor(&g.ids, &device), &g.mask, &Rope::new(&config), &mut cache);
+        let ours: Vec<f32> = logits.cast(burn::tensor::DType::F32).into_data().try_to_vec::<f32>().unwrap();
+        let (s, v) = (g.ids[0].len(), config.vocab_size);
+        let tol = 0.05f32;
+        for (b, row) in g.mask.iter().enumerate() {
+            for (t, _) in row.iter().enumerate().filter(|(_, ok)| **ok) {
+                let at = (b * s + t) * v;
+                let (o, r) = (&ours[at..at + v], &g.logits[at..at + v]);
+                let worst = o.iter().zip(r).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst < tol, "{name} [{b},{t}]: max diff {worst}");
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Prefill and decode throughput of a model folder, for BENCHMARKS.md beside transformers
+//! (`stages/bench/bench_transformers.py` measures the same on the same GPU).
+//!
+//! `cargo run --release -p distill-stages [--features cuda] --example bench_teacher -- DIR DEVICE [DTYPE]`
+//! Prints one JSON line per batch size (1 and 32): prompt of 512 tokens, 128 decoded tokens.
+
+use std::time::Instant;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use distill_stages::llama::KvCache;
+use distill_stages::runtime::Runtime;
+use distill_stages::teacher::LoadedModel;
+
+const PROMPT: usize = 512;
+const DECODE: usize = 128;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (dir, device) = match args.as_slice() {
+        [d, dev, ..] => (d.clone(), dev.clone()),
+        _ => return Err("usage: bench_teacher MODEL_DIR DEVICE [DTYPE]".into()),
+    };
+    let runtime = Runtime::parse(&device, args.get(2).map(String::as_str))?;
+    let dtype = runtime.dtype_name();
+    let m = LoadedModel::open(dir.as_ref(), runtime.clone())?;
+    let sync = || runtime.device.sync().map_err(|e| format!("{e:?}"));
+    for batch in [1usize, 32] {
+        let run = |decode: usize| -> Result<(f64, f64), Box<dyn std::error::Error>> {
+            let ids: Vec<i64> = (0..batch * PROMPT).map(|i| (i * 7919 % 30000) as i64 + 100).collect();
+            let input: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [batch, PROMPT]), &runtime.device);
+            let mut cache = KvCache::new(m.config.n_layers);
+            let valid = vec![vec![true; PROMPT]; batch];
+            sync()?;
+            let t0 = Instant::now();
+            let logits = m.model.forward(input, &valid, &m.rope, &mut cache);
+            let mut next = logits.narrow(1, PROMPT - 1, 1).argmax(2).reshape([batch, 1]);
+            sync()?;
+            let prefill = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let step_valid = vec![vec![true]; batch];
+            for _ in 0..decode {
+                let logits = m.model.forward(next, &step_valid, &m.rope, &mut cache);
+                next = logits.argmax(2).reshape([batch, 1]);
+            }
+            let _ = next.into_data();
+            sync()?;
+            Ok((prefill, t1.elapsed().as_secs_f64()))
+        };
+        run(4)?; // warm-up: kernel compilation and autotuning stay out of the timings
+        let (prefill, decode) = run(DECODE)?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "distill", "device": device, "dtype": dtype, "batch": batch,
+                "prompt": PROMPT, "decode": DECODE,
+                "prefill_tok_s": (batch * PROMPT) as f64 / prefill,
+                "decode_tok_s": (batch * DECODE) as f64 / decode,
+            })
+        );
+    }
+    Ok(())
+}
