@@ -60,7 +60,7 @@ impl GgmlType {
     /// Bytes taken by `numel` elements; `None` if not a whole number of blocks or on overflow.
     pub fn byte_len(self, numel: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        (numel % bs == 0).then(|| (numel / bs).checked_mul(self.type_size() as u64))?
+        numel.is_multiple_of(bs).then(|| (numel / bs).checked_mul(self.type_size() as u64))?
     }
 
     /// Dequantizes `bytes` (a whole number of blocks, checked by the caller) into f32.
@@ -204,10 +204,8 @@ mod tests {
         // Sub-block scales 1..=8 and mins 0..8, packed as ggml packs them.
         let (sc, mn): (Vec<u8>, Vec<u8>) = ((1..=8).collect(), (0..8).collect());
         let mut s = [0u8; 12];
-        for j in 0..4 {
-            s[j] = sc[j];
-            s[j + 4] = mn[j];
-        }
+        s[..4].copy_from_slice(&sc[..4]);
+        s[4..8].copy_from_slice(&mn[..4]);
         for j in 4..8 {
             s[j + 4] = (sc[j] & 0xF) | ((mn[j] & 0xF) << 4);
             s[j - 4] |= (sc[j] >> 4) << 6;
@@ -242,7 +240,7 @@ mod tests {
         assert_eq!(y[0], 0.5 * -8.0 * q(1, 3) as f32);
         assert_eq!(y[32], 0.5 * -6.0 * q(1, 0) as f32);
         assert_eq!(y[64], 0.5 * -4.0 * q(2, 1) as f32);
-        assert_eq!(y[96 + 16], 0.5 * -1.0 * q(2, 2) as f32);
+        assert_eq!(y[96 + 16], -0.5 * q(2, 2) as f32);
         assert_eq!(y[128], 0.5 * 0.0 * q(1, 3) as f32);
     }
 

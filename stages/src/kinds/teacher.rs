@@ -61,10 +61,10 @@ impl Stage for TeacherStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         let p: Params = parse(spec)?;
-        if let Source::Pypi { pypi, file } = &p.source {
-            if pypi.trim().is_empty() || file.trim().is_empty() {
-                return Err(ParamError::new("params.source", "`pypi` and `file` must not be empty"));
-            }
+        if let Source::Pypi { pypi, file } = &p.source
+            && (pypi.trim().is_empty() || file.trim().is_empty())
+        {
+            return Err(ParamError::new("params.source", "`pypi` and `file` must not be empty"));
         }
         Ok(())
     }

@@ -42,9 +42,36 @@ impl KvCache {
         let mut mask = Vec::with_capacity(b * s * t);
         for row in &self.valid {
             for i in 0..s {
-                mask.extend((0..t).map(|j| !row[j] || j > offset + i));
+                // A padding query would see nothing and some kernels turn an all-masked row
+                // into NaN, which then leaks through 0·NaN: let every query see itself.
+                let q = offset + i;
+                mask.extend((0..t).map(|j| (!row[j] || j > q) && j != q));
             }
         }
         Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_skips_padding_and_never_blanks_a_row() {
+        let device = Device::flex();
+        let mut cache = KvCache::new(1);
+        // Row 0 left-padded by one.
+        let m = cache.push_mask(&[vec![false, true, true], vec![true, true, true]], &device);
+        let m: Vec<bool> = m.into_data().convert::<bool>().try_to_vec().unwrap();
+        #[rustfmt::skip]
+        assert_eq!(m, vec![
+            false, true, true,   true, false, true,   true, false, false,
+            false, true, true,   false, false, true,  false, false, false,
+        ]);
+        // One decode step: keys are the 3 cached positions plus the new one.
+        let m = cache.push_mask(&[vec![true], vec![true]], &device);
+        let m: Vec<bool> = m.into_data().convert::<bool>().try_to_vec().unwrap();
+        assert_eq!(m, vec![true, false, false, false, false, false, false, false]);
+        assert_eq!(cache.len(), 4);
     }
 }

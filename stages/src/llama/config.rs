@@ -117,11 +117,12 @@ impl HfLlamaConfig {
         if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
             return Err(Error::Config(format!("hidden_act `{act}` is not supported (only silu)")));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 && self.head_dim.is_none() {
+        let uneven = self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads.max(1));
+        if self.num_attention_heads == 0 || uneven {
             return Err(Error::Config("hidden_size must divide into num_attention_heads".into()));
         }
         let n_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if n_kv_heads == 0 || self.num_attention_heads % n_kv_heads != 0 {
+        if n_kv_heads == 0 || !self.num_attention_heads.is_multiple_of(n_kv_heads) {
             return Err(Error::Config(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {n_kv_heads}",
                 self.num_attention_heads

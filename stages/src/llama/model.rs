@@ -87,7 +87,8 @@ impl Llama {
             .enumerate()
             .map(|(r, row)| {
                 let mut p = cache.valid.get(r).map_or(0, |c| c.iter().filter(|&&v| v).count());
-                row.iter().map(|&v| if v { p += 1; p - 1 } else { p.max(1).min(1) }).collect()
+                // Padding gets position 1, as transformers' `masked_fill_(mask == 0, 1)`.
+                row.iter().map(|&v| if v { p += 1; p - 1 } else { 1 }).collect()
             })
             .collect();
         let x = self.model.embed_tokens.forward(tokens);
