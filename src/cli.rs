@@ -78,6 +78,9 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifests (for taplo / Even Better TOML).
     Schema,
+    /// Run one stage from a job file (what a Slurm job executes on its node).
+    #[command(hide = true, name = "exec-stage")]
+    ExecStage { job: PathBuf },
     /// Print the content hash distill uses for files and folders (blake3).
     #[command(hide = true)]
     Hash { paths: Vec<PathBuf> },
@@ -123,6 +126,9 @@ pub struct RunArgs {
     /// After a failure, finish the branches that do not depend on it.
     #[arg(long)]
     pub keep_going: bool,
+    /// Where stages run: `local`, or `slurm` (each stage an sbatch job).
+    #[arg(long, value_name = "local|slurm")]
+    pub executor: Option<String>,
     /// Wait for another run holding the workspace instead of refusing.
     #[arg(long)]
     pub wait: bool,

@@ -17,6 +17,7 @@ pub struct Experiment {
     pub seed: u64,
     pub device: String,
     pub dtype: String,
+    pub executor: String,
 }
 
 /// Where an input of a stage comes from.

@@ -33,6 +33,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::ExecStage { job } => {
+            let ok = distill_engine::exec::run_job_file(&job, &registry())?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Hash { paths } => {
             let hasher = distill_engine::hash::Hasher::new(None);
             for p in paths {

@@ -31,7 +31,10 @@ fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(e) = &args.executor {
+        args.manifest.set.insert(0, format!("experiment.executor={e}"));
+    }
     let plan = load_plan(&args.manifest)?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let opts = RunOptions {

@@ -2,12 +2,15 @@
 //! run in parallel within `--jobs` and the declared resources, store outputs atomically and
 //! keep the run record current after every stage.
 
+mod detached;
 mod progress;
 mod schedule;
 mod select;
+mod slurm;
 mod status;
 mod worker;
 
+pub use detached::{JobError, run_job_file};
 pub use progress::Progress;
 pub use schedule::run;
 pub use select::{Selection, select};

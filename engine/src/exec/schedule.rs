@@ -17,6 +17,9 @@ use super::progress::Progress;
 use super::worker::{Done, Job};
 use super::{RunOptions, Selection};
 
+/// Slurm jobs in flight at once: the cluster's scheduler does the real queuing.
+const SLURM_JOBS: usize = 256;
+
 enum Msg {
     Started(usize),
     Done(Box<Done>),
@@ -69,15 +72,18 @@ pub fn run(
                         continue;
                     }
                     let spec = &plan.stages[i].spec;
-                    let threads = spec.threads.min(opts.threads.max(1));
+                    // Slurm jobs use the cluster's resources, not ours: only their count is capped.
+                    let (threads, gpus) = if spec.executor.slurm { (0, 0) } else { (spec.threads.min(opts.threads.max(1)), spec.gpus) };
                     let (used_t, used_g) = running.values().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
                     let fits = running.is_empty()
-                        || (running.len() < jobs && used_t + threads <= opts.threads.max(1) && used_g + spec.gpus <= opts.gpus);
+                        || (running.len() < jobs.max(if spec.executor.slurm { SLURM_JOBS } else { 0 })
+                            && used_t + threads <= opts.threads.max(1)
+                            && used_g + gpus <= opts.gpus);
                     if !fits {
                         break;
                     }
                     pending.remove(&i);
-                    running.insert(i, (threads, spec.gpus));
+                    running.insert(i, (threads, gpus));
                     let tx = tx.clone();
                     let job = &job;
                     let states = &states;

@@ -14,7 +14,10 @@ use crate::fsutil::{safe_name, sync_dir, sync_tree};
 use crate::hash::Hasher;
 use crate::plan::{Input, Plan};
 use crate::record::{OutputRef, StageRun, StageStatus};
-use crate::stage::{Registry, StageContext, StageError};
+use std::path::Path;
+
+use super::detached::JobFile;
+use crate::stage::{Registry, Stage, StageContext, StageError, StageSpec};
 use crate::workspace::{StageState, Workspace};
 
 pub struct Job<'a> {
@@ -98,26 +101,13 @@ impl Job<'_> {
             if let Err(e) = std::fs::create_dir_all(&out_dir).and_then(|_| std::fs::create_dir_all(&log_dir)) {
                 return self.fail(idx, run, format!("{}: {e}", work.display()), t0);
             }
-            let ctx = StageContext::new(
-                spec,
-                self.run_id.to_string(),
-                inputs.clone(),
-                out_dir.clone(),
-                log_path.clone(),
-                work.join("steps.jsonl"),
-                self.ws.dir.clone(),
-                self.cancel.clone(),
-            );
-            let mut ctx = match ctx {
-                Ok(c) => c,
-                Err(e) => return self.fail(idx, run, format!("{}: {e}", log_path.display()), t0),
+            let attempt_result = if spec.executor.slurm {
+                self.attempt_slurm(spec, &inputs, &work, &out_dir, &log_path)
+            } else {
+                self.attempt_local(&kind, spec, &inputs, &work, &out_dir, &log_path, attempt)
             };
-            if attempt > 0 {
-                ctx.log(format!("--- attempt {} of {} ---", attempt + 1, spec.retries + 1));
-            }
-            match kind.run(&mut ctx) {
-                Ok(()) => {
-                    let (metrics, steps) = ctx.finish();
+            match attempt_result {
+                Ok((metrics, steps)) => {
                     return match self.store(idx, &key, &key_hash, &out_dir, metrics, steps, &log_path, t0) {
                         Ok(state) => {
                             fill_from_state(&mut run, &state);
@@ -133,14 +123,73 @@ impl Job<'_> {
                     last_err = "interrupted".into();
                     break;
                 }
-                Err(e) => {
-                    ctx.log(format!("error: {e}"));
-                    last_err = e.to_string();
-                }
+                Err(e) => last_err = e.to_string(),
             }
         }
         let _ = std::fs::remove_dir_all(&work);
         self.fail(idx, run, last_err, t0)
+    }
+
+    /// One try in this process.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt_local(
+        &self,
+        kind: &Arc<dyn Stage>,
+        spec: &StageSpec,
+        inputs: &BTreeMap<String, PathBuf>,
+        work: &Path,
+        out_dir: &Path,
+        log_path: &Path,
+        attempt: u32,
+    ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
+        let mut ctx = StageContext::new(
+            spec,
+            self.run_id.to_string(),
+            inputs.clone(),
+            out_dir.to_path_buf(),
+            log_path.to_path_buf(),
+            work.join("steps.jsonl"),
+            self.ws.dir.clone(),
+            self.cancel.clone(),
+        )
+        .map_err(|e| StageError::io(log_path, e))?;
+        if attempt > 0 {
+            ctx.log(format!("--- attempt {} of {} ---", attempt + 1, spec.retries + 1));
+        }
+        match kind.run(&mut ctx) {
+            Ok(()) => Ok(ctx.finish()),
+            Err(e) => {
+                if !matches!(e, StageError::Interrupted) {
+                    ctx.log(format!("error: {e}"));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One try as a Slurm job.
+    fn attempt_slurm(
+        &self,
+        spec: &StageSpec,
+        inputs: &BTreeMap<String, PathBuf>,
+        work: &Path,
+        out_dir: &Path,
+        log_path: &Path,
+    ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
+        let job = JobFile {
+            spec: spec.clone(),
+            run_id: self.run_id.to_string(),
+            inputs: inputs.clone(),
+            out_dir: out_dir.to_path_buf(),
+            log: log_path.to_path_buf(),
+            steps: work.join("steps.jsonl"),
+            workspace: self.ws.dir.clone(),
+            result: work.join("result.json"),
+        };
+        let path = work.join("job.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
+        let r = super::slurm::run(&job, &path, &self.cancel)?;
+        Ok((r.metrics, r.steps))
     }
 
     fn fail(&self, idx: usize, mut run: StageRun, error: String, t0: Instant) -> Done {

@@ -49,6 +49,7 @@ pub fn build(manifest: &Path, sets: &[String], registry: &Registry) -> Result<Pl
         seed: top.experiment.seed,
         dtype: top.experiment.dtype.clone().unwrap_or_else(|| default_dtype(&device).into()),
         device,
+        executor: top.experiment.executor.clone().unwrap_or_else(|| "local".into()),
     };
     let mut problems = Vec::new();
     let templater = Templater::default();
@@ -83,7 +84,16 @@ pub fn build(manifest: &Path, sets: &[String], registry: &Registry) -> Result<Pl
             }
         };
         body.span = m.key.span.clone();
-        drafts.push(draft(m, raw, &experiment, &root_dir));
+        let executor = raw.executor.clone().unwrap_or_else(|| experiment.executor.clone());
+        if executor != "local" && executor != "slurm" {
+            problems.push(
+                Problem::new(format!("unknown executor `{executor}`"))
+                    .at(&span_of(&m, "executor"), "expected `local` or `slurm`"),
+            );
+        }
+        let mut slurm = top.experiment.slurm.clone();
+        slurm.extend(raw.slurm.clone());
+        drafts.push(draft(m, raw, &experiment, &root_dir, executor == "slurm", slurm));
     }
     let families = check_names(&drafts, &mut problems);
     check_kinds(&drafts, registry, &mut problems);
@@ -157,7 +167,20 @@ fn valid_base_name(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-fn draft(member: Member, raw: RawStage, exp: &Experiment, root: &Path) -> Draft {
+fn draft(
+    member: Member,
+    raw: RawStage,
+    exp: &Experiment,
+    root: &Path,
+    slurm: bool,
+    mut options: BTreeMap<String, String>,
+) -> Draft {
+    if let Some(m) = &raw.resources.mem {
+        options.insert("mem".into(), m.clone());
+    }
+    if let Some(t) = &raw.resources.time {
+        options.insert("time".into(), t.clone());
+    }
     let device = raw.device.clone().unwrap_or_else(|| exp.device.clone());
     let dtype = raw
         .dtype
@@ -182,6 +205,7 @@ fn draft(member: Member, raw: RawStage, exp: &Experiment, root: &Path) -> Draft 
         env: raw.env,
         workdir: raw.workdir,
         manifest_dir: root.to_path_buf(),
+        executor: crate::stage::ExecutorSpec { slurm, options },
     };
     Draft { member, spec, description: raw.description, inputs: Vec::new(), edges: Vec::new() }
 }

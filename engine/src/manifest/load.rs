@@ -9,7 +9,7 @@ use super::diag::{ManifestError, Problem, Sources};
 use super::node::{Key, Node, Span, Table, Value, from_toml};
 
 /// Keys of `[experiment]` that `--set key=value` may name without a prefix.
-pub const EXPERIMENT_KEYS: &[&str] = &["name", "description", "seed", "device", "dtype"];
+pub const EXPERIMENT_KEYS: &[&str] = &["name", "description", "seed", "device", "dtype", "executor"];
 
 /// Reads `path` and everything it includes into one tree.
 pub fn load(path: &Path, sources: &mut Sources) -> Result<Node, ManifestError> {

@@ -32,6 +32,11 @@ pub struct RawExperiment {
     pub seed: u64,
     pub device: Option<String>,
     pub dtype: Option<String>,
+    /// `local` (default) or `slurm`.
+    pub executor: Option<String>,
+    /// sbatch options for every Slurm stage: partition, account, mem, time...
+    #[serde(default)]
+    pub slurm: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +65,9 @@ pub struct RawStage {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub workdir: Option<String>,
+    pub executor: Option<String>,
+    #[serde(default)]
+    pub slurm: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,11 +77,15 @@ pub struct RawResources {
     pub gpus: usize,
     #[serde(default = "one")]
     pub threads: usize,
+    /// Memory for a Slurm job (`--mem`), e.g. `16G`.
+    pub mem: Option<String>,
+    /// Time limit for a Slurm job (`--time`), e.g. `2:00:00`.
+    pub time: Option<String>,
 }
 
 impl Default for RawResources {
     fn default() -> Self {
-        Self { gpus: 0, threads: 1 }
+        Self { gpus: 0, threads: 1, mem: None, time: None }
     }
 }
 

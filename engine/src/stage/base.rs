@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::context::StageContext;
 
 /// A resolved stage as the manifest declares it, after templating and family expansion.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StageSpec {
     pub name: String,
     pub kind: String,
@@ -29,6 +29,18 @@ pub struct StageSpec {
     pub workdir: Option<String>,
     /// Folder of the manifest that declared the stage: relative paths start here.
     pub manifest_dir: PathBuf,
+    /// Where it runs; not part of the cache key (outputs do not depend on it).
+    #[serde(default)]
+    pub executor: ExecutorSpec,
+}
+
+/// `executor = "local" | "slurm"` and the batch options a Slurm job gets.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecutorSpec {
+    pub slurm: bool,
+    /// `--mem` (`4G`), `--time` (`1:00:00`), `--partition`, `--account`, and any other sbatch
+    /// long option, from `[experiment.slurm]` overridden by the stage's `slurm = {...}`.
+    pub options: BTreeMap<String, String>,
 }
 
 impl StageSpec {

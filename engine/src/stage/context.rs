@@ -28,7 +28,7 @@ pub struct StageContext<'a> {
 
 impl<'a> StageContext<'a> {
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    pub fn new(
         spec: &'a StageSpec,
         run_id: String,
         inputs: BTreeMap<String, PathBuf>,
@@ -128,7 +128,7 @@ impl<'a> StageContext<'a> {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn finish(mut self) -> (BTreeMap<String, f64>, Option<PathBuf>) {
+    pub fn finish(mut self) -> (BTreeMap<String, f64>, Option<PathBuf>) {
         let steps = self.steps.take().map(|mut f| {
             let _ = f.flush();
             self.steps_path.clone()

@@ -5,7 +5,7 @@ mod command;
 mod context;
 mod registry;
 
-pub use base::{ParamError, Stage, StageError, StageSpec};
+pub use base::{ExecutorSpec, ParamError, Stage, StageError, StageSpec};
 pub use command::CommandStage;
 pub use context::StageContext;
 pub use registry::Registry;
