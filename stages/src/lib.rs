@@ -4,6 +4,7 @@
 pub mod error;
 pub mod gguf;
 pub mod llama;
+pub mod mamba;
 pub mod weights;
 
 pub use error::{Error, Result};

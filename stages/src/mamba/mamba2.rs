@@ -1,0 +1,163 @@
+//! The Mamba-2 mixer as "Mamba2InLlama" builds it from a Llama attention layer: `expand = 1`,
+//! one group per query head, `headdim = d_state` (= the teacher's `head_dim`), the conv over
+//! `[x | B | C]` before the grouped-query repeat of `x` and `B`.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::{silu, softplus};
+use burn::tensor::{DType, Device, Tensor};
+
+use super::conv::{CausalConv1d, CausalConv1dConfig};
+use super::layout::InProjLayout;
+use super::norm::{GatedRmsNorm, GatedRmsNormConfig};
+use super::ssd::{ssd_chunked, ssd_step};
+use super::state::MambaState;
+
+#[derive(Config, Debug)]
+pub struct Mamba2Config {
+    pub d_model: usize,
+    /// Heads = groups (`ngroups` in the reference config): the teacher's query heads.
+    pub n_heads: usize,
+    /// Heads of `x` and `B` before the repeat: the teacher's KV heads.
+    pub n_kv_heads: usize,
+    /// State size `n`, also the head dim `p`.
+    pub d_state: usize,
+    #[config(default = 4)]
+    pub d_conv: usize,
+    #[config(default = 256)]
+    pub chunk_size: usize,
+}
+
+/// Field names are the checkpoint's (`mamba.in_proj.weight`, ...); `a_log` and `d` are stored
+/// as `A_log` and `D` (the hybrid loader's rename table).
+#[derive(Module, Debug)]
+pub struct Mamba2 {
+    pub in_proj: Linear,
+    pub conv1d: CausalConv1d,
+    pub dt_bias: Param<Tensor<1>>,
+    pub a_log: Param<Tensor<1>>,
+    pub d: Param<Tensor<1>>,
+    pub norm: GatedRmsNorm,
+    pub out_proj: Linear,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_state: usize,
+    pub chunk_size: usize,
+}
+
+impl Mamba2Config {
+    pub fn d_inner(&self) -> usize {
+        self.n_heads * self.d_state
+    }
+    pub fn d_xb(&self) -> usize {
+        self.n_kv_heads * self.d_state
+    }
+    pub fn layout(&self) -> InProjLayout {
+        InProjLayout::new(self.d_inner(), self.d_xb(), self.n_heads)
+    }
+
+    /// Parameters with the shapes of a converted layer; `A_log = log 8`, `D = 1`, the dt bias
+    /// `softplus^-1(0.01)`. The `init` stage writes the reference's random draws instead.
+    pub fn init(&self, device: &Device) -> Mamba2 {
+        let (d_inner, layout) = (self.d_inner(), self.layout());
+        let inv_softplus = |dt: f64| dt + (-(-dt).exp_m1()).ln();
+        Mamba2 {
+            in_proj: LinearConfig::new(self.d_model, layout.rows()).with_bias(false).init(device),
+            conv1d: CausalConv1dConfig::new(layout.xbc().len()).with_kernel(self.d_conv).init(device),
+            dt_bias: Initializer::Constant { value: inv_softplus(0.01) }.init([self.n_heads], device),
+            a_log: Initializer::Constant { value: 8f64.ln() }.init([self.n_heads], device),
+            d: Initializer::Ones.init([self.n_heads], device),
+            norm: GatedRmsNormConfig::new(d_inner, self.d_state).init(device),
+            out_proj: LinearConfig::new(d_inner, self.d_model).with_bias(false).init(device),
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            d_state: self.d_state,
+            chunk_size: self.chunk_size,
+        }
+    }
+}
+
+/// Repeats each of `kv` heads `h / kv` times in place: head `i` reads KV head `i / (h / kv)`.
+///
+/// # Shapes
+/// - `v`: `[batch, seq, kv, w]` -> `[batch, seq, h, w]`
+pub(crate) fn repeat_heads(v: Tensor<4>, h: usize) -> Tensor<4> {
+    let [b, s, kv, w] = v.dims();
+    if kv == h {
+        return v;
+    }
+    v.unsqueeze_dim::<5>(3).expand([b, s, kv, h / kv, w]).reshape([b, s, h, w])
+}
+
+impl Mamba2 {
+    pub fn layout(&self) -> InProjLayout {
+        InProjLayout::new(self.n_heads * self.d_state, self.n_kv_heads * self.d_state, self.n_heads)
+    }
+
+    /// Runs `u` after what `state` holds, leaving the state after the last token. One token
+    /// takes the recurrent step; longer inputs the chunked scan. `mask` (1 = token, 0 = padding)
+    /// makes padding invisible: zero conv input and `dt = 0`, so the state passes through.
+    ///
+    /// # Shapes
+    /// - `u`: `[batch, seq, d_model]` -> same
+    /// - `mask`: `[batch, seq]`
+    pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
+        let [bs, l, _] = u.dims();
+        let (h, kv, p, n) = (self.n_heads, self.n_kv_heads, self.d_state, self.d_state);
+        let lay = self.layout();
+        let dtype = u.dtype();
+        let zxbcdt = self.in_proj.forward(u); // [bs, l, rows]
+        let part = |r: &std::ops::Range<usize>| zxbcdt.clone().narrow(2, r.start, r.len());
+        let (z, mut xbc, dt) = (part(&lay.z), part(&lay.xbc()), part(&lay.dt));
+        let keep = mask.map(|m| m.clone().cast(dtype).unsqueeze_dim::<3>(2)); // [bs, l, 1]
+        if let Some(k) = &keep {
+            xbc = xbc * k.clone();
+        }
+        let xbc = silu(self.conv1d.forward(xbc, &mut state.conv)); // [bs, l, conv channels]
+        let conv_part = |r: &std::ops::Range<usize>| {
+            let r = lay.in_conv(r);
+            xbc.clone().narrow(2, r.start, r.len())
+        };
+        let x = repeat_heads(conv_part(&lay.x).reshape([bs, l, kv, p]), h); // [bs, l, h, p]
+        let b = repeat_heads(conv_part(&lay.b).reshape([bs, l, kv, n]), h); // [bs, l, h, n]
+        let c = conv_part(&lay.c).reshape([bs, l, h, n]);
+        let mut dt = softplus(dt.cast(DType::F32) + self.dt_bias.val().cast(DType::F32).reshape([1, 1, h]), 1.0); // [bs, l, h]
+        if let Some(k) = keep {
+            dt = dt * k.cast(DType::F32);
+        }
+        let a = self.a_log.val().cast(DType::F32).exp().neg();
+        let s0 = state.ssm.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, n], (&x.device(), DType::F32)));
+        let (y, s) = if l == 1 {
+            let one = |v: Tensor<4>, w| v.reshape([bs, h, w]);
+            let (y, s) = ssd_step(one(x.clone(), p), dt.reshape([bs, h]), a, one(b, n), one(c, n), s0);
+            (y.reshape([bs, 1, h, p]), s)
+        } else {
+            ssd_chunked(x.clone(), dt, a, b, c, s0, self.chunk_size)
+        };
+        state.ssm = Some(s);
+        let y = y + x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, h, 1]);
+        let y = self.norm.forward(y.reshape([bs, l, h * p]), z.cast(DType::F32)).cast(dtype);
+        self.out_proj.forward(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn decoding_token_by_token_equals_the_chunked_forward() {
+        let device = Device::flex();
+        let m = Mamba2Config::new(16, 4, 2, 4).with_chunk_size(4).init(&device);
+        let u = Tensor::<3>::random([2, 11, 16], Distribution::Normal(0.0, 1.0), &device);
+        let all = m.forward(u.clone(), None, &mut MambaState::default());
+        // A prefill of 6, then one token at a time.
+        let mut state = MambaState::default();
+        let mut parts = vec![m.forward(u.clone().narrow(1, 0, 6), None, &mut state)];
+        parts.extend((6..11).map(|t| m.forward(u.clone().narrow(1, t, 1), None, &mut state)));
+        let diff = (all - Tensor::cat(parts, 1)).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-4, "{diff:e}");
+    }
+}

@@ -1,0 +1,43 @@
+//! Mamba-2's gated RMSNorm (`norm_before_gate = False`): `rmsnorm(y * silu(z))` over groups of
+//! `group_size` channels (one group per head), statistics in f32, eps 1e-5.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::activation::silu;
+use burn::tensor::{DType, Device, Tensor};
+
+#[derive(Config, Debug)]
+pub struct GatedRmsNormConfig {
+    pub d_inner: usize,
+    pub group_size: usize,
+    #[config(default = 1e-5)]
+    pub eps: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct GatedRmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub group_size: usize,
+    pub eps: f64,
+}
+
+impl GatedRmsNormConfig {
+    pub fn init(&self, device: &Device) -> GatedRmsNorm {
+        GatedRmsNorm { weight: Initializer::Ones.init([self.d_inner], device), group_size: self.group_size, eps: self.eps }
+    }
+}
+
+impl GatedRmsNorm {
+    /// # Shapes
+    /// - `y`, `z`: `[batch, seq, d_inner]` -> same
+    pub fn forward(&self, y: Tensor<3>, z: Tensor<3>) -> Tensor<3> {
+        let [b, s, d] = y.dims();
+        let dtype = y.dtype();
+        let g = self.group_size;
+        let v = (y.cast(DType::F32) * silu(z.cast(DType::F32))).reshape([b, s, d / g, g]);
+        let var = v.clone().powi_scalar(2).mean_dim(3); // [b, s, groups, 1]
+        let v = (v * (var + self.eps).sqrt().recip()).reshape([b, s, d]);
+        v.cast(dtype) * self.weight.val().cast(dtype).unsqueeze::<3>()
+    }
+}

@@ -1,0 +1,144 @@
+//! The Mamba-2 scan (state space duality, SSD) in three forms that compute the same map:
+//! the chunked scan (training and prefill), the sequential recurrence (the definition), and
+//! one recurrent step (decoding). All in f32; inputs are cast.
+//!
+//! Per head: `H_t = exp(dt_t A) H_{t-1} + dt_t x_t B_t^T`, `y_t = H_t C_t` (without the `D` skip).
+
+use burn::tensor::{Bool, DType, Tensor};
+
+/// The chunked SSD scan. Within a chunk of `T` steps the output is a masked (decayed) attention
+/// `y = (C B^T ∘ L) (dt x)`, where `L_ij = exp(sum_{j<k<=i} dt_k A)`; across chunks a state is
+/// carried, one step per chunk. A sequence that is not a multiple of `T` is padded with `dt = 0`
+/// steps, which leave the state unchanged.
+///
+/// # Shapes
+/// - `x`: `[batch, seq, heads, p]`; `dt`: `[batch, seq, heads]` (after softplus); `a`: `[heads]` (negative)
+/// - `b`, `c`: `[batch, seq, heads, n]` (already repeated to heads)
+/// - `state`: `[batch, heads, p, n]`, the state before the first step
+/// - returns `y` `[batch, seq, heads, p]` and the state after the last step
+pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: Tensor<4>, state: Tensor<4>, chunk: usize) -> (Tensor<4>, Tensor<4>) {
+    let [bs, l, h, p] = x.dims();
+    let n = b.dims()[3];
+    let device = x.device();
+    let f = |t: Tensor<4>| t.cast(DType::F32);
+    let (x, b, c, dt, a, state) = (f(x), f(b), f(c), dt.cast(DType::F32), a.cast(DType::F32), f(state));
+    let t = chunk.clamp(1, l.max(1));
+    let nc = l.div_ceil(t);
+    let pad = nc * t - l;
+    let pad4 = |v: Tensor<4>| {
+        let [_, _, d2, d3] = v.dims();
+        if pad == 0 { v } else { Tensor::cat(vec![v, Tensor::zeros([bs, pad, d2, d3], &device)], 1) }
+    };
+    // [bs, nc*T, h, w] -> [bs, nc, h, T, w]
+    let chunks = |v: Tensor<4>, w: usize| pad4(v).reshape([bs, nc, t, h, w]).swap_dims(2, 3);
+    let xdt = chunks(x * dt.clone().unsqueeze_dim::<4>(3), p); // dt folded into x
+    let dt = if pad == 0 { dt } else { Tensor::cat(vec![dt, Tensor::zeros([bs, pad, h], &device)], 1) };
+    let (b, c) = (chunks(b, n), chunks(c, n));
+    let da = (dt * a.reshape([1, 1, h])).reshape([bs, nc, t, h]).swap_dims(2, 3); // [bs, nc, h, T]
+    let acum = da.clone().cumsum(3);
+    // seg[i, j] = sum_{j<k<=i} da_k (a cumulative sum down each column: no cancellation).
+    let below = Tensor::<2, Bool>::tril_mask([t, t], -1, &device).reshape([1, 1, 1, t, t]).expand([bs, nc, h, t, t]);
+    let seg = da.unsqueeze_dim::<5>(4).expand([bs, nc, h, t, t]).mask_fill(below, 0.0).cumsum(3);
+    let above = Tensor::<2, Bool>::tril_mask([t, t], 0, &device).reshape([1, 1, 1, t, t]).expand([bs, nc, h, t, t]);
+    let decay = seg.mask_fill(above.clone(), 0.0).exp().mask_fill(above, 0.0); // L: [bs, nc, h, T, T]
+    // Inside each chunk.
+    let y_diag = (c.clone().matmul(b.clone().transpose()) * decay.clone()).matmul(xdt.clone()); // [bs, nc, h, T, p]
+    // Each chunk's own contribution to the state at its end: sum_s L[T-1, s] xdt_s B_s^T.
+    let to_end = decay.narrow(3, t - 1, 1).swap_dims(3, 4); // [bs, nc, h, T, 1]
+    let local = (xdt * to_end).transpose().matmul(b); // [bs, nc, h, p, n]
+    let chunk_decay = acum.clone().narrow(3, t - 1, 1).exp(); // [bs, nc, h, 1]
+    // Across chunks: one recurrent step per chunk.
+    let mut s = state;
+    let mut entering = Vec::with_capacity(nc);
+    for k in 0..nc {
+        entering.push(s.clone());
+        let keep = chunk_decay.clone().narrow(1, k, 1).reshape([bs, h, 1, 1]);
+        s = s * keep + local.clone().narrow(1, k, 1).reshape([bs, h, p, n]);
+    }
+    let entering: Tensor<5> = Tensor::stack(entering, 1); // [bs, nc, h, p, n]
+    // The state entering a chunk, decayed to each position and read out through C.
+    let y_off = c.matmul(entering.transpose()) * acum.exp().unsqueeze_dim::<5>(4); // [bs, nc, h, T, p]
+    let y = (y_diag + y_off).swap_dims(2, 3).reshape([bs, nc * t, h, p]).narrow(1, 0, l);
+    (y, s)
+}
+
+/// The recurrence one step at a time: the definition the chunked scan must equal.
+///
+/// # Shapes
+/// As [`ssd_chunked`].
+pub fn ssd_sequential(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: Tensor<4>, state: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    let [bs, l, h, p] = x.dims();
+    let n = b.dims()[3];
+    let mut s = state;
+    let mut ys = Vec::with_capacity(l);
+    for i in 0..l {
+        let at = |v: &Tensor<4>, w: usize| v.clone().narrow(1, i, 1).reshape([bs, h, w]);
+        let (y, next) = ssd_step(at(&x, p), dt.clone().narrow(1, i, 1).reshape([bs, h]), a.clone(), at(&b, n), at(&c, n), s);
+        ys.push(y);
+        s = next;
+    }
+    (Tensor::stack(ys, 1), s)
+}
+
+/// One recurrent step.
+///
+/// # Shapes
+/// - `x`: `[batch, heads, p]`; `dt`: `[batch, heads]`; `a`: `[heads]`; `b`, `c`: `[batch, heads, n]`
+/// - `state`: `[batch, heads, p, n]`
+/// - returns `y` `[batch, heads, p]` (f32) and the new state
+pub fn ssd_step(x: Tensor<3>, dt: Tensor<2>, a: Tensor<1>, b: Tensor<3>, c: Tensor<3>, state: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
+    let [bs, h, _] = x.dims();
+    let f = |t: Tensor<3>| t.cast(DType::F32);
+    let (x, b, c, dt) = (f(x), f(b), f(c), dt.cast(DType::F32));
+    let decay = (dt.clone() * a.cast(DType::F32).reshape([1, h])).exp().reshape([bs, h, 1, 1]);
+    let input = (x * dt.unsqueeze_dim::<3>(2)).unsqueeze_dim::<4>(3) * b.unsqueeze_dim::<4>(2); // [bs, h, p, n]
+    let s = state.cast(DType::F32) * decay + input;
+    let y = (s.clone() * c.unsqueeze_dim::<4>(2)).sum_dim(3).squeeze_dim::<3>(3);
+    (y, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::softplus;
+    use burn::tensor::{Device, Distribution};
+
+    fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Random inputs with the scales of a converted layer: dt in about [1e-3, 1], A in [-16, -1].
+    fn inputs(bs: usize, l: usize, h: usize, p: usize, n: usize) -> (Tensor<4>, Tensor<3>, Tensor<1>, Tensor<4>, Tensor<4>, Tensor<4>) {
+        let d = Device::flex();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let dt = softplus(Tensor::<3>::random([bs, l, h], Distribution::Uniform(-5.0, 0.5), &d), 1.0);
+        let a = Tensor::<1>::random([h], Distribution::Uniform(1.0, 16.0), &d).neg();
+        let s0 = Tensor::random([bs, h, p, n], normal, &d);
+        (Tensor::random([bs, l, h, p], normal, &d), dt, a, Tensor::random([bs, l, h, n], normal, &d), Tensor::random([bs, l, h, n], normal, &d), s0)
+    }
+
+    #[test]
+    fn chunked_equals_sequential_on_ragged_lengths_batches_and_carried_state() {
+        // (batch, seq, heads, p, n, chunk): seq not a multiple of the chunk, a chunk longer than
+        // the sequence, one-step chunks, one token.
+        for (bs, l, h, p, n, chunk) in [(2, 37, 3, 4, 5, 8), (1, 16, 2, 8, 8, 16), (3, 5, 1, 2, 3, 64), (2, 9, 2, 3, 2, 1), (2, 1, 4, 4, 4, 8)] {
+            let (x, dt, a, b, c, s0) = inputs(bs, l, h, p, n);
+            let (y1, s1) = ssd_chunked(x.clone(), dt.clone(), a.clone(), b.clone(), c.clone(), s0.clone(), chunk);
+            let (y2, s2) = ssd_sequential(x, dt, a, b, c, s0);
+            let (dy, ds) = (max_diff(y1, y2), max_diff(s1, s2));
+            eprintln!("bs {bs} seq {l} chunk {chunk}: max |chunked - sequential| y {dy:e}, state {ds:e}");
+            assert!(dy < 1e-4 && ds < 1e-4, "bs {bs} l {l} chunk {chunk}: y {dy:e} state {ds:e}");
+        }
+    }
+
+    #[test]
+    fn splitting_a_sequence_and_carrying_the_state_changes_nothing() {
+        let (x, dt, a, b, c, s0) = inputs(2, 20, 2, 4, 4);
+        let (y, s) = ssd_chunked(x.clone(), dt.clone(), a.clone(), b.clone(), c.clone(), s0.clone(), 6);
+        let part = |v: &Tensor<4>, from, len| v.clone().narrow(1, from, len);
+        let (ya, sa) = ssd_chunked(part(&x, 0, 13), dt.clone().narrow(1, 0, 13), a.clone(), part(&b, 0, 13), part(&c, 0, 13), s0, 6);
+        let (yb, sb) = ssd_chunked(part(&x, 13, 7), dt.narrow(1, 13, 7), a, part(&b, 13, 7), part(&c, 13, 7), sa, 6);
+        assert!(max_diff(y, Tensor::cat(vec![ya, yb], 1)) < 1e-4);
+        assert!(max_diff(s, sb) < 1e-4);
+    }
+}
