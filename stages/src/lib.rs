@@ -14,6 +14,7 @@ pub mod generate;
 pub mod teacher;
 pub mod eval;
 pub mod kinds;
+pub mod losses;
 
 use std::sync::Arc;
 
