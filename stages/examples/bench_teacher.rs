@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use distill_stages::llama::KvCache;
+use distill_stages::lm::CausalLm;
 use distill_stages::runtime::Runtime;
 use distill_stages::teacher::LoadedModel;
 
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let run = |decode: usize| -> Result<(f64, f64), Box<dyn std::error::Error>> {
             let ids: Vec<i64> = (0..batch * PROMPT).map(|i| (i * 7919 % 30000) as i64 + 100).collect();
             let input: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [batch, PROMPT]), &runtime.device);
-            let mut cache = KvCache::new(m.config.n_layers);
+            let mut cache = m.model.new_cache();
             let valid = vec![vec![true; PROMPT]; batch];
             sync()?;
             let t0 = Instant::now();

@@ -4,7 +4,9 @@
 pub mod error;
 pub mod gguf;
 pub mod llama;
+pub mod lm;
 pub mod mamba;
+pub mod hybrid;
 pub mod weights;
 
 pub use error::{Error, Result};
@@ -18,8 +20,9 @@ pub mod losses;
 
 use std::sync::Arc;
 
-/// Adds this crate's stage kinds (`teacher`, `eval`) to the engine's registry.
+/// Adds this crate's stage kinds (`teacher`, `eval`, `init`) to the engine's registry.
 pub fn register(registry: &mut distill_engine::stage::Registry) {
     registry.add(Arc::new(kinds::TeacherStage));
     registry.add(Arc::new(kinds::EvalStage));
+    registry.add(Arc::new(kinds::InitStage));
 }

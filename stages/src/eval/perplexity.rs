@@ -3,7 +3,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
-use crate::llama::{KvCache, Llama, Rope};
+use crate::llama::Rope;
+use crate::lm::CausalLm;
 
 #[derive(Debug, Clone, Copy)]
 pub struct EvalOptions {
@@ -49,8 +50,8 @@ pub fn windows(docs: &[Vec<u32>], seq_len: usize, max_tokens: usize) -> Vec<Vec<
 }
 
 /// Evaluates `model` on `docs`; `on_batch(step, totals_so_far)` follows progress.
-pub fn evaluate(model: &Llama, rope: &Rope, docs: &[Vec<u32>], opts: &EvalOptions, mut on_batch: impl FnMut(u64, &EvalTotals)) -> EvalTotals {
-    let device = model.model.embed_tokens.weight.val().device();
+pub fn evaluate<M: CausalLm>(model: &M, rope: &Rope, docs: &[Vec<u32>], opts: &EvalOptions, mut on_batch: impl FnMut(u64, &EvalTotals)) -> EvalTotals {
+    let device = model.device();
     let mut totals = EvalTotals::default();
     let all = windows(docs, opts.seq_len, opts.max_tokens);
     for (step, batch) in all.chunks(opts.batch_size.max(1)).enumerate() {
@@ -67,7 +68,7 @@ pub fn evaluate(model: &Llama, rope: &Rope, docs: &[Vec<u32>], opts: &EvalOption
         }
         let input: Tensor<2, Int> = Tensor::from_data(TensorData::new(inputs, [b, s]), &device);
         let target: Tensor<3, Int> = Tensor::from_data(TensorData::new(targets.clone(), [b, s, 1]), &device);
-        let logits = model.forward(input, &valid, rope, &mut KvCache::new(model.model.layers.len()));
+        let logits = model.forward(input, &valid, rope, &mut model.new_cache());
         let logp = log_softmax(logits.cast(DType::F32), 2); // [b, s, vocab]
         let picked = logp.clone().gather(2, target); // [b, s, 1]
         let best = logp.argmax(2); // [b, s, 1]

@@ -3,7 +3,8 @@
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::sampling::{LogitsProcessor, Sampling};
-use crate::llama::{KvCache, Llama, Rope};
+use crate::llama::Rope;
+use crate::lm::CausalLm;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -28,14 +29,14 @@ impl Default for GenerateOptions {
 /// # Shapes
 /// - `prompts`: `[batch][prompt_len_i]` token ids, each non-empty
 /// - returns `[batch][new_i]`: the new tokens (EOS included when produced)
-pub fn generate(
-    model: &Llama,
+pub fn generate<M: CausalLm>(
+    model: &M,
     rope: &Rope,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
     mut on_token: impl FnMut(usize, u32) -> bool,
 ) -> Vec<Vec<u32>> {
-    let device = model.model.embed_tokens.weight.val().device();
+    let device = model.device();
     let b = prompts.len();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = vec![Vec::new(); b];
@@ -49,7 +50,7 @@ pub fn generate(
         ids.extend(std::iter::repeat_n(opts.pad as i64, pad).chain(p.iter().map(|&t| t as i64)));
         valid.push((0..width).map(|i| i >= pad).collect::<Vec<bool>>());
     }
-    let mut cache = KvCache::new(model.model.layers.len());
+    let mut cache = model.new_cache();
     let mut processor = LogitsProcessor::new(opts.sampling.clone(), opts.seed);
     let mut done = vec![false; b];
     let mut input: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, width]), &device);

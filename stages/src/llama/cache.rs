@@ -26,6 +26,23 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Position ids of a step's tokens as transformers derives them from the attention mask:
+    /// real tokens count on from the cached ones; padding gets position 1 (transformers'
+    /// `masked_fill_(mask == 0, 1)`).
+    ///
+    /// # Shapes
+    /// - `valid`: `[batch][seq]` -> `[batch][seq]`
+    pub fn positions(&self, valid: &[Vec<bool>]) -> Vec<Vec<usize>> {
+        valid
+            .iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let mut p = self.valid.get(r).map_or(0, |c| c.iter().filter(|&&v| v).count());
+                row.iter().map(|&v| if v { p += 1; p - 1 } else { 1 }).collect()
+            })
+            .collect()
+    }
+
     /// Appends this step's validity; returns the attention mask (true = masked) for the step.
     ///
     /// # Shapes

@@ -73,6 +73,22 @@ impl DecoderLayer {
     }
 }
 
+impl crate::lm::CausalLm for Llama {
+    type Cache = KvCache;
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.model.layers.len())
+    }
+
+    fn device(&self) -> Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    fn forward(&self, tokens: Tensor<2, Int>, valid: &[Vec<bool>], rope: &Rope, cache: &mut KvCache) -> Tensor<3> {
+        Llama::forward(self, tokens, valid, rope, cache)
+    }
+}
+
 impl Llama {
     /// Runs `tokens` after what `cache` holds, appending to it.
     ///
@@ -81,16 +97,7 @@ impl Llama {
     /// - returns logits `[batch, seq, vocab]`
     pub fn forward(&self, tokens: Tensor<2, Int>, valid: &[Vec<bool>], rope: &Rope, cache: &mut KvCache) -> Tensor<3> {
         let device = tokens.device();
-        // Position ids as transformers derives them from the attention mask: count real tokens.
-        let positions: Vec<Vec<usize>> = valid
-            .iter()
-            .enumerate()
-            .map(|(r, row)| {
-                let mut p = cache.valid.get(r).map_or(0, |c| c.iter().filter(|&&v| v).count());
-                // Padding gets position 1, as transformers' `masked_fill_(mask == 0, 1)`.
-                row.iter().map(|&v| if v { p += 1; p - 1 } else { 1 }).collect()
-            })
-            .collect();
+        let positions = cache.positions(valid);
         let x = self.model.embed_tokens.forward(tokens);
         let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
         let mask = cache.push_mask(valid, &device);

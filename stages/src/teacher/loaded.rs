@@ -1,17 +1,21 @@
 //! A model folder opened for use: the model on its device, its config, RoPE tables and
-//! tokenizer.
+//! tokenizer. Teachers and hybrids open the same way (a teacher is a hybrid whose every layer is
+//! attention).
 
 use std::path::Path;
 
 use crate::error::Result;
 use crate::generate::{generate, GenerateOptions};
-use crate::llama::{Llama, LlamaConfig, Rope};
+use crate::hybrid::{Hybrid, HybridConfig};
+use crate::llama::{LlamaConfig, Rope};
 use crate::runtime::Runtime;
 use crate::text::{Message, TextTokenizer};
 
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Hybrid,
     pub config: LlamaConfig,
+    /// Which layers are attention and which Mamba.
+    pub hybrid: HybridConfig,
     pub rope: Rope,
     pub tokenizer: TextTokenizer,
     pub runtime: Runtime,
@@ -19,10 +23,11 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn open(dir: &Path, runtime: Runtime) -> Result<Self> {
-        let (model, config) = Llama::from_hf_dir(dir, runtime.dtype, &runtime.device)?;
+        let (model, hybrid) = Hybrid::from_hf_dir(dir, runtime.dtype, &runtime.device)?;
         let tokenizer = TextTokenizer::from_dir(dir)?;
+        let config = hybrid.llama.clone();
         let rope = Rope::new(&config);
-        Ok(Self { model, config, rope, tokenizer, runtime })
+        Ok(Self { model, config, hybrid, rope, tokenizer, runtime })
     }
 
     /// Token ids of a prompt: the raw text, or the chat template applied to one user message.

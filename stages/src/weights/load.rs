@@ -32,7 +32,7 @@ impl ModuleMapper for Loader<'_> {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let name = self.path.join(".");
+        let name = super::shapes::checkpoint_key(&self.path, &self.containers);
         // burn's Linear stores `[d_input, d_output]`; checkpoints store `[out, in]`.
         let transposed = self.containers.last().is_some_and(|c| c == "Struct:Linear") && name.ends_with("weight");
         let mut want: Vec<usize> = param.lazy_shape().to_vec();

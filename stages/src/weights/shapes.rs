@@ -24,13 +24,26 @@ impl ModuleVisitor for Shapes {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let name = self.path.join(".");
+        let name = checkpoint_key(&self.path, &self.containers);
         let mut shape = param.lazy_shape().to_vec();
         if self.containers.last().is_some_and(|c| c == "Struct:Linear") && name.ends_with("weight") {
             shape.reverse(); // burn's Linear is [in, out]; checkpoints are [out, in]
         }
         self.out.insert(name, shape);
     }
+}
+
+/// The checkpoint key of a parameter from its module path: field names joined by dots; enum
+/// variants (`Mixer::Mamba2`) name no key segment, so a variant's fields sit under the field
+/// that holds the enum (`model.layers.0.mamba.in_proj.weight`).
+pub(crate) fn checkpoint_key(path: &[String], containers: &[String]) -> String {
+    let parts: Vec<&str> = path
+        .iter()
+        .zip(containers)
+        .filter(|(_, c)| !c.starts_with("Enum:"))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    parts.join(".")
 }
 
 /// `name -> shape` of every float parameter, as a checkpoint names and lays it out.

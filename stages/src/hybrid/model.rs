@@ -1,0 +1,133 @@
+//! The hybrid model. Field names are the reference checkpoint's tensor names: attention layers
+//! keep `model.layers.{i}.self_attn.*`, converted layers hold `model.layers.{i}.mamba.*`.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+
+use super::cache::HybridCache;
+use super::config::{HybridConfig, MixerConfig};
+use crate::llama::{Attention, AttentionConfig, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
+use crate::lm::CausalLm;
+use crate::mamba::{Mamba1, Mamba2, MambaState};
+
+/// One Mamba variant per model (the reference never mixes them). The enum names no key segment.
+#[derive(Module, Debug)]
+pub enum MambaMixer {
+    Mamba2(Mamba2),
+    Mamba1(Mamba1),
+}
+
+/// A decoder layer whose mixer is attention (`self_attn`) or Mamba (`mamba`), never both.
+#[derive(Module, Debug)]
+pub struct HybridLayer {
+    pub self_attn: Option<Attention>,
+    pub mamba: Option<MambaMixer>,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct HybridModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<HybridLayer>,
+    pub norm: RmsNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct Hybrid {
+    pub model: HybridModel,
+    /// `None` when the embeddings are tied.
+    pub lm_head: Option<Linear>,
+}
+
+impl HybridConfig {
+    pub fn init(&self, device: &Device) -> Hybrid {
+        let c = &self.llama;
+        let norm = || RmsNormConfig::new(c.d_model).with_eps(c.rms_eps).init(device);
+        let layer = |i: usize| {
+            let attention = self.is_attention(i);
+            HybridLayer {
+                self_attn: attention.then(|| {
+                    AttentionConfig::new(c.d_model, c.n_heads, c.n_kv_heads, c.head_dim).with_bias(c.attention_bias).init(device)
+                }),
+                mamba: (!attention).then(|| match &self.mixer {
+                    MixerConfig::Mamba2(m) => MambaMixer::Mamba2(m.init(device)),
+                    MixerConfig::Mamba1(m) => MambaMixer::Mamba1(m.init(device)),
+                }),
+                mlp: MlpConfig::new(c.d_model, c.d_ff).with_bias(c.mlp_bias).init(device),
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            }
+        };
+        Hybrid {
+            model: HybridModel {
+                embed_tokens: EmbeddingConfig::new(c.vocab_size, c.d_model).init(device),
+                layers: (0..c.n_layers).map(layer).collect(),
+                norm: norm(),
+            },
+            lm_head: (!c.tie_embeddings).then(|| LinearConfig::new(c.d_model, c.vocab_size).with_bias(false).init(device)),
+        }
+    }
+}
+
+/// What a layer's mixer reads besides its input.
+struct Step<'a> {
+    cos: &'a Tensor<4>,
+    sin: &'a Tensor<4>,
+    /// Attention mask `[batch, 1, seq, cached + seq]`, true = masked.
+    mask: &'a Tensor<4, Bool>,
+    /// `[batch, seq]`, 1 = token, 0 = padding (Mamba layers let the state pass through padding).
+    keep: &'a Tensor<2>,
+}
+
+impl HybridLayer {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> same
+    fn forward(&self, x: Tensor<3>, step: &Step, kv: &mut Option<(Tensor<4>, Tensor<4>)>, state: &mut MambaState) -> Tensor<3> {
+        let h = self.input_layernorm.forward(x.clone());
+        let mixed = match (&self.self_attn, &self.mamba) {
+            (Some(attn), _) => attn.forward(h, step.cos, step.sin, step.mask, kv),
+            (None, Some(MambaMixer::Mamba2(m))) => m.forward(h, Some(step.keep), state),
+            (None, Some(MambaMixer::Mamba1(m))) => m.forward(h, Some(step.keep), state),
+            (None, None) => h.zeros_like(), // not built by HybridConfig::init
+        };
+        let x = x + mixed;
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+impl CausalLm for Hybrid {
+    type Cache = HybridCache;
+
+    fn new_cache(&self) -> HybridCache {
+        HybridCache::new(self.model.layers.len())
+    }
+
+    fn device(&self) -> Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    fn forward(&self, tokens: Tensor<2, Int>, valid: &[Vec<bool>], rope: &Rope, cache: &mut HybridCache) -> Tensor<3> {
+        let device = tokens.device();
+        let [b, s] = tokens.dims();
+        let positions = cache.kv.positions(valid);
+        let x = self.model.embed_tokens.forward(tokens);
+        let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
+        let mask = cache.kv.push_mask(valid, &device);
+        let keep: Vec<f32> = valid.iter().flatten().map(|&v| if v { 1.0 } else { 0.0 }).collect();
+        let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s]), (&device, DType::F32));
+        let step = Step { cos: &cos, sin: &sin, mask: &mask, keep: &keep };
+        let mut x = x;
+        let slots = cache.kv.layers.iter_mut().zip(cache.mamba.iter_mut());
+        for (layer, (kv, state)) in self.model.layers.iter().zip(slots) {
+            x = layer.forward(x, &step, kv, state);
+        }
+        let x = self.model.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
+    }
+}
