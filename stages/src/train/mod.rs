@@ -1,0 +1,23 @@
+//! The shared trainer of `distill`, `sft` and `dpo`: AdamW, warmup + cosine, global-norm
+//! clipping, gradient accumulation, freezing by name, a seeded data order, checkpoints with
+//! bit-exact resume, and non-finite detection.
+
+mod adamw;
+mod base;
+mod checkpoint;
+mod freeze;
+mod model;
+mod names;
+mod order;
+mod schedule;
+mod trainer;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use base::{TrainError, TrainResult};
+pub use checkpoint::{load_checkpoint, save_checkpoint, save_weights, weights_of, TrainState};
+pub use freeze::{freeze, Freeze};
+pub use model::TrainableLm;
+pub use names::param_names;
+pub use order::DataOrder;
+pub use schedule::LrSchedule;
+pub use trainer::{Loss, StepReport, TrainConfig, Trainer};
