@@ -16,6 +16,7 @@ pub mod generate;
 pub mod teacher;
 pub mod eval;
 pub mod kinds;
+pub mod data;
 pub mod train;
 pub mod losses;
 

@@ -1,0 +1,19 @@
+//! Training data: rows read from JSONL or plain-text files and folders, tokenized with the
+//! teacher's tokenizer into packed text sequences, chat examples with assistant-token loss
+//! masks, and preference pairs; deterministic splits; bad rows counted per reason.
+
+mod base;
+mod chat;
+#[cfg(test)]
+pub(crate) mod fixtures;
+mod preference;
+mod rows;
+mod split;
+mod text;
+
+pub use base::{BadRows, DataError};
+pub use chat::{chat_example, parse_messages, Example};
+pub use preference::{preference_pair, PreferencePair};
+pub use rows::read_rows;
+pub use split::in_validation;
+pub use text::pack_texts;
