@@ -8,7 +8,7 @@ mod chat;
 pub(crate) mod fixtures;
 mod preference;
 mod rows;
-mod split;
+pub(crate) mod split;
 mod text;
 
 pub use base::{BadRows, DataError};
@@ -16,4 +16,5 @@ pub use chat::{chat_example, parse_messages, Example};
 pub use preference::{preference_pair, PreferencePair};
 pub use rows::read_rows;
 pub use split::in_validation;
+pub(crate) use split::fnv1a;
 pub use text::pack_texts;

@@ -24,3 +24,12 @@ impl TrainableLm for Llama {
         self.forward(tokens, &valid, rope, &mut KvCache::new(self.model.layers.len()))
     }
 }
+
+impl TrainableLm for crate::hybrid::Hybrid {
+    fn train_logits(&self, tokens: Tensor<2, Int>, rope: &Rope) -> Tensor<3> {
+        use crate::lm::CausalLm;
+        let [b, s] = tokens.dims();
+        let valid = vec![vec![true; s]; b];
+        self.forward(tokens, &valid, rope, &mut self.new_cache())
+    }
+}

@@ -1,0 +1,211 @@
+//! `distill`: the student learns the frozen teacher's next-token distributions on packed text
+//! (METHOD.md section 2): loss = `ce_weight` * CE + `kl_weight` * KL(teacher || student).
+//!
+//! ```toml
+//! [stages.distill50]
+//! kind = "distill"
+//! params = { teacher = "@teacher", student = "@hybrid50", data = "@corpus/train", tokens = 2_000_000,
+//!            seq_len = 512, batch = 64, lr = 8e-5, warmup = 50, kl_weight = 1.0, ce_weight = 0.0,
+//!            freeze = "non_mamba" }
+//! ```
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
+use serde::Deserialize;
+
+use super::params::{failed, parse, parse_value, reference};
+use super::training::{checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
+use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
+use crate::hybrid::Hybrid;
+use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlReduction};
+use crate::runtime::Runtime;
+use crate::teacher::LoadedModel;
+use crate::text::TextTokenizer;
+use crate::train::{Loss, TrainableLm, Trainer};
+
+fn one() -> f64 { 1.0 }
+fn d_seq() -> usize { 512 }
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    teacher: String,
+    student: String,
+    data: String,
+    #[serde(default = "d_seq")]
+    seq_len: usize,
+    #[serde(default = "one")]
+    kl_weight: f64,
+    #[serde(default)]
+    ce_weight: f64,
+    #[serde(default = "one")]
+    temperature: f64,
+    #[serde(default)]
+    kl_direction: KlDirection,
+    #[serde(default)]
+    kl_reduction: KlReduction,
+    #[serde(flatten)]
+    optim: OptimParams,
+}
+
+fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
+    let p: Params = parse_value(params)?;
+    for (path, v) in [("params.teacher", &p.teacher), ("params.student", &p.student), ("params.data", &p.data)] {
+        reference(path, v)?;
+    }
+    if p.seq_len < 2 || p.optim.batch == 0 {
+        return Err(ParamError::new("params.seq_len", "seq_len must be at least 2 and batch at least 1"));
+    }
+    if p.temperature <= 0.0 {
+        return Err(ParamError::new("params.temperature", "must be positive"));
+    }
+    Ok(p)
+}
+
+/// Each row's text: `text`, or `messages` through the chat template.
+pub(super) fn row_texts(rows: &[serde_json::Value], tok: &TextTokenizer, bad: &mut BadRows) -> crate::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some(t) = row.get("text").and_then(|t| t.as_str()) {
+            out.push(t.to_string());
+        } else {
+            match parse_messages(row.get("messages")) {
+                Ok(m) => out.push(tok.apply_chat_template(&m, false)?),
+                Err(reason) => {
+                    bad.seen();
+                    bad.bad(reason);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub struct DistillStage;
+
+/// Windows `[n][seq + 1]` as inputs and targets on `device`.
+fn windows(w: &[&Vec<u32>], device: &burn::tensor::Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let s = w[0].len() - 1;
+    let ids: Vec<i64> = w.iter().flat_map(|r| r.iter().map(|&t| t as i64)).collect();
+    let all: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [w.len(), s + 1]), device);
+    (all.clone().slice([0..w.len(), 0..s]), all.slice([0..w.len(), 1..s + 1]))
+}
+
+/// Mean token-level forward KL of `student` to `teacher` on `val` (no gradients).
+fn validation_kl(student: &Hybrid, teacher: &LoadedModel, val: &[Vec<u32>]) -> f64 {
+    let device = teacher.runtime.device.clone();
+    let opts = KlOptions { reduction: KlReduction::TokenMean, ..KlOptions::default() };
+    let (mut sum, mut n) = (0.0, 0usize);
+    for chunk in val.chunks(8) {
+        let refs: Vec<&Vec<u32>> = chunk.iter().collect();
+        let (input, _) = windows(&refs, &device);
+        let [b, s] = input.dims();
+        let t = teacher.model.train_logits(input.clone(), &teacher.rope);
+        let st = student.train_logits(input, &teacher.rope);
+        let kl = kl_divergence(st.cast(burn::tensor::DType::F32), t.cast(burn::tensor::DType::F32), Tensor::ones([b, s], &device), &opts);
+        sum += kl.into_data().convert::<f32>().try_to_vec::<f32>().map_or(f64::NAN, |v| v[0] as f64) * b as f64;
+        n += b;
+    }
+    sum / n.max(1) as f64
+}
+
+impl Stage for DistillStage {
+    fn kind(&self) -> &'static str { "distill" }
+    fn version(&self) -> u32 { 1 }
+    fn summary(&self) -> &'static str { "distill a frozen teacher into a student (KL + CE on packed text)" }
+
+    fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
+        check(&spec.params)?;
+        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
+        Ok(())
+    }
+
+    fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
+        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+    }
+
+    fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
+        let p: Params = parse(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
+        let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
+        let student_dir = ctx.input(&p.student)?.to_path_buf();
+        let teacher = LoadedModel::open(ctx.input(&p.teacher)?, runtime.clone()).map_err(failed)?;
+        let student = LoadedModel::open(&student_dir, runtime.clone()).map_err(failed)?;
+        let mut bad = BadRows::default();
+        let rows = read_rows(ctx.input(&p.data)?, &mut bad).map_err(data_err)?;
+        let seed = ctx.spec.seed;
+        let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, p.optim.validation, seed));
+        let texts = row_texts(&train_rows, &teacher.tokenizer, &mut bad).map_err(failed)?;
+        let train = pack_texts(&texts, &teacher.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
+        bad.check("distill data", p.optim.max_bad_fraction).map_err(data_err)?;
+        let val_texts = row_texts(&val_rows, &teacher.tokenizer, &mut BadRows::default()).map_err(failed)?;
+        let mut val = pack_texts(&val_texts, &teacher.tokenizer, p.seq_len, &mut BadRows::default()).map_err(failed)?;
+        if val.is_empty() {
+            val = train.iter().take(8).cloned().collect(); // tiny corpora: check on training windows
+        }
+        val.truncate(64);
+        ctx.log(format!("{} training windows of {} tokens, {} validation; bad rows {:?}", train.len(), p.seq_len, val.len(), bad.counts));
+        for (reason, n) in &bad.counts {
+            ctx.metric(&format!("bad_rows/{reason}"), *n as f64)?;
+        }
+        let before = validation_kl(&student.model, &teacher, &val);
+        let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
+        let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
+        let kl_opts = KlOptions { direction: p.kl_direction, reduction: p.kl_reduction, temperature: p.temperature };
+        let train_device = runtime.device.clone().autodiff();
+        let loss_fn = |model: &Hybrid, ids: &[usize]| {
+            let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &train[i]).collect();
+            let (input, target) = windows(&w, &runtime.device);
+            let [b, s] = input.dims();
+            let t_logits = teacher.model.train_logits(input.clone(), &teacher.rope).cast(burn::tensor::DType::F32);
+            let s_logits = model.train_logits(input.autodiff(), &teacher.rope).cast(burn::tensor::DType::F32);
+            let mask = Tensor::<2>::ones([b, s], &train_device);
+            let kl = kl_divergence(s_logits.clone(), t_logits.autodiff(), mask.clone(), &kl_opts);
+            let ce = cross_entropy(s_logits, target.autodiff(), mask);
+            let total = kl.clone() * p.kl_weight + ce.clone() * p.ce_weight;
+            Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
+        };
+        run_trainer(ctx, &mut trainer, loss_fn)?;
+        let ck = trainer.config.checkpoint_dir.clone();
+        let model = trainer.into_model();
+        let after = validation_kl(&model, &teacher, &val);
+        ctx.log(format!("validation KL to the teacher: {before:.5} -> {after:.5}"));
+        ctx.metric("val_kl_before", before)?;
+        ctx.metric("val_kl", after)?;
+        write_model(&student_dir, ctx.out_dir(), &model)?;
+        if let Some(dir) = ck {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::fixtures::{tiny_config, write_model_dir};
+    use crate::kinds::training::testing::{run_stage, write_jsonl};
+
+    #[test]
+    fn distill_halves_the_validation_kl_to_the_teacher() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (teacher, student, data) = (tmp.path().join("teacher"), tmp.path().join("student"), tmp.path().join("corpus.jsonl"));
+        write_model_dir(&teacher, &tiny_config(32, 2));
+        write_model_dir(&student, &tiny_config(32, 1));
+        let words = ["the cat sat", "on a mat", "dogs run far", "birds sing", "a big red sun"];
+        let rows: Vec<serde_json::Value> = (0..40).map(|i| serde_json::json!({ "text": format!("{} and {}.", words[i % 5], words[(i * 3 + 1) % 5]) })).collect();
+        write_jsonl(&data, &rows);
+        let params = serde_json::json!({ "teacher": "@teacher", "student": "@student", "data": "@corpus",
+            "seq_len": 24, "batch": 4, "micro_batch": 2, "steps": 30, "lr": 1e-2, "warmup": 3, "validation": 0.2 });
+        let inputs = [("@teacher", teacher), ("@student", student), ("@corpus", data)];
+        let (m, out, steps) = run_stage(&DistillStage, tmp.path(), params, &inputs).unwrap();
+        eprintln!("distill metrics: {m:?}");
+        assert!(m["val_kl"] <= 0.5 * m["val_kl_before"], "{m:?}");
+        assert!(out.join("model.safetensors").is_file() && out.join("tokenizer.json").is_file());
+        for name in ["\"loss\"", "\"loss/kl\"", "\"loss/ce\"", "\"lr\"", "\"grad_norm\"", "\"tokens_per_s\""] {
+            assert_eq!(steps.iter().filter(|l| l.contains(&format!("\"name\":{name}"))).count(), 30, "{name}");
+        }
+        // The written student loads back.
+        LoadedModel::open(&out, Runtime::cpu()).unwrap();
+    }
+}
