@@ -28,4 +28,5 @@ pub fn register(registry: &mut distill_engine::stage::Registry) {
     registry.add(Arc::new(kinds::EvalStage));
     registry.add(Arc::new(kinds::InitStage));
     registry.add(Arc::new(kinds::DistillStage));
+    registry.add(Arc::new(kinds::SftStage));
 }

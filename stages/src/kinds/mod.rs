@@ -5,6 +5,7 @@ mod distill;
 mod eval;
 mod init;
 mod params;
+mod sft;
 mod teacher;
 mod training;
 
@@ -12,4 +13,5 @@ pub use data::read_texts;
 pub use distill::DistillStage;
 pub use eval::EvalStage;
 pub use init::InitStage;
+pub use sft::SftStage;
 pub use teacher::TeacherStage;

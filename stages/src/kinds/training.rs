@@ -147,7 +147,6 @@ pub fn write_model(student_dir: &Path, out: &Path, model: &Hybrid) -> Result<(),
 /// # Shapes
 /// - `rows`: `[batch][len_i]` tokens, `masks`: `[batch][len_i]` (true = the token is a target)
 /// - returns inputs `[batch, len - 1]`, targets `[batch, len - 1]`, mask `[batch, len - 1]`
-#[allow(dead_code)] // used by sft and dpo
 pub fn batch_tensors(rows: &[&[u32]], masks: &[&[bool]], pad: u32, device: &burn::tensor::Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
     let len = rows.iter().map(|r| r.len()).max().unwrap_or(2).max(2);
     let (mut inputs, mut targets, mut mask) = (Vec::new(), Vec::new(), Vec::new());
