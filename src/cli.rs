@@ -78,9 +78,18 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifests (for taplo / Even Better TOML).
     Schema,
+    /// Generate text with any model artifact: `--model @teacher` or a model folder.
+    Generate(GenerateArgs),
     /// Run one stage from a job file (what a Slurm job executes on its node).
     #[command(hide = true, name = "exec-stage")]
-    ExecStage { job: PathBuf },
+    ExecStage {
+        job: Option<PathBuf>,
+        /// A job array's list of job files, with `--index`.
+        #[arg(long, requires = "index")]
+        list: Option<PathBuf>,
+        #[arg(long)]
+        index: Option<usize>,
+    },
     /// Print the content hash distill uses for files and folders (blake3).
     #[command(hide = true)]
     Hash { paths: Vec<PathBuf> },
@@ -135,6 +144,39 @@ pub struct RunArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// `@stage` (its stored model) or a Hugging Face model folder.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub prompt: String,
+    /// Render the prompt with the model's chat template as one user message.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// The workspace whose stored outputs `@stage` names.
+    #[arg(long, default_value = ".")]
+    pub workspace: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -201,3 +201,29 @@ fn report_writes_html_for_the_last_run_and_compares_two() {
     let cmp = t.run(["report", ids[0], ids[1]]).success().stdout();
     assert!(cmp.contains("-vs-") && std::path::Path::new(cmp.trim()).exists(), "{cmp}");
 }
+
+#[test]
+fn a_report_stage_waits_for_all_and_reruns_only_when_something_ran() {
+    let t = TestRun::new();
+    t.manifest(&format!("{DIAMOND}\n[stages.summary]\nkind = \"report\"\n"));
+    let s = t.run_ok(&[]);
+    assert_eq!(s.last().unwrap(), &("summary".to_string(), "ran".to_string()), "it runs last");
+    let html = t.run(["path", "@summary/report.html"]).success().stdout();
+    assert!(std::fs::read_to_string(html.trim()).unwrap().contains("stage-d"));
+    assert_eq!(with_status(&t.run_ok(&[]), "cached").len(), 5, "nothing ran, nothing to report anew");
+    let s = t.run_ok(&["--force", "b"]);
+    assert_eq!(with_status(&s, "ran"), vec!["b", "summary"], "d is cut off early, the report is not");
+}
+
+#[test]
+fn fetch_downloads_a_pypi_package_once() {
+    let t = TestRun::new();
+    t.manifest("[stages.six]\nkind = \"fetch\"\nparams = { pypi = \"six\", version = \"1.16.0\" }\n");
+    assert_eq!(with_status(&t.run_ok(&[]), "ran"), vec!["six"]);
+    let module = t.run(["path", "@six/six.py"]).success().stdout();
+    assert!(std::fs::read_to_string(module.trim()).unwrap().contains("__version__ = \"1.16.0\""));
+    assert_eq!(with_status(&t.run_ok(&[]), "cached"), vec!["six"], "a second run fetches nothing");
+    let bad = TestRun::new();
+    bad.manifest("[stages.x]\nkind = \"fetch\"\nparams = { pypi = \"six\", debian = \"hostname\" }\n");
+    bad.run(["run"]).code_is(2).stderr_contains("exactly one of `pypi` or `debian`");
+}

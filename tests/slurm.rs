@@ -78,6 +78,13 @@ fn a_fan_out_runs_on_slurm_to_the_same_outputs_and_cache_as_locally() {
     assert_eq!(remote.read("all.txt"), local.read("all.txt"));
     assert_eq!(record_hashes(&remote), record_hashes(&local), "same keys and output hashes");
     assert_eq!(jobs_in(&remote).len(), 5, "one job per stage");
+    let out = Command::new("scontrol").args(["show", "jobs", "-o"]).output().unwrap();
+    let dir = remote.path().canonicalize().unwrap().display().to_string();
+    let array_tasks = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("WorkDir={dir}")) && l.contains("JobName=distill:part[]") && l.contains("ArrayTaskId="))
+        .count();
+    assert_eq!(array_tasks, 3, "the family went as one job array");
     let again = remote.run_ok(&["--executor", "slurm"]);
     assert_eq!(with_status(&again, "cached").len(), 5);
     assert_eq!(jobs_in(&remote).len(), 5, "a rerun with nothing changed submits nothing");

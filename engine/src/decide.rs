@@ -123,6 +123,12 @@ pub fn decide(
                     .map_err(|e| DecideError::Input { name: name.clone(), message: e.to_string() })?;
                 key.inputs.insert(name.clone(), h);
             }
+            Input::Record { name, stage } => match upstream(stage) {
+                Some(state) => {
+                    key.inputs.insert(name.clone(), format!("{}@{}", state.key_hash, state.run_id));
+                }
+                None => waiting.push(stage.clone()),
+            },
             Input::Stage { name, reference } => match upstream(&reference.stage) {
                 Some(state) => {
                     let h = input_hash(reference, &state, hasher)
@@ -178,7 +184,10 @@ pub fn decide(
 }
 
 fn is_stage_input(stage: &crate::plan::PlannedStage, name: &str) -> bool {
-    stage.inputs.iter().any(|i| matches!(i, Input::Stage { name: n, .. } if n == name))
+    stage.inputs.iter().any(|i| match i {
+        Input::Stage { name: n, .. } | Input::Record { name: n, .. } => n == name,
+        Input::File { .. } => false,
+    })
 }
 
 fn input_hash(r: &Reference, state: &StageState, hasher: &Hasher) -> Result<String, String> {

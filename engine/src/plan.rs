@@ -28,13 +28,16 @@ pub enum Input {
     Stage { name: String, reference: Reference },
     /// A file or folder outside the store, hashed by content.
     File { name: String, path: PathBuf },
+    /// Another stage's last execution (which run produced it, with which key), for stages
+    /// that report on the whole run.
+    Record { name: String, stage: String },
 }
 
 impl Input {
     /// The name that appears in the cache key and in `explain`.
     pub fn name(&self) -> &str {
         match self {
-            Input::Stage { name, .. } | Input::File { name, .. } => name,
+            Input::Stage { name, .. } | Input::File { name, .. } | Input::Record { name, .. } => name,
         }
     }
 }

@@ -21,6 +21,11 @@ impl Stage for ReportStage {
         "renders the run's report (report.html, report.json) from the stages before it"
     }
 
+    /// A report shows every stage: it waits for them all and reruns when any of them ran.
+    fn watches_run(&self) -> bool {
+        true
+    }
+
     fn params_schema(&self) -> serde_json::Value {
         serde_json::json!({
             "type": "object",
@@ -79,9 +84,8 @@ mod tests {
 
     fn spec(params: serde_json::Value) -> StageSpec {
         StageSpec {
-            name: "report".into(), kind: "report".into(), params, needs: vec![], device: "cpu".into(),
-            dtype: "f32".into(), seed: 0, threads: 1, gpus: 0, retries: 0, frozen: false, cmd: None,
-            deps: vec![], outs: vec![], env: Default::default(), workdir: None, manifest_dir: ".".into(),
+            name: "report".into(), kind: "report".into(), params, device: "cpu".into(),
+            dtype: "f32".into(), threads: 1, manifest_dir: ".".into(), ..Default::default()
         }
     }
 

@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+mod generate;
 mod graph;
 mod report;
 mod pipeline;
@@ -16,6 +17,7 @@ use crate::cli::Command;
 pub fn registry() -> Registry {
     let mut r = Registry::builtin();
     r.add(Arc::new(distill_reports::ReportStage));
+    distill_stages::register(&mut r);
     r
 }
 
@@ -28,12 +30,18 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Runs { workspace, json } => store::runs(&workspace, json),
         Command::Gc { workspace, keep_last } => store::gc(&workspace, keep_last),
         Command::Report { runs, workspace, out } => report::report(&workspace, &runs, out.as_deref()),
+        Command::Generate(args) => generate::generate(&args),
         Command::Schema => {
             let schema = distill_engine::manifest::manifest_schema(&registry());
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::ExecStage { job } => {
+        Command::ExecStage { job, list, index } => {
+            let job = match (job, list, index) {
+                (Some(j), _, _) => j,
+                (None, Some(l), Some(i)) => distill_engine::exec::job_from_list(&l, i)?,
+                _ => anyhow::bail!("exec-stage needs a job file, or --list and --index"),
+            };
             let ok = distill_engine::exec::run_job_file(&job, &registry())?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

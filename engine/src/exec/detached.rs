@@ -40,6 +40,15 @@ pub enum JobError {
     Kind(String),
 }
 
+/// The job file on line `index` of a job array's list.
+pub fn job_from_list(list: &Path, index: usize) -> Result<PathBuf, JobError> {
+    let text = std::fs::read_to_string(list).map_err(|source| JobError::Io { path: list.to_path_buf(), source })?;
+    text.lines().nth(index).map(PathBuf::from).ok_or_else(|| JobError::Io {
+        path: list.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no job at index {index}")),
+    })
+}
+
 /// The child side: runs the job's stage and writes its result; `Ok(false)` if the stage failed.
 pub fn run_job_file(path: &Path, registry: &Registry) -> Result<bool, JobError> {
     let io = |source| JobError::Io { path: path.to_path_buf(), source };

@@ -10,7 +10,7 @@ mod slurm;
 mod status;
 mod worker;
 
-pub use detached::{JobError, run_job_file};
+pub use detached::{JobError, job_from_list, run_job_file};
 pub use progress::Progress;
 pub use schedule::run;
 pub use select::{Selection, select};

@@ -39,7 +39,8 @@ pub fn run(
     let mut record = new_record(plan, &run_id, opts);
     let _ = ws.save_run(&record);
     let hasher = Hasher::new(ws.file_hashes().ok());
-    let job = Job { plan, registry, ws, hasher: &hasher, run_id: &run_id, cancel: cancel.clone() };
+    let batcher = super::slurm::Batcher::default();
+    let job = Job { plan, registry, ws, hasher: &hasher, run_id: &run_id, cancel: cancel.clone(), slurm: &batcher };
     // States of finished stages, this run's and the unselected upstream's.
     let states: Mutex<BTreeMap<String, StageState>> = Mutex::new(BTreeMap::new());
     for (i, s) in plan.stages.iter().enumerate() {

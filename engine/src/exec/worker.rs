@@ -27,6 +27,7 @@ pub struct Job<'a> {
     pub hasher: &'a Hasher,
     pub run_id: &'a str,
     pub cancel: Arc<AtomicBool>,
+    pub slurm: &'a super::slurm::Batcher,
 }
 
 /// The finished stage's record entry and, on success, its state.
@@ -102,7 +103,7 @@ impl Job<'_> {
                 return self.fail(idx, run, format!("{}: {e}", work.display()), t0);
             }
             let attempt_result = if spec.executor.slurm {
-                self.attempt_slurm(spec, &inputs, &work, &out_dir, &log_path)
+                self.attempt_slurm(spec, stage.family.as_deref(), &inputs, &work, &out_dir, &log_path)
             } else {
                 self.attempt_local(&kind, spec, &inputs, &work, &out_dir, &log_path, attempt)
             };
@@ -171,6 +172,7 @@ impl Job<'_> {
     fn attempt_slurm(
         &self,
         spec: &StageSpec,
+        family: Option<&str>,
         inputs: &BTreeMap<String, PathBuf>,
         work: &Path,
         out_dir: &Path,
@@ -188,7 +190,7 @@ impl Job<'_> {
         };
         let path = work.join("job.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
-        let r = super::slurm::run(&job, &path, &self.cancel)?;
+        let r = super::slurm::run(self.slurm, family, &job, &path, &self.cancel)?;
         Ok((r.metrics, r.steps))
     }
 
@@ -214,6 +216,7 @@ impl Job<'_> {
                 Input::File { name, path } => {
                     out.insert(name.clone(), path.clone());
                 }
+                Input::Record { .. } => {}
             }
         }
         Ok(out)

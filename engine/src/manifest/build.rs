@@ -98,6 +98,7 @@ pub fn build(manifest: &Path, sets: &[String], registry: &Registry) -> Result<Pl
     let families = check_names(&drafts, &mut problems);
     check_kinds(&drafts, registry, &mut problems);
     link(&mut drafts, &families, &root_dir, &mut problems);
+    watch_run(&mut drafts, registry);
     for d in &drafts {
         if let Some(kind) = registry.get(&d.spec.kind) {
             if let Err(e) = kind.validate(&d.spec) {
@@ -326,6 +327,46 @@ fn link(drafts: &mut [Draft], families: &BTreeMap<String, Vec<String>>, root: &P
         d.inputs.sort_by(|a, b| a.0.cmp(&b.0));
         d.inputs.dedup_by(|a, b| a.0 == b.0);
     }
+}
+
+/// Stages whose kind reads the run record wait for every stage that does not depend on them.
+fn watch_run(drafts: &mut [Draft], registry: &Registry) {
+    let names: Vec<String> = drafts.iter().map(|d| d.spec.name.clone()).collect();
+    for i in 0..drafts.len() {
+        if !registry.get(&drafts[i].spec.kind).is_some_and(|k| k.watches_run()) {
+            continue;
+        }
+        let downstream = dependents(drafts, &names[i]);
+        let span = drafts[i].member.key.span.clone();
+        for (j, other) in names.iter().enumerate() {
+            if j == i || downstream.contains(other) {
+                continue;
+            }
+            let watcher = registry.get(&drafts[j].spec.kind).is_some_and(|k| k.watches_run());
+            if watcher {
+                continue;
+            }
+            drafts[i].edges.push((other.clone(), span.clone()));
+            let input = Input::Record { name: format!("run of {other}"), stage: other.clone() };
+            drafts[i].inputs.push((input, span.clone()));
+        }
+        drafts[i].inputs.sort_by(|a, b| a.0.cmp(&b.0));
+        drafts[i].inputs.dedup_by(|a, b| a.0 == b.0);
+    }
+}
+
+/// Names of the stages that depend, directly or not, on `name`.
+fn dependents(drafts: &[Draft], name: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![name.to_string()];
+    while let Some(n) = todo.pop() {
+        for d in drafts {
+            if d.edges.iter().any(|(u, _)| *u == n) && out.insert(d.spec.name.clone()) {
+                todo.push(d.spec.name.clone());
+            }
+        }
+    }
+    out
 }
 
 fn dangling(name: &str, span: &Span, names: &[String], families: &BTreeMap<String, Vec<String>>, what: &str) -> Problem {

@@ -117,6 +117,11 @@ pub trait Stage: Send + Sync {
     fn external_inputs(&self, _spec: &StageSpec) -> Vec<String> {
         Vec::new()
     }
+    /// True for kinds that read the run record (reports): the stage then waits for every
+    /// stage that does not depend on it, and reruns whenever any of them ran again.
+    fn watches_run(&self) -> bool {
+        false
+    }
     /// Produces the outputs into `ctx.out_dir()`.
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError>;
     /// On a cache hit: put stored outputs back where the workspace expects them. `hasher`

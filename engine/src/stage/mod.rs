@@ -3,9 +3,11 @@
 mod base;
 mod command;
 mod context;
+mod fetch;
 mod registry;
 
 pub use base::{ExecutorSpec, ParamError, Stage, StageError, StageSpec};
 pub use command::CommandStage;
 pub use context::StageContext;
+pub use fetch::FetchStage;
 pub use registry::Registry;

@@ -1,4 +1,4 @@
-//! The table of stage kinds a binary knows. The engine brings `command`; the binary adds the
+//! The table of stage kinds a binary knows. The engine brings `command` and `fetch`; the binary adds the
 //! ML kinds from `distill-stages` and `report` from `distill-reports`.
 
 use std::collections::BTreeMap;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::base::Stage;
 use super::command::CommandStage;
+use super::fetch::FetchStage;
 
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -17,6 +18,7 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Self::default();
         r.add(Arc::new(CommandStage));
+        r.add(Arc::new(FetchStage));
         r
     }
 
