@@ -147,3 +147,13 @@ fn no_sbatch_on_the_path_is_said_plainly() {
     t.manifest("[stages.a]\nkind = \"command\"\ncmd = \"true\"\n");
     t.run(["run", "--executor", "slurm", "--json"]).code_is(1).stdout_contains("no `sbatch` on the PATH");
 }
+
+#[test]
+fn a_rejected_submission_names_slurms_reason() {
+    if !slurm_ready() {
+        return;
+    }
+    let t = TestRun::new();
+    t.manifest("[stages.gpu]\nkind = \"command\"\nexecutor = \"slurm\"\nresources = { gpus = 1 }\ncmd = \"true\"\n");
+    t.run(["run", "--json"]).code_is(1).stdout_contains("Slurm rejected the job").stdout_contains("gres");
+}
