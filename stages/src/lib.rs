@@ -22,11 +22,14 @@ pub mod losses;
 
 use std::sync::Arc;
 
-/// Adds this crate's stage kinds (`teacher`, `eval`, `init`) to the engine's registry.
+/// Adds this crate's stage kinds to the engine's registry.
 pub fn register(registry: &mut distill_engine::stage::Registry) {
     registry.add(Arc::new(kinds::TeacherStage));
     registry.add(Arc::new(kinds::EvalStage));
     registry.add(Arc::new(kinds::InitStage));
     registry.add(Arc::new(kinds::DistillStage));
     registry.add(Arc::new(kinds::SftStage));
+    registry.add(Arc::new(kinds::GenerateStage));
+    registry.add(Arc::new(kinds::PreferencePairsStage));
+    registry.add(Arc::new(kinds::DpoStage));
 }

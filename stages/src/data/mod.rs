@@ -4,16 +4,20 @@
 
 mod base;
 mod chat;
+mod degrade;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod preference;
+mod prompts;
 mod rows;
 pub(crate) mod split;
 mod text;
 
 pub use base::{BadRows, DataError};
 pub use chat::{chat_example, parse_messages, Example};
+pub use degrade::{shuffled, truncated};
 pub use preference::{preference_pair, PreferencePair};
+pub use prompts::{prompt_json, prompt_rows};
 pub use rows::read_rows;
 pub use split::in_validation;
 pub(crate) use split::fnv1a;

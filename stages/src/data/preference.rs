@@ -11,7 +11,7 @@ pub struct PreferencePair {
     pub rejected: Example,
 }
 
-fn prompt_of(v: Option<&serde_json::Value>) -> Result<Vec<Message>, &'static str> {
+pub(crate) fn prompt_of(v: Option<&serde_json::Value>) -> Result<Vec<Message>, &'static str> {
     match v {
         Some(serde_json::Value::String(s)) if s.trim().is_empty() => Err("empty_text"),
         Some(serde_json::Value::String(s)) => Ok(vec![Message::user(s.clone())]),

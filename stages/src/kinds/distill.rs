@@ -15,7 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::params::{failed, parse, parse_value, reference};
+use super::params::{failed, parse_split, reference};
 use super::training::{checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
 use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
 use crate::hybrid::Hybrid;
@@ -45,12 +45,14 @@ struct Params {
     kl_direction: KlDirection,
     #[serde(default)]
     kl_reduction: KlReduction,
-    #[serde(flatten)]
+    /// The shared optimizer params, parsed from the same table (`parse_split`).
+    #[serde(skip)]
     optim: OptimParams,
 }
 
 fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
-    let p: Params = parse_value(params)?;
+    let (mut p, optim): (Params, OptimParams) = parse_split(params)?;
+    p.optim = optim;
     for (path, v) in [("params.teacher", &p.teacher), ("params.student", &p.student), ("params.data", &p.data)] {
         reference(path, v)?;
     }
@@ -126,7 +128,7 @@ impl Stage for DistillStage {
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
-        let p: Params = parse(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
+        let p = check(&ctx.spec.params).map_err(|e| StageError::Failed(e.to_string()))?;
         let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
         let student_dir = ctx.input(&p.student)?.to_path_buf();
         let teacher = LoadedModel::open(ctx.input(&p.teacher)?, runtime.clone()).map_err(failed)?;
@@ -207,5 +209,8 @@ mod tests {
         }
         // The written student loads back.
         LoadedModel::open(&out, Runtime::cpu()).unwrap();
+        // Issue 5: a typo is an error naming the param and the nearest valid one.
+        let e = check(&serde_json::json!({ "teacher": "@t", "student": "@s", "data": "@d", "lr_warmup": 5 })).unwrap_err();
+        assert_eq!((e.path.as_str(), e.message.as_str()), ("params.lr_warmup", "unknown param; did you mean `warmup`?"));
     }
 }

@@ -1,17 +1,24 @@
 //! The stage kinds this crate adds to the engine's registry.
 
+mod answers;
 mod data;
 mod distill;
+mod dpo;
 mod eval;
+mod generate;
 mod init;
 mod params;
+mod preference_pairs;
 mod sft;
 mod teacher;
 mod training;
 
 pub use data::read_texts;
 pub use distill::DistillStage;
+pub use dpo::DpoStage;
 pub use eval::EvalStage;
+pub use generate::GenerateStage;
 pub use init::InitStage;
+pub use preference_pairs::PreferencePairsStage;
 pub use sft::SftStage;
 pub use teacher::TeacherStage;

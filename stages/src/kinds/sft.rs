@@ -14,7 +14,7 @@ use burn::tensor::DType;
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::params::{failed, parse, parse_value, reference};
+use super::params::{failed, parse_split, reference};
 use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
 use crate::data::{chat_example, in_validation, parse_messages, read_rows, BadRows, Example};
 use crate::hybrid::Hybrid;
@@ -41,12 +41,14 @@ struct Params {
     max_len: usize,
     #[serde(default = "d_len")]
     max_prompt: usize,
-    #[serde(flatten)]
+    /// The shared optimizer params, parsed from the same table (`parse_split`).
+    #[serde(skip)]
     optim: OptimParams,
 }
 
 fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
-    let p: Params = parse_value(params)?;
+    let (mut p, optim): (Params, OptimParams) = parse_split(params)?;
+    p.optim = optim;
     reference("params.student", &p.student)?;
     reference("params.data", &p.data)?;
     if let Some(t) = &p.teacher {
@@ -108,7 +110,7 @@ impl Stage for SftStage {
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
-        let p: Params = parse(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
+        let p = check(&ctx.spec.params).map_err(|e| StageError::Failed(e.to_string()))?;
         let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
         let student_dir = ctx.input(&p.student)?.to_path_buf();
         let student = LoadedModel::open(&student_dir, runtime.clone()).map_err(failed)?;
@@ -194,5 +196,6 @@ mod tests {
         assert!(m["val_loss"] < 0.5 * m["val_loss_before"], "{m:?}");
         assert_eq!((m["bad_rows/bad_role"], m["bad_rows/empty_text"]), (1.0, 1.0));
         assert!(out.join("model.safetensors").is_file());
+        assert_eq!(check(&serde_json::json!({ "student": "@s", "data": "@d", "max_grad_nrom": 1.0 })).unwrap_err().path, "params.max_grad_nrom");
     }
 }

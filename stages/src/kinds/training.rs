@@ -3,10 +3,13 @@
 //! the workspace (kept across a killed run, removed on success), and writing the trained model
 //! folder.
 
+use std::cell::Cell;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use distill_engine::stage::{StageContext, StageError};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
 use crate::data::DataError;
@@ -60,6 +63,12 @@ pub struct OptimParams {
     pub max_bad_fraction: f64,
 }
 
+impl Default for OptimParams {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every optimizer param has a default")
+    }
+}
+
 impl OptimParams {
     /// `tokens_per_example` converts a `tokens` budget into steps.
     pub fn config(&self, examples: usize, tokens_per_example: usize, seed: u64, checkpoint_dir: PathBuf) -> TrainConfig {
@@ -105,26 +114,66 @@ pub fn checkpoint_dir(ctx: &StageContext) -> PathBuf {
     ctx.workspace().join("checkpoints").join(format!("{}-{hash:016x}", ctx.spec.name))
 }
 
-/// Runs `trainer` to the end with step metrics and a progress line per step.
+/// Runs `trainer` to the end. Each step's metrics go to the run record and a line to the
+/// stage log as the step ends (a killed run keeps what it did); on a terminal, a progress bar
+/// on stderr shows step, loss and tokens/s.
 pub fn run_trainer(ctx: &mut StageContext, trainer: &mut Trainer<Hybrid>, loss_fn: impl FnMut(&Hybrid, &[usize]) -> Result<Loss, TrainError>) -> Result<(), StageError> {
     if trainer.resumed {
         ctx.log(format!("resuming from step {}", trainer.state.step));
     }
     let total = trainer.config.steps;
-    let mut reports: Vec<StepReport> = Vec::new();
-    let cancel = ctx.cancelled();
-    let result = trainer.run(loss_fn, |r| Ok(reports.push(r.clone())), || cancel);
-    for r in &reports {
-        ctx.step_metric(r.step, "loss", r.loss)?;
-        for (name, v) in &r.parts {
-            ctx.step_metric(r.step, name, *v)?;
-        }
-        ctx.step_metric(r.step, "lr", r.lr)?;
-        ctx.step_metric(r.step, "grad_norm", r.grad_norm)?;
-        ctx.step_metric(r.step, "tokens_per_s", r.tokens_per_s)?;
-        ctx.log(format!("step {}/{total} loss {:.4} lr {:.2e} grad {:.3} {:.0} tok/s", r.step, r.loss, r.lr, r.grad_norm, r.tokens_per_s));
+    let bar = progress_bar(&ctx.spec.name, total, trainer.state.step);
+    // `stop` is asked before each step and cannot borrow `ctx` while `on_step` does: the step
+    // callback refreshes the flag it reads.
+    let stop = Cell::new(ctx.cancelled());
+    let mut failed: Option<StageError> = None;
+    let result = trainer.run(
+        loss_fn,
+        |r| {
+            if let Err(e) = record_step(ctx, r, total) {
+                failed = Some(e);
+                return Err(TrainError::Interrupted(r.step)); // ends the run; `failed` says why
+            }
+            if let Some(bar) = &bar {
+                bar.set_position(r.step);
+                bar.set_message(format!("loss {:.4} {:.0} tok/s", r.loss, r.tokens_per_s));
+            }
+            stop.set(ctx.cancelled());
+            Ok(())
+        },
+        || stop.get(),
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
-    result.map_err(train_err)
+    match failed {
+        Some(e) => Err(e),
+        None => result.map_err(train_err),
+    }
+}
+
+fn record_step(ctx: &mut StageContext, r: &StepReport, total: u64) -> Result<(), StageError> {
+    ctx.step_metric(r.step, "loss", r.loss)?;
+    for (name, v) in &r.parts {
+        ctx.step_metric(r.step, name, *v)?;
+    }
+    ctx.step_metric(r.step, "lr", r.lr)?;
+    ctx.step_metric(r.step, "grad_norm", r.grad_norm)?;
+    ctx.step_metric(r.step, "tokens_per_s", r.tokens_per_s)?;
+    let parts: String = r.parts.iter().filter(|(n, _)| !n.starts_with("loss")).map(|(n, v)| format!(" {n} {v:.4}")).collect();
+    ctx.log(format!("step {}/{total} loss {:.4}{parts} lr {:.2e} grad {:.3} {:.0} tok/s", r.step, r.loss, r.lr, r.grad_norm, r.tokens_per_s));
+    Ok(())
+}
+
+/// A bar on stderr when it is a terminal (logs and CI get the per-step log lines only).
+fn progress_bar(name: &str, total: u64, at: u64) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} (eta {eta})").ok()?.progress_chars("=> ");
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(style).with_prefix(name.to_string());
+    bar.set_position(at);
+    Some(bar)
 }
 
 /// The trained model as a folder: the student folder's files (config, tokenizer, mamba
