@@ -9,7 +9,10 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     if let Some(parent) = dst.parent() {
         fs::create_dir_all(parent)?;
     }
-    if src.is_dir() {
+    let meta = fs::symlink_metadata(src)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(src)?, dst)
+    } else if meta.is_dir() {
         fs::create_dir_all(dst)?;
         for entry in fs::read_dir(src)? {
             let entry = entry?;
@@ -28,7 +31,11 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// fsyncs every file of a tree, then the folders.
 pub fn sync_tree(path: &Path) -> io::Result<()> {
-    if path.is_dir() {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.is_dir() {
         for entry in fs::read_dir(path)? {
             sync_tree(&entry?.path())?;
         }
@@ -40,12 +47,13 @@ pub fn sync_tree(path: &Path) -> io::Result<()> {
 
 /// Total bytes of a file or tree.
 pub fn tree_size(path: &Path) -> u64 {
-    if path.is_dir() {
+    let Ok(meta) = fs::symlink_metadata(path) else { return 0 };
+    if meta.is_dir() {
         fs::read_dir(path)
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| tree_size(&e.path())).sum())
             .unwrap_or(0)
     } else {
-        fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        meta.len()
     }
 }
 

@@ -60,7 +60,14 @@ impl Hasher {
             .map(|rel| {
                 let p = root.join(rel);
                 let err = |source| HashError { path: p.clone(), source };
-                let meta = fs::metadata(&p).map_err(err)?;
+                let meta = fs::symlink_metadata(&p).map_err(err)?;
+                if meta.file_type().is_symlink() {
+                    // A link inside a tree is hashed as the link itself, as git does: it may
+                    // dangle or point outside the tree (Debian packages do both).
+                    let target = fs::read_link(&p).map_err(err)?;
+                    let h = blake3::hash(format!("symlink:{}", target.display()).as_bytes()).to_hex().to_string();
+                    return Ok((rel.clone(), h, false, 0));
+                }
                 let h = self.hash_file_cached(&p, &meta).map_err(err)?;
                 let exec = meta.permissions().mode() & 0o111 != 0;
                 Ok((rel.clone(), h, exec, meta.len()))
@@ -156,6 +163,24 @@ mod tests {
         let (b, _) = h.hash_path(&f).unwrap();
         assert_ne!(a, b);
         assert_eq!(b, blake3::hash(b"two").to_hex().to_string());
+    }
+
+    #[test]
+    fn links_in_a_tree_hash_as_links_even_dangling_or_to_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        fs::create_dir_all(t.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", t.join("to-dir")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/file", t.join("dangling")).unwrap();
+        let h = Hasher::new(None);
+        let a = h.hash_path(&t).unwrap().0;
+        let copy = dir.path().join("copy");
+        crate::fsutil::copy_tree(&t, &copy).unwrap();
+        crate::fsutil::sync_tree(&copy).unwrap();
+        assert_eq!(a, h.hash_path(&copy).unwrap().0, "a copy keeps the links");
+        fs::remove_file(t.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", t.join("dangling")).unwrap();
+        assert_ne!(a, h.hash_path(&t).unwrap().0);
     }
 
     #[test]

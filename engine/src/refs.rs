@@ -12,9 +12,10 @@ impl Reference {
     /// Parses `@name`, `@name/output`, `@fam[a=1,b=2]/out`; `None` if `s` is no reference.
     pub fn parse(s: &str) -> Option<Reference> {
         let body = s.strip_prefix('@')?;
-        // A member name's brackets may hold any character but `]`.
+        // A member name's brackets may hold anything, nested brackets included
+        // (`heldout[distill[hybrid50]]`).
         let name_end = match body.find('[') {
-            Some(open) if body[..open].find('/').is_none() => open + body[open..].find(']')? + 1,
+            Some(open) if body[..open].find('/').is_none() => open + closing_bracket(&body[open..])? + 1,
             _ => body.find('/').unwrap_or(body.len()),
         };
         let stage = body[..name_end].to_string();
@@ -30,6 +31,24 @@ impl Reference {
         };
         Some(Reference { stage, output })
     }
+}
+
+/// Index of the `]` that closes the `[` at the start of `s`.
+fn closing_bracket(s: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 impl fmt::Display for Reference {
@@ -75,6 +94,7 @@ mod tests {
         assert_eq!(Reference::parse("@d[3]"), r("d[3]", None));
         assert_eq!(Reference::parse("@s[a=1,b=x/y]/model"), r("s[a=1,b=x/y]", Some("model")));
         assert_eq!(Reference::parse("@p/data/train.jsonl"), r("p", Some("data/train.jsonl")));
+        assert_eq!(Reference::parse("@h[d[x]]/m"), r("h[d[x]]", Some("m")));
         assert_eq!(Reference::parse("teacher"), None);
         assert_eq!(Reference::parse("@"), None);
         assert_eq!(Reference::parse("@x/"), None);

@@ -37,7 +37,9 @@ pub fn assess(plan: &Plan, registry: &Registry, ws: &Workspace, sel: &Selection)
             }
             Ok(Decision::Wait { upstream, reasons }) if !reasons.is_empty() => {
                 let mut reasons = reasons;
-                reasons.push(format!("then with new outputs of {}", quote_list(&upstream)));
+                if reasons != ["never ran"] {
+                    reasons.push(format!("then with new outputs of {}", quote_list(&upstream)));
+                }
                 Assessment { name: stage.spec.name.clone(), status: StageStatus::WillRun, reasons }
             }
             Ok(Decision::Wait { upstream, .. }) => Assessment {
