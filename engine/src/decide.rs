@@ -67,9 +67,15 @@ pub fn resolve_output(
     let path = match (output, &state.main_output) {
         (None, Some(main)) => root.join(main),
         (None, None) => return Ok((root.clone(), state.output.hash.clone())),
-        (Some(o), _) => find_named(root, o).ok_or_else(|| {
-            format!("stage `{stage}` has no output `{o}` (its outputs: {})", list_entries(root))
-        })?,
+        // `@corpus/train` looks in the stage's main output first when that is a folder (a
+        // command stage's single out), then at the top of the stored tree.
+        (Some(o), main) => main
+            .as_ref()
+            .map(|m| root.join(m))
+            .filter(|m| m.is_dir())
+            .and_then(|m| find_named(&m, o))
+            .or_else(|| find_named(root, o))
+            .ok_or_else(|| format!("stage `{stage}` has no output `{o}` (its outputs: {})", list_entries(root)))?,
     };
     let (hash, _) = hasher.hash_path(&path).map_err(|e| e.to_string())?;
     Ok((path, hash))
