@@ -3,6 +3,10 @@
 //! `out_proj <- o_proj`; MLP and norms stay; new parameters get the reference's initial
 //! distributions from a seeded generator, so a seed gives the same checkpoint on every machine.
 //!
+//! The input may be a hybrid (progressive distillation, METHOD.md 2): its Mamba layers are kept
+//! as they are and only its remaining attention layers named for conversion are converted, from
+//! its fine-tuned attention weights.
+//!
 //! `init = random` (the paper's ablation) draws the mixer's every weight instead, and still keeps
 //! the teacher's MLPs and norms. (The reference code's `init_with_kqvo=False` also leaves MLPs
 //! and norms freshly initialized; the paper's ablation is about the mixer.)
@@ -87,6 +91,9 @@ pub fn convert_teacher(teacher: &Weights, llama: &LlamaConfig, opts: &ConvertOpt
         out.insert_bytes("lm_head.weight".into(), e.shape.clone(), e.dtype, teacher.bytes(e).to_vec());
     }
     for layer in config.mamba_layers() {
+        if is_mamba_already(teacher, layer) {
+            continue; // the input is a hybrid whose layer is Mamba already: kept as trained, copied above
+        }
         // One generator per layer: a layer's draws do not depend on which others are converted.
         let mut rng = StdRng::seed_from_u64(opts.seed ^ (layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let attn = match opts.init {
@@ -103,6 +110,12 @@ pub fn convert_teacher(teacher: &Weights, llama: &LlamaConfig, opts: &ConvertOpt
         }
     }
     Ok((out, config))
+}
+
+/// Whether layer `layer` of `w` is a Mamba mixer (an input hybrid's, progressive schedules).
+fn is_mamba_already(w: &Weights, layer: usize) -> bool {
+    let prefix = format!("model.layers.{layer}.mamba.");
+    !w.entries.contains_key(&format!("model.layers.{layer}.self_attn.q_proj.weight")) && w.entries.keys().any(|k| k.starts_with(&prefix))
 }
 
 fn missing(w: &Weights, tensor: &str) -> Error {

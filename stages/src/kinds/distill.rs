@@ -45,6 +45,9 @@ struct Params {
     kl_direction: KlDirection,
     #[serde(default)]
     kl_reduction: KlReduction,
+    /// `[i, n]`: train on the i-th of n interleaved slices of the training rows (the stepwise
+    /// schedule of METHOD.md 2 gives each step its own 1/L of the data).
+    shard: Option<(usize, usize)>,
     /// The shared optimizer params, parsed from the same table (`parse_split`).
     #[serde(skip)]
     optim: OptimParams,
@@ -58,6 +61,9 @@ fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
     }
     if p.seq_len < 2 || p.optim.batch == 0 {
         return Err(ParamError::new("params.seq_len", "seq_len must be at least 2 and batch at least 1"));
+    }
+    if let Some((i, n)) = p.shard.filter(|(i, n)| i >= n) {
+        return Err(ParamError::new("params.shard", format!("slice {i} of {n} does not exist: give [i, n] with i < n")));
     }
     if p.temperature <= 0.0 {
         return Err(ParamError::new("params.temperature", "must be positive"));
@@ -137,6 +143,10 @@ impl Stage for DistillStage {
         let rows = read_rows(ctx.input(&p.data)?, &mut bad).map_err(data_err)?;
         let seed = ctx.spec.seed;
         let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, p.optim.validation, seed));
+        let train_rows: Vec<_> = match p.shard {
+            Some((i, n)) => train_rows.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, r)| r).collect(),
+            None => train_rows,
+        };
         let texts = row_texts(&train_rows, &teacher.tokenizer, &mut bad).map_err(failed)?;
         let train = pack_texts(&texts, &teacher.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
         bad.check("distill data", p.optim.max_bad_fraction).map_err(data_err)?;
@@ -212,5 +222,7 @@ mod tests {
         // Issue 5: a typo is an error naming the param and the nearest valid one.
         let e = check(&serde_json::json!({ "teacher": "@t", "student": "@s", "data": "@d", "lr_warmup": 5 })).unwrap_err();
         assert_eq!((e.path.as_str(), e.message.as_str()), ("params.lr_warmup", "unknown param; did you mean `warmup`?"));
+        let e = check(&serde_json::json!({ "teacher": "@t", "student": "@s", "data": "@d", "shard": [2, 2] })).unwrap_err();
+        assert_eq!(e.path, "params.shard");
     }
 }
