@@ -1,0 +1,3 @@
+//! The NVPTX side: only the PTX version table, which the CUDA runtime reads for every device.
+
+pub mod ptx_version;
