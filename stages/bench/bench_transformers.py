@@ -11,7 +11,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-PROMPT, DECODE = 512, 128
+PROMPT, DECODE, REPEATS = 512, 128, 3
 
 
 def main():
@@ -39,10 +39,12 @@ def main():
                 sync()
                 return prefill, time.perf_counter() - t1
 
-        run(4)
-        prefill, decode = run(DECODE)
+        run(DECODE)  # warm-up over the same lengths, then the median of REPEATS runs
+        runs = [run(DECODE) for _ in range(REPEATS)]
+        prefill = sorted(r[0] for r in runs)[REPEATS // 2]
+        decode = sorted(r[1] for r in runs)[REPEATS // 2]
         print(json.dumps({"impl": "transformers", "device": device, "dtype": str(dtype).split(".")[-1],
-                          "batch": batch, "prompt": PROMPT, "decode": DECODE,
+                          "batch": batch, "prompt": PROMPT, "decode": DECODE, "repeats": REPEATS,
                           "prefill_tok_s": batch * PROMPT / prefill, "decode_tok_s": batch * DECODE / decode}))
 
 

@@ -1,7 +1,9 @@
 //! Prefill and decode throughput of a model folder, for BENCHMARKS.md beside transformers
 //! (`stages/bench/bench_transformers.py` measures the same on the same GPU).
 //!
-//! `cargo run --release -p distill-stages [--features cuda] --example bench_teacher -- DIR DEVICE [DTYPE]`
+//! `cargo run --release -p distill-stages [--features cuda] --example bench_teacher -- MODEL DEVICE [DTYPE]`
+//! MODEL is a Hugging Face folder or a llama `.gguf`; a GGUF is first exported to the folder
+//! `MODEL.hf/` (f32 weights, as `import_teacher` writes it), which transformers' script then reads.
 //! Prints one JSON line per batch size (1 and 32): prompt of 512 tokens, 128 decoded tokens.
 
 use std::time::Instant;
@@ -13,12 +15,23 @@ use distill_stages::teacher::LoadedModel;
 
 const PROMPT: usize = 512;
 const DECODE: usize = 128;
+const REPEATS: usize = 3;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (dir, device) = match args.as_slice() {
-        [d, dev, ..] => (d.clone(), dev.clone()),
-        _ => return Err("usage: bench_teacher MODEL_DIR DEVICE [DTYPE]".into()),
+    let (model, device) = match args.as_slice() {
+        [m, dev, ..] => (m.clone(), dev.clone()),
+        _ => return Err("usage: bench_teacher MODEL_DIR|MODEL.gguf DEVICE [DTYPE]".into()),
+    };
+    let dir = if model.ends_with(".gguf") {
+        let out = format!("{model}.hf");
+        if !std::path::Path::new(&out).join("config.json").exists() {
+            distill_stages::teacher::export_gguf(model.as_ref(), out.as_ref())?;
+        }
+        eprintln!("exported {model} to {out}");
+        out
+    } else {
+        model
     };
     let runtime = Runtime::parse(&device, args.get(2).map(String::as_str))?;
     let dtype = runtime.dtype_name();
@@ -46,13 +59,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sync()?;
             Ok((prefill, t1.elapsed().as_secs_f64()))
         };
-        run(4)?; // warm-up: kernel compilation and autotuning stay out of the timings
-        let (prefill, decode) = run(DECODE)?;
+        // Warm-up over the same lengths as the timed runs: kernel compilation, fusion and
+        // autotuning (keyed by shape) stay out of the timings. Then the median of REPEATS runs.
+        run(DECODE)?;
+        let mut runs = (0..REPEATS).map(|_| run(DECODE)).collect::<Result<Vec<_>, _>>()?;
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let prefill = median(&mut runs.iter().map(|r| r.0).collect());
+        let decode = median(&mut runs.drain(..).map(|r| r.1).collect());
         println!(
             "{}",
             serde_json::json!({
                 "impl": "distill", "device": device, "dtype": dtype, "batch": batch,
-                "prompt": PROMPT, "decode": DECODE,
+                "prompt": PROMPT, "decode": DECODE, "repeats": REPEATS,
                 "prefill_tok_s": (batch * PROMPT) as f64 / prefill,
                 "decode_tok_s": (batch * DECODE) as f64 / decode,
             })
