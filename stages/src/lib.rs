@@ -19,6 +19,7 @@ pub mod kinds;
 pub mod data;
 pub mod train;
 pub mod losses;
+pub mod speculative;
 
 use std::sync::Arc;
 

@@ -51,6 +51,50 @@ impl LogitsProcessor {
         }
     }
 
+    /// The distribution `sample` draws from, over the whole vocabulary (zeros outside the top-k
+    /// or top-p set; greedy is one-hot). Speculative sampling compares the draft's and the
+    /// verifier's.
+    pub fn probs(&self, logits: &[f32]) -> Vec<f32> {
+        let keep = |probs: Vec<f32>, kept: &[usize]| {
+            let total: f32 = kept.iter().map(|&i| probs[i]).sum();
+            let mut out = vec![0.0; probs.len()];
+            for &i in kept {
+                out[i] = probs[i] / total;
+            }
+            out
+        };
+        match self.sampling {
+            Sampling::Greedy => {
+                let mut out = vec![0.0; logits.len()];
+                out[argmax(logits) as usize] = 1.0;
+                out
+            }
+            Sampling::Temperature { temperature } => softmax(logits, temperature),
+            Sampling::TopK { k, temperature } => {
+                let probs = softmax(logits, temperature);
+                let order = sorted_desc(&probs);
+                keep(probs, &order[..k.clamp(1, order.len())])
+            }
+            Sampling::TopP { p, temperature } => {
+                let probs = softmax(logits, temperature);
+                let order = sorted_desc(&probs);
+                let mut mass = 0.0;
+                let n = order.iter().take_while(|&&i| { let before = mass; mass += probs[i]; before < p }).count();
+                keep(probs, &order[..n.max(1)])
+            }
+        }
+    }
+
+    /// Draws a token from a distribution over the vocabulary (need not sum to 1).
+    pub fn draw_from(&mut self, probs: &[f32]) -> u32 {
+        self.draw(probs, (0..probs.len()).filter(|&i| probs[i] > 0.0).collect())
+    }
+
+    /// A uniform draw in `[0, 1)` from the same seeded stream.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
+    }
+
     /// Draws among `candidates` in proportion to `probs`.
     fn draw(&mut self, probs: &[f32], candidates: Vec<usize>) -> u32 {
         let total: f32 = candidates.iter().map(|&i| probs[i]).sum();
@@ -123,6 +167,24 @@ mod tests {
         assert_eq!(histogram(Sampling::TopP { p: 0.5, temperature: 1.0 }), [0, 2000, 0, 0]);
         let h = histogram(Sampling::TopP { p: 0.8, temperature: 1.0 });
         assert_eq!(h[0] + h[3], 0);
+    }
+
+    #[test]
+    fn probs_are_the_distribution_sample_draws_from() {
+        let p = |s: Sampling| LogitsProcessor::new(s, 0).probs(&LOGITS);
+        assert_eq!(p(Sampling::Greedy), vec![0.0, 1.0, 0.0, 0.0]);
+        let t = p(Sampling::Temperature { temperature: 1.0 });
+        assert!((t[1] - 0.6308).abs() < 1e-3 && (t.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{t:?}");
+        let k = p(Sampling::TopK { k: 2, temperature: 1.0 });
+        assert!(k[0] == 0.0 && k[3] == 0.0 && (k[1] - 0.6308 / (0.6308 + 0.2321)).abs() < 1e-3, "{k:?}");
+        assert_eq!(p(Sampling::TopP { p: 0.5, temperature: 1.0 }), vec![0.0, 1.0, 0.0, 0.0]);
+        // draw_from follows the distribution it is given.
+        let mut lp = LogitsProcessor::new(Sampling::Greedy, 7);
+        let mut h = [0usize; 4];
+        for _ in 0..2000 {
+            h[lp.draw_from(&[0.0, 0.25, 0.0, 0.75]) as usize] += 1;
+        }
+        assert!(h[0] + h[2] == 0 && (h[3] as f32 / 2000.0 - 0.75).abs() < 0.04, "{h:?}");
     }
 
     #[test]

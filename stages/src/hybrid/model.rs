@@ -7,9 +7,9 @@ use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use super::cache::HybridCache;
 use super::config::{HybridConfig, MixerConfig};
-use crate::llama::{Attention, AttentionConfig, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
+use crate::llama::{Attention, AttentionConfig, KvCache, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
 use crate::lm::CausalLm;
-use crate::mamba::{Mamba1, Mamba2, MambaState};
+use crate::mamba::{Mamba1, Mamba2};
 
 /// One Mamba variant per model (the reference never mixes them). The enum names no key segment.
 #[derive(Module, Debug)]
@@ -78,23 +78,59 @@ struct Step<'a> {
     sin: &'a Tensor<4>,
     /// Attention mask `[batch, 1, seq, cached + seq]`, true = masked.
     mask: &'a Tensor<4, Bool>,
-    /// `[batch, seq]`, 1 = token, 0 = padding (Mamba layers let the state pass through padding).
-    keep: &'a Tensor<2>,
 }
 
 impl HybridLayer {
+    /// `mamba(mixer, u)` runs this layer's Mamba mixer on its normed input: the plain forward
+    /// with a `MambaState`, or speculative decoding's round that it can roll back.
+    ///
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> same
-    fn forward(&self, x: Tensor<3>, step: &Step, kv: &mut Option<(Tensor<4>, Tensor<4>)>, state: &mut MambaState) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, step: &Step, kv: &mut Option<(Tensor<4>, Tensor<4>)>, mamba: impl FnOnce(&MambaMixer, Tensor<3>) -> Tensor<3>) -> Tensor<3> {
         let h = self.input_layernorm.forward(x.clone());
         let mixed = match (&self.self_attn, &self.mamba) {
             (Some(attn), _) => attn.forward(h, step.cos, step.sin, step.mask, kv),
-            (None, Some(MambaMixer::Mamba2(m))) => m.forward(h, Some(step.keep), state),
-            (None, Some(MambaMixer::Mamba1(m))) => m.forward(h, Some(step.keep), state),
+            (None, Some(m)) => mamba(m, h),
             (None, None) => h.zeros_like(), // not built by HybridConfig::init
         };
         let x = x + mixed;
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}
+
+impl Hybrid {
+    /// The forward pass with the Mamba layers run by the caller: `mamba(layer, mixer, u, keep)`
+    /// gets the layer index, its mixer, the normed input `[batch, seq, d_model]` and the
+    /// token mask `[batch, seq]` (1 = token, 0 = padding), and returns the mixer's output.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`; `valid`: `[batch][seq]`; returns logits `[batch, seq, vocab]`
+    pub fn forward_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        valid: &[Vec<bool>],
+        rope: &Rope,
+        kv: &mut KvCache,
+        mut mamba: impl FnMut(usize, &MambaMixer, Tensor<3>, &Tensor<2>) -> Tensor<3>,
+    ) -> Tensor<3> {
+        let device = tokens.device();
+        let [b, s] = tokens.dims();
+        let positions = kv.positions(valid);
+        let x = self.model.embed_tokens.forward(tokens);
+        let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
+        let mask = kv.push_mask(valid, &device);
+        let keep: Vec<f32> = valid.iter().flatten().map(|&v| if v { 1.0 } else { 0.0 }).collect();
+        let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s]), (&device, DType::F32));
+        let step = Step { cos: &cos, sin: &sin, mask: &mask };
+        let mut x = x;
+        for (i, (layer, slot)) in self.model.layers.iter().zip(kv.layers.iter_mut()).enumerate() {
+            x = layer.forward(x, &step, slot, |m, u| mamba(i, m, u, &keep));
+        }
+        let x = self.model.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
     }
 }
 
@@ -110,24 +146,10 @@ impl CausalLm for Hybrid {
     }
 
     fn forward(&self, tokens: Tensor<2, Int>, valid: &[Vec<bool>], rope: &Rope, cache: &mut HybridCache) -> Tensor<3> {
-        let device = tokens.device();
-        let [b, s] = tokens.dims();
-        let positions = cache.kv.positions(valid);
-        let x = self.model.embed_tokens.forward(tokens);
-        let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
-        let mask = cache.kv.push_mask(valid, &device);
-        let keep: Vec<f32> = valid.iter().flatten().map(|&v| if v { 1.0 } else { 0.0 }).collect();
-        let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s]), (&device, DType::F32));
-        let step = Step { cos: &cos, sin: &sin, mask: &mask, keep: &keep };
-        let mut x = x;
-        let slots = cache.kv.layers.iter_mut().zip(cache.mamba.iter_mut());
-        for (layer, (kv, state)) in self.model.layers.iter().zip(slots) {
-            x = layer.forward(x, &step, kv, state);
-        }
-        let x = self.model.norm.forward(x);
-        match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
-        }
+        let states = &mut cache.mamba;
+        self.forward_with(tokens, valid, rope, &mut cache.kv, |i, mixer, u, keep| match mixer {
+            MambaMixer::Mamba2(m) => m.forward(u, Some(keep), &mut states[i]),
+            MambaMixer::Mamba1(m) => m.forward(u, Some(keep), &mut states[i]),
+        })
     }
 }

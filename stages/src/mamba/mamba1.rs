@@ -81,6 +81,18 @@ impl Mamba1 {
     /// # Shapes
     /// - `u`: `[batch, seq, d_model]` -> same; `mask`: `[batch, seq]`
     pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
+        let inputs = self.scan_inputs(u, mask, &mut state.conv);
+        let (y, s) = self.scan(&inputs, state.ssm.take());
+        state.ssm = Some(s);
+        self.output(y, inputs)
+    }
+
+    /// Everything before the scan: the sliced repeat, the conv after `window` (left holding the
+    /// last `K - 1` conv inputs), per-channel `B` and `C`, `dt` with its second bias.
+    ///
+    /// # Shapes
+    /// - `u`: `[batch, seq, d_model]`; `mask`: `[batch, seq]`; `window`: `[batch, K - 1, d_inner]`
+    pub fn scan_inputs(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, window: &mut Option<Tensor<3>>) -> Mamba1Inputs {
         let [bs, l, _] = u.dims();
         let [d_inner, n] = self.a_log.dims();
         let dtype = u.dtype();
@@ -89,12 +101,12 @@ impl Mamba1 {
             let w = v.dims()[2];
             repeat_heads(v.reshape([bs, l, w / n, n]), d_inner / n)
         };
-        let mut x = slices(self.in_proj_x.forward(u.clone())).reshape([bs, l, d_inner]);
+        let mut conv_in = slices(self.in_proj_x.forward(u.clone())).reshape([bs, l, d_inner]);
         let keep = mask.map(|m| m.clone().cast(dtype).unsqueeze_dim::<3>(2)); // [bs, l, 1]
         if let Some(k) = &keep {
-            x = x * k.clone();
+            conv_in = conv_in * k.clone();
         }
-        let x = silu(self.conv1d.forward(x, &mut state.conv)); // [bs, l, d_inner]
+        let x = silu(self.conv1d.forward(conv_in.clone(), window)); // [bs, l, d_inner]
         // Channel i reads slice i / n of B and C: [bs, l, d_inner/n, n] -> [bs, l, d_inner, n].
         let per_channel = |v: Tensor<4>| v.unsqueeze_dim::<5>(3).expand([bs, l, d_inner / n, n, n]).reshape([bs, l, d_inner, n]);
         let b = per_channel(slices(self.b_proj.forward(u.clone())));
@@ -105,15 +117,56 @@ impl Mamba1 {
         if let Some(k) = keep {
             dt = dt * k.cast(DType::F32);
         }
-        let a = self.a_log.val().cast(DType::F32).exp().neg();
-        let s0 = state.ssm.take().map(|s| s.reshape([bs, d_inner, n]));
-        let s0 = s0.unwrap_or_else(|| Tensor::zeros([bs, d_inner, n], (&x.device(), DType::F32)));
-        let (y, s) = selective_scan(x.clone(), dt, a, b, c, s0);
-        state.ssm = Some(s.reshape([bs, d_inner, 1, n]));
-        let y = y + x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, d_inner]);
-        let y = y * silu(self.in_proj_z.forward(u).cast(DType::F32));
+        Mamba1Inputs { u, conv_in, x, b, c, dt }
+    }
+
+    /// `A = -exp(A_log)` in f32.
+    ///
+    /// # Shapes
+    /// - returns `[d_inner, n]`
+    pub fn a(&self) -> Tensor<2> {
+        self.a_log.val().cast(DType::F32).exp().neg()
+    }
+
+    /// The selective scan from `s0` (zeros when `None`).
+    ///
+    /// # Shapes
+    /// - `s0`: `[batch, d_inner, 1, n]`; returns `y` `[batch, seq, d_inner]` and the final state
+    pub fn scan(&self, i: &Mamba1Inputs, s0: Option<Tensor<4>>) -> (Tensor<3>, Tensor<4>) {
+        let [bs, _, d_inner] = i.x.dims();
+        let n = self.a_log.dims()[1];
+        let s0 = s0.map(|s| s.reshape([bs, d_inner, n]));
+        let s0 = s0.unwrap_or_else(|| Tensor::zeros([bs, d_inner, n], (&i.x.device(), DType::F32)));
+        let (y, s) = selective_scan(i.x.clone(), i.dt.clone(), self.a(), i.b.clone(), i.c.clone(), s0);
+        (y, s.reshape([bs, d_inner, 1, n]))
+    }
+
+    /// After the scan: the `D` skip, the `silu(z)` gate, `out_proj`.
+    ///
+    /// # Shapes
+    /// - `y`: `[batch, seq, d_inner]` (f32) -> `[batch, seq, d_model]`
+    pub fn output(&self, y: Tensor<3>, i: Mamba1Inputs) -> Tensor<3> {
+        let d_inner = y.dims()[2];
+        let dtype = i.u.dtype();
+        let y = y + i.x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, d_inner]);
+        let y = y * silu(self.in_proj_z.forward(i.u).cast(DType::F32));
         self.out_proj.forward(y.cast(dtype))
     }
+}
+
+/// What Mamba-1's scan reads, computed from the layer input `u` (kept for the gate).
+///
+/// # Shapes
+/// - `u`: `[batch, seq, d_model]`; `conv_in`, `x`, `dt`: `[batch, seq, d_inner]` (`dt` f32)
+/// - `b`, `c`: `[batch, seq, d_inner, n]`
+#[derive(Debug, Clone)]
+pub struct Mamba1Inputs {
+    pub u: Tensor<3>,
+    pub conv_in: Tensor<3>,
+    pub x: Tensor<3>,
+    pub b: Tensor<4>,
+    pub c: Tensor<4>,
+    pub dt: Tensor<3>,
 }
 
 /// Mamba-1's selective scan, sequentially (the reference's `selective_scan_ref`), in f32.

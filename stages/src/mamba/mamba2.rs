@@ -103,6 +103,20 @@ impl Mamba2 {
     /// - `u`: `[batch, seq, d_model]` -> same
     /// - `mask`: `[batch, seq]`
     pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
+        let inputs = self.scan_inputs(u, mask, &mut state.conv);
+        let s0 = state.ssm.take();
+        let (y, s) = self.scan(&inputs, s0);
+        state.ssm = Some(s);
+        self.output(y, inputs)
+    }
+
+    /// Everything before the scan: `in_proj`, the causal conv after `window` (left holding the
+    /// last `K - 1` conv inputs), the grouped-query repeat, `dt`. Speculative decoding keeps
+    /// `xbc`, `x`, `dt` and `b` of each step to rebuild the state after a rejection.
+    ///
+    /// # Shapes
+    /// - `u`: `[batch, seq, d_model]`; `mask`: `[batch, seq]`; `window`: `[batch, K - 1, conv channels]`
+    pub fn scan_inputs(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, window: &mut Option<Tensor<3>>) -> Mamba2Inputs {
         let [bs, l, _] = u.dims();
         let (h, kv, p, n) = (self.n_heads, self.n_kv_heads, self.d_state, self.d_state);
         let lay = self.layout();
@@ -114,10 +128,10 @@ impl Mamba2 {
         if let Some(k) = &keep {
             xbc = xbc * k.clone();
         }
-        let xbc = silu(self.conv1d.forward(xbc, &mut state.conv)); // [bs, l, conv channels]
+        let conv = silu(self.conv1d.forward(xbc.clone(), window)); // [bs, l, conv channels]
         let conv_part = |r: &std::ops::Range<usize>| {
             let r = lay.in_conv(r);
-            xbc.clone().narrow(2, r.start, r.len())
+            conv.clone().narrow(2, r.start, r.len())
         };
         let x = repeat_heads(conv_part(&lay.x).reshape([bs, l, kv, p]), h); // [bs, l, h, p]
         let b = repeat_heads(conv_part(&lay.b).reshape([bs, l, kv, n]), h); // [bs, l, h, n]
@@ -126,20 +140,61 @@ impl Mamba2 {
         if let Some(k) = keep {
             dt = dt * k.cast(DType::F32);
         }
-        let a = self.a_log.val().cast(DType::F32).exp().neg();
-        let s0 = state.ssm.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, n], (&x.device(), DType::F32)));
-        let (y, s) = if l == 1 {
+        Mamba2Inputs { z, xbc, x, b, c, dt }
+    }
+
+    /// `A = -exp(A_log)` in f32.
+    ///
+    /// # Shapes
+    /// - returns `[heads]`
+    pub fn a(&self) -> Tensor<1> {
+        self.a_log.val().cast(DType::F32).exp().neg()
+    }
+
+    /// The scan from `s0` (zeros when `None`): the recurrent step for one token, else chunked.
+    ///
+    /// # Shapes
+    /// - `s0`: `[batch, heads, p, n]`; returns `y` `[batch, seq, heads, p]` and the final state
+    pub fn scan(&self, i: &Mamba2Inputs, s0: Option<Tensor<4>>) -> (Tensor<4>, Tensor<4>) {
+        let [bs, l, h, p] = i.x.dims();
+        let n = self.d_state;
+        let s0 = s0.unwrap_or_else(|| Tensor::zeros([bs, h, p, n], (&i.x.device(), DType::F32)));
+        if l == 1 {
             let one = |v: Tensor<4>, w| v.reshape([bs, h, w]);
-            let (y, s) = ssd_step(one(x.clone(), p), dt.reshape([bs, h]), a, one(b, n), one(c, n), s0);
+            let (y, s) = ssd_step(one(i.x.clone(), p), i.dt.clone().reshape([bs, h]), self.a(), one(i.b.clone(), n), one(i.c.clone(), n), s0);
             (y.reshape([bs, 1, h, p]), s)
         } else {
-            ssd_chunked(x.clone(), dt, a, b, c, s0, self.chunk_size)
-        };
-        state.ssm = Some(s);
-        let y = y + x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, h, 1]);
-        let y = self.norm.forward(y.reshape([bs, l, h * p]), z.cast(DType::F32)).cast(dtype);
+            ssd_chunked(i.x.clone(), i.dt.clone(), self.a(), i.b.clone(), i.c.clone(), s0, self.chunk_size)
+        }
+    }
+
+    /// After the scan: the `D` skip, the gated norm, `out_proj`.
+    ///
+    /// # Shapes
+    /// - `y`: `[batch, seq, heads, p]` (f32) -> `[batch, seq, d_model]`
+    pub fn output(&self, y: Tensor<4>, i: Mamba2Inputs) -> Tensor<3> {
+        let [bs, l, h, p] = y.dims();
+        let dtype = i.z.dtype();
+        let y = y + i.x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, h, 1]);
+        let y = self.norm.forward(y.reshape([bs, l, h * p]), i.z.cast(DType::F32)).cast(dtype);
         self.out_proj.forward(y)
     }
+}
+
+/// What the scan reads, computed from the layer input.
+///
+/// # Shapes
+/// - `z`: `[batch, seq, d_inner]`; `xbc`: `[batch, seq, conv channels]` (the conv's input)
+/// - `x`: `[batch, seq, heads, p]`; `b`, `c`: `[batch, seq, heads, n]` (repeated to heads)
+/// - `dt`: `[batch, seq, heads]` f32, after softplus
+#[derive(Debug, Clone)]
+pub struct Mamba2Inputs {
+    pub z: Tensor<3>,
+    pub xbc: Tensor<3>,
+    pub x: Tensor<4>,
+    pub b: Tensor<4>,
+    pub c: Tensor<4>,
+    pub dt: Tensor<3>,
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ mod state;
 
 pub use conv::{CausalConv1d, CausalConv1dConfig};
 pub use layout::InProjLayout;
-pub use mamba1::{selective_scan, selective_step, Mamba1, Mamba1Config};
-pub use mamba2::{Mamba2, Mamba2Config};
+pub use mamba1::{selective_scan, selective_step, Mamba1, Mamba1Config, Mamba1Inputs};
+pub use mamba2::{Mamba2, Mamba2Config, Mamba2Inputs};
 pub use norm::{GatedRmsNorm, GatedRmsNormConfig};
 pub use ssd::{ssd_chunked, ssd_sequential, ssd_step};
 pub use state::MambaState;

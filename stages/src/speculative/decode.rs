@@ -1,0 +1,149 @@
+//! The speculative decoding loop (METHOD.md 4, Algorithm 2) for one sequence: the draft proposes
+//! `K` tokens one at a time, the verifier checks them in one pass over `K + 1` tokens, both
+//! caches keep what was accepted. Greedy output equals the verifier's own greedy output; sampled
+//! output is distributed as the verifier's own sampling.
+
+use burn::tensor::{DType, Tensor};
+
+use super::accept::verify;
+use super::cache::{forward_round, SpecCache};
+use crate::error::{Error, Result};
+use crate::generate::{LogitsProcessor, Sampling};
+use crate::hybrid::Hybrid;
+use crate::llama::Rope;
+
+#[derive(Debug, Clone)]
+pub struct SpeculativeOptions {
+    /// Tokens drafted per round.
+    pub k: usize,
+    pub max_new_tokens: usize,
+    /// The same for draft and verifier (greedy, or the distribution both sample from).
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// Generation stops after any of these.
+    pub eos: Vec<u32>,
+}
+
+/// Counts of one or more runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpeculativeStats {
+    /// Verifier passes.
+    pub rounds: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// Tokens produced (accepted drafts, corrections and bonus tokens).
+    pub tokens: usize,
+}
+
+impl SpeculativeStats {
+    pub fn acceptance_rate(&self) -> f64 {
+        self.accepted as f64 / self.drafted.max(1) as f64
+    }
+    pub fn tokens_per_round(&self) -> f64 {
+        self.tokens as f64 / self.rounds.max(1) as f64
+    }
+    pub fn add(&mut self, o: &SpeculativeStats) {
+        self.rounds += o.rounds;
+        self.drafted += o.drafted;
+        self.accepted += o.accepted;
+        self.tokens += o.tokens;
+    }
+}
+
+/// A model with its RoPE tables: the verifier or the draft.
+#[derive(Clone, Copy)]
+pub struct SpecModel<'a> {
+    pub model: &'a Hybrid,
+    pub rope: &'a Rope,
+}
+
+impl SpecModel<'_> {
+    fn vocab(&self) -> usize {
+        self.model.model.embed_tokens.weight.dims()[0]
+    }
+
+    /// Host logits of `tokens` fed after `cache`.
+    ///
+    /// # Shapes
+    /// - returns `[seq][vocab]`
+    pub(super) fn rows(&self, tokens: &[u32], cache: &mut SpecCache) -> Vec<Vec<f32>> {
+        let logits: Tensor<2> = forward_round(self.model, self.rope, tokens, cache);
+        let v = logits.dims()[1];
+        let flat = logits.cast(DType::F32).into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        flat.chunks(v).map(<[f32]>::to_vec).collect()
+    }
+}
+
+/// Generates up to `max_new_tokens` after `prompt`. `on_token(id)` sees each new token in order
+/// and returns true to stop (stop strings, a closed stream).
+///
+/// # Shapes
+/// - `prompt`: `[len]`, non-empty; returns the new tokens `[new]` (EOS included when produced)
+pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32], opts: &SpeculativeOptions, mut on_token: impl FnMut(u32) -> bool) -> Result<(Vec<u32>, SpeculativeStats)> {
+    let Some((&last, prefix)) = prompt.split_last() else {
+        return Err(Error::Config("speculative decoding needs a non-empty prompt".into()));
+    };
+    if verifier.vocab() != draft.vocab() {
+        return Err(Error::Config(format!("draft vocabulary {} differs from the verifier's {}: they must share the tokenizer", draft.vocab(), verifier.vocab())));
+    }
+    if opts.k == 0 {
+        return Err(Error::Config("k must be at least 1".into()));
+    }
+    let (mut vc, mut dc) = (SpecCache::new(verifier.model.model.layers.len()), SpecCache::new(draft.model.model.layers.len()));
+    if !prefix.is_empty() {
+        verifier.rows(prefix, &mut vc);
+        vc.commit(verifier.model, prefix.len());
+        draft.rows(prefix, &mut dc);
+        dc.commit(draft.model, prefix.len());
+    }
+    let mut processor = LogitsProcessor::new(opts.sampling.clone(), opts.seed);
+    let greedy = opts.sampling == Sampling::Greedy;
+    // Tokens the draft has not fed yet (1, or 2 after a round that accepted everything).
+    let mut pending = vec![last];
+    let mut verifier_last = last;
+    let (mut out, mut stats) = (Vec::new(), SpeculativeStats::default());
+    while out.len() < opts.max_new_tokens {
+        // One round makes at most k + 1 tokens: draft no more than the budget needs.
+        let k = opts.k.min(opts.max_new_tokens - out.len() - 1);
+        let (mut drafts, mut draft_probs) = (Vec::with_capacity(k), Vec::with_capacity(k));
+        let mut feed = pending.clone();
+        for _ in 0..k {
+            let rows = draft.rows(&feed, &mut dc);
+            let row = rows.last().expect("fed at least one token");
+            let t = if greedy {
+                crate::generate::argmax(row)
+            } else {
+                let q = processor.probs(row);
+                let t = processor.draw_from(&q);
+                draft_probs.push(q);
+                t
+            };
+            drafts.push(t);
+            feed = vec![t];
+        }
+        let mut checked = vec![verifier_last];
+        checked.extend(&drafts);
+        let rows = verifier.rows(&checked, &mut vc);
+        let verdict = verify(&drafts, &draft_probs, &rows, &mut processor);
+        vc.commit(verifier.model, 1 + verdict.accepted);
+        // The draft fed `pending` and all drafts but the last; keep what was accepted.
+        let sequence: Vec<u32> = pending.iter().chain(&drafts[..verdict.accepted]).copied().collect();
+        let fed = if k == 0 { 0 } else { pending.len() + k - 1 };
+        let keep = fed.min(sequence.len());
+        dc.commit(draft.model, keep);
+        pending = sequence[keep..].to_vec();
+        pending.push(verdict.next);
+        verifier_last = verdict.next;
+        stats.rounds += 1;
+        stats.drafted += k;
+        stats.accepted += verdict.accepted;
+        for &t in drafts[..verdict.accepted].iter().chain([&verdict.next]) {
+            out.push(t);
+            stats.tokens += 1;
+            if opts.eos.contains(&t) || on_token(t) || out.len() >= opts.max_new_tokens {
+                return Ok((out, stats));
+            }
+        }
+    }
+    Ok((out, stats))
+}

@@ -1,0 +1,23 @@
+//! Speculative decoding for hybrids and pure Mamba models (METHOD.md 4; issue 6): a draft model
+//! proposes `K` tokens, the verifier checks them in one pass and keeps the longest acceptable
+//! prefix. Attention layers verify against the KV cache; Mamba layers scan the `K + 1` tokens
+//! in one pass from a snapshot of their state and keep each step's scan inputs, so rejecting
+//! tokens replays only the accepted steps and nothing is recomputed from the prompt.
+//!
+//! - `round`: a Mamba layer's round (conv inputs with an offset, snapshot, per-step inputs) and
+//!   the one-pass state advance of both Mamba variants;
+//! - `cache`: `SpecCache` (KV + rounds) with `commit(keep)`, and `forward_round`;
+//! - `accept`: greedy and rejection-sampling verdicts;
+//! - `decode`: the loop, `speculative_generate`.
+
+mod accept;
+mod cache;
+mod decode;
+#[cfg(test)]
+mod properties;
+mod round;
+
+pub use accept::{verify, Verdict};
+pub use cache::{forward_round, SpecCache};
+pub use decode::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+pub use round::{selective_advance, ssd_advance, Decay, MambaRound, StepInputs};

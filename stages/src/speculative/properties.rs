@@ -1,0 +1,151 @@
+//! The properties issue 6 asks for, on tiny random models on the CPU: greedy speculative output
+//! equals the verifier's own greedy output token for token (pure attention, Mamba-2 and Mamba-1
+//! hybrids, pure Mamba; every K from 1 to 8; drafts that agree always, sometimes, never), and
+//! sampled speculative output follows the verifier's distribution (chi-square).
+
+use burn::module::Param;
+use burn::tensor::{Device, Distribution, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::decode::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+use crate::generate::{generate, GenerateOptions, Sampling};
+use crate::hybrid::{Hybrid, HybridConfig, MixerConfig};
+use crate::llama::{LlamaConfig, Rope};
+use crate::mamba::{Mamba1Config, Mamba2Config};
+
+fn config(vocab: usize, layers: usize, attention: &[usize], mamba1: bool) -> HybridConfig {
+    let llama = LlamaConfig::new(vocab, 16, 32, layers, 4, 2, 4);
+    let mixer = if mamba1 {
+        MixerConfig::Mamba1(Mamba1Config::new(16, 16, 8).with_d_state(4))
+    } else {
+        MixerConfig::Mamba2(Mamba2Config::new(16, 4, 2, 4).with_chunk_size(8))
+    };
+    HybridConfig { llama, attention_layers: attention.to_vec(), mixer }
+}
+
+/// The verifier with noise on its head: agrees with it on some tokens, not all.
+fn noisy_copy(model: &Hybrid, scale: f64) -> Hybrid {
+    let mut m = model.clone();
+    if let Some(head) = m.lm_head.as_mut() {
+        let w = head.weight.val();
+        let noise = Tensor::random(w.shape(), Distribution::Normal(0.0, scale), &w.device());
+        head.weight = Param::from_tensor(w + noise);
+    }
+    m
+}
+
+#[test]
+fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
+    let device = Device::flex();
+    let vocab = 64;
+    let verifiers = [
+        ("attention", config(vocab, 3, &[0, 1, 2], false)),
+        ("hybrid mamba2", config(vocab, 3, &[1], false)),
+        ("hybrid mamba1", config(vocab, 3, &[1], true)),
+        ("pure mamba", config(vocab, 2, &[], false)),
+    ];
+    let mut rng = StdRng::seed_from_u64(6);
+    let prompts: Vec<Vec<u32>> = [1, 5].iter().map(|&n| (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
+    let mut by_draft = [SpeculativeStats::default(); 3];
+    for (name, cfg) in verifiers {
+        let verifier = cfg.init(&device);
+        let rope = Rope::new(&cfg.llama);
+        let other_cfg = config(vocab, 2, if name == "attention" { &[] } else { &[0, 1] }, false);
+        let drafts = [("itself", verifier.clone()), ("noisy", noisy_copy(&verifier, 0.05)), ("unrelated", other_cfg.init(&device))];
+        for prompt in &prompts {
+            let plain_opts = GenerateOptions { max_new_tokens: 10, ..GenerateOptions::default() };
+            let plain = generate(&verifier, &rope, std::slice::from_ref(prompt), &plain_opts, |_, _| false).remove(0);
+            for ((draft_name, draft), total) in drafts.iter().zip(by_draft.iter_mut()) {
+                let mut stats = SpeculativeStats::default();
+                for k in 1..=8 {
+                    let opts = SpeculativeOptions { k, max_new_tokens: 10, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
+                    let v = SpecModel { model: &verifier, rope: &rope };
+                    let d = SpecModel { model: draft, rope: &rope };
+                    let (out, s) = speculative_generate(v, d, prompt, &opts, |_| false).unwrap();
+                    assert_eq!(out, plain, "{name} verifier, {draft_name} draft, K {k}, prompt {prompt:?}");
+                    stats.add(&s);
+                }
+                eprintln!("{name} <- {draft_name}: acceptance {:.2}, {:.2} tokens/round", stats.acceptance_rate(), stats.tokens_per_round());
+                if *draft_name == "itself" {
+                    assert_eq!(stats.accepted, stats.drafted);
+                }
+                total.add(&stats);
+            }
+        }
+    }
+    // Full, partial and (almost) no acceptance all happened: rollbacks of every length ran.
+    let rates: Vec<f64> = by_draft.iter().map(SpeculativeStats::acceptance_rate).collect();
+    eprintln!("acceptance by draft (itself, noisy, unrelated): {rates:.2?}");
+    assert!(rates[0] == 1.0 && rates[1] > 0.1 && rates[1] < 0.9 && rates[2] < 0.1, "{rates:?}");
+}
+
+/// The chi-square quantile for `df` degrees of freedom at upper-tail normal quantile `z`
+/// (Wilson-Hilferty; within 1% of the exact value for df >= 3).
+fn chi_square_critical(df: usize, z: f64) -> f64 {
+    let v = 2.0 / (9.0 * df as f64);
+    df as f64 * (1.0 - v + z * v.sqrt()).powi(3)
+}
+
+/// Pearson's statistic and its degrees of freedom; cells expected below 5 are pooled into one.
+fn chi_square(observed: &[f64], expected: &[f64]) -> (f64, usize) {
+    let (mut stat, mut cells, mut pooled_o, mut pooled_e) = (0.0, 0, 0.0, 0.0);
+    for (o, e) in observed.iter().zip(expected) {
+        if *e < 5.0 {
+            pooled_o += o;
+            pooled_e += e;
+        } else {
+            stat += (o - e).powi(2) / e;
+            cells += 1;
+        }
+    }
+    if pooled_e > 0.0 {
+        stat += (pooled_o - pooled_e).powi(2) / pooled_e.max(1e-9);
+        cells += 1;
+    }
+    (stat, cells - 1)
+}
+
+/// The verifier's sampling distribution after `tokens`.
+fn next_probs(model: &Hybrid, rope: &Rope, tokens: &[u32], sampling: &Sampling) -> Vec<f64> {
+    let rows = SpecModel { model, rope }.rows(tokens, &mut super::cache::SpecCache::new(model.model.layers.len()));
+    let p = crate::generate::LogitsProcessor::new(sampling.clone(), 0).probs(rows.last().expect("non-empty"));
+    p.into_iter().map(f64::from).collect()
+}
+
+/// The first two tokens of sampled speculative decoding over 1500 seeds, against the verifier's
+/// exact joint distribution `p(a) p(b | a)` over a vocabulary of 8 (64 cells), at significance
+/// 0.001. The draft (an unrelated pure Mamba model) has a distribution the test tells apart.
+#[test]
+fn sampled_speculative_output_follows_the_verifiers_distribution() {
+    let device = Device::flex();
+    let (vocab, n) = (8usize, 1500usize);
+    let (vcfg, dcfg) = (config(vocab, 2, &[1], false), config(vocab, 2, &[], false));
+    let (verifier, draft) = (vcfg.init(&device), dcfg.init(&device));
+    let rope = Rope::new(&vcfg.llama);
+    let sampling = Sampling::Temperature { temperature: 1.0 };
+    let prompt = [3u32];
+    let joint = |model: &Hybrid| -> Vec<f64> {
+        let first = next_probs(model, &rope, &prompt, &sampling);
+        (0..vocab as u32).flat_map(|a| next_probs(model, &rope, &[3, a], &sampling).into_iter().map(|pb| pb * first[a as usize]).collect::<Vec<_>>()).collect()
+    };
+    let expected: Vec<f64> = joint(&verifier).iter().map(|p| p * n as f64).collect();
+    let mut observed = vec![0.0; vocab * vocab];
+    let mut stats = SpeculativeStats::default();
+    for seed in 0..n as u64 {
+        let opts = SpeculativeOptions { k: 3, max_new_tokens: 4, sampling: sampling.clone(), seed, eos: Vec::new() };
+        let (v, d) = (SpecModel { model: &verifier, rope: &rope }, SpecModel { model: &draft, rope: &rope });
+        let (out, s) = speculative_generate(v, d, &prompt, &opts, |_| false).unwrap();
+        observed[out[0] as usize * vocab + out[1] as usize] += 1.0;
+        stats.add(&s);
+    }
+    let (stat, df) = chi_square(&observed, &expected);
+    let critical = chi_square_critical(df, 3.09); // upper 0.001
+    // The draft's own joint distribution, as counts, is far outside: the test has power.
+    let draft_counts: Vec<f64> = joint(&draft).iter().map(|q| q * n as f64).collect();
+    let (draft_stat, _) = chi_square(&draft_counts, &expected);
+    eprintln!("chi-square {stat:.1} on {df} df (critical {critical:.1}); the draft's distribution scores {draft_stat:.1}; acceptance {:.2}", stats.acceptance_rate());
+    assert!(stat < critical, "{stat} >= {critical}");
+    assert!(draft_stat > 3.0 * critical, "{draft_stat}");
+    assert!(stats.acceptance_rate() > 0.05 && stats.acceptance_rate() < 0.95, "{stats:?}");
+}
