@@ -7,6 +7,7 @@ mod chat;
 mod degrade;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod parquet;
 mod preference;
 mod prompts;
 mod rows;

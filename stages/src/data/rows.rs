@@ -1,4 +1,4 @@
-//! Reading rows: `*.jsonl` (one JSON object a line), `*.parquet` (not in this build), any
+//! Reading rows: `*.jsonl` (one JSON object a line), `*.parquet` (the same columns), any
 //! other file as one `{"text": ...}` row; a folder is all of its files, recursively, sorted.
 
 use std::path::{Path, PathBuf};
@@ -28,7 +28,8 @@ pub fn read_rows(path: &Path, bad: &mut BadRows) -> Result<Vec<serde_json::Value
         let read_err = |m: String| DataError::Read { path: file.clone(), message: m };
         let ext = file.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
         if ext == "parquet" {
-            return Err(read_err("Parquet input is not in this build yet; convert to JSONL".into()));
+            rows.extend(super::parquet::parquet_rows(&file)?);
+            continue;
         }
         let body = std::fs::read_to_string(&file).map_err(|e| read_err(e.to_string()))?;
         if ext != "jsonl" {
