@@ -30,6 +30,8 @@ pub fn register(registry: &mut distill_engine::stage::Registry) {
     registry.add(Arc::new(kinds::InitStage));
     registry.add(Arc::new(kinds::DistillStage));
     registry.add(Arc::new(kinds::SftStage));
+    registry.add(Arc::new(kinds::DraftStage));
+    registry.add(Arc::new(kinds::SpeculativeStage));
     registry.add(Arc::new(kinds::GenerateStage));
     registry.add(Arc::new(kinds::PreferencePairsStage));
     registry.add(Arc::new(kinds::DpoStage));

@@ -93,7 +93,7 @@ pub(super) fn row_texts(rows: &[serde_json::Value], tok: &TextTokenizer, bad: &m
 pub struct DistillStage;
 
 /// Windows `[n][seq + 1]` as inputs and targets on `device`.
-fn windows(w: &[&Vec<u32>], device: &burn::tensor::Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+pub(super) fn windows(w: &[&Vec<u32>], device: &burn::tensor::Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let s = w[0].len() - 1;
     let ids: Vec<i64> = w.iter().flat_map(|r| r.iter().map(|&t| t as i64)).collect();
     let all: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [w.len(), s + 1]), device);
@@ -101,7 +101,7 @@ fn windows(w: &[&Vec<u32>], device: &burn::tensor::Device) -> (Tensor<2, Int>, T
 }
 
 /// Mean token-level forward KL of `student` to `teacher` on `val` (no gradients).
-fn validation_kl(student: &Hybrid, teacher: &LoadedModel, val: &[Vec<u32>]) -> f64 {
+pub(super) fn validation_kl(student: &Hybrid, teacher: &LoadedModel, val: &[Vec<u32>]) -> f64 {
     let device = teacher.runtime.device.clone();
     let opts = KlOptions { reduction: KlReduction::TokenMean, ..KlOptions::default() };
     let (mut sum, mut n) = (0.0, 0usize);

@@ -3,6 +3,7 @@
 mod answers;
 mod data;
 mod distill;
+mod draft;
 mod dpo;
 mod eval;
 mod generate;
@@ -10,15 +11,18 @@ mod init;
 mod params;
 mod preference_pairs;
 mod sft;
+mod speculative;
 mod teacher;
 mod training;
 
 pub use data::read_texts;
 pub use distill::DistillStage;
+pub use draft::DraftStage;
 pub use dpo::DpoStage;
 pub use eval::EvalStage;
 pub use generate::GenerateStage;
 pub use init::InitStage;
 pub use preference_pairs::PreferencePairsStage;
 pub use sft::SftStage;
+pub use speculative::SpeculativeStage;
 pub use teacher::TeacherStage;

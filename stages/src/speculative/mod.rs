@@ -8,16 +8,22 @@
 //!   the one-pass state advance of both Mamba variants;
 //! - `cache`: `SpecCache` (KV + rounds) with `commit(keep)`, and `forward_round`;
 //! - `accept`: greedy and rejection-sampling verdicts;
-//! - `decode`: the loop, `speculative_generate`.
+//! - `decode`: the loop, `speculative_generate`;
+//! - `request`: `run_speculative`, the call behind `distill generate --draft`;
+//! - `draft`: the paper's draft, some of the teacher's layers with its embeddings and head.
 
 mod accept;
 mod cache;
 mod decode;
+mod draft;
 #[cfg(test)]
 mod properties;
+mod request;
 mod round;
 
 pub use accept::{verify, Verdict};
 pub use cache::{forward_round, SpecCache};
 pub use decode::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+pub use draft::{first_and_last, keep_layers, write_draft_dir};
+pub use request::{run_speculative, TextStream};
 pub use round::{selective_advance, ssd_advance, Decay, MambaRound, StepInputs};

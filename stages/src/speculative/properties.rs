@@ -3,8 +3,8 @@
 //! hybrids, pure Mamba; every K from 1 to 8; drafts that agree always, sometimes, never), and
 //! sampled speculative output follows the verifier's distribution (chi-square).
 
-use burn::module::Param;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -24,20 +24,45 @@ fn config(vocab: usize, layers: usize, attention: &[usize], mamba1: bool) -> Hyb
     HybridConfig { llama, attention_layers: attention.to_vec(), mixer }
 }
 
-/// The verifier with noise on its head: agrees with it on some tokens, not all.
-fn noisy_copy(model: &Hybrid, scale: f64) -> Hybrid {
+/// Redraws every non-constant parameter from a seeded generator, uniform in `±1/sqrt(fan-in)`:
+/// burn's own initializers draw from a generator shared by concurrently running tests, so the
+/// models (and the outcome) would change from run to run.
+struct Reseed(StdRng);
+
+impl ModuleMapper for Reseed {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let t = param.val();
+        let (dims, device) = (t.dims(), t.device());
+        let values: Vec<f32> = t.into_data().convert::<f32>().try_to_vec().unwrap();
+        if values.iter().all(|v| *v == values[0]) {
+            return param; // norms, D, constant dt bias and A_log: no draw to replace
+        }
+        // A range from the shape alone (the drawn values must not leak in): 1/sqrt(fan-in).
+        let r = if D == 1 { 0.5 } else { 1.0 / (dims[0] as f32).sqrt() };
+        let drawn: Vec<f32> = values.iter().map(|_| self.0.random_range(-r..=r)).collect();
+        Param::from_tensor(Tensor::from_data(TensorData::new(drawn, dims), &device))
+    }
+}
+
+fn seeded(cfg: &HybridConfig, seed: u64) -> Hybrid {
+    cfg.init(&Device::flex()).map(&mut Reseed(StdRng::seed_from_u64(seed)))
+}
+
+/// The verifier with seeded noise on its head: agrees with it on some tokens, not all.
+fn noisy_copy(model: &Hybrid, scale: f32, seed: u64) -> Hybrid {
     let mut m = model.clone();
+    let mut rng = StdRng::seed_from_u64(seed);
     if let Some(head) = m.lm_head.as_mut() {
         let w = head.weight.val();
-        let noise = Tensor::random(w.shape(), Distribution::Normal(0.0, scale), &w.device());
-        head.weight = Param::from_tensor(w + noise);
+        let (dims, device) = (w.dims(), w.device());
+        let noise: Vec<f32> = (0..dims[0] * dims[1]).map(|_| rng.random_range(-scale..=scale)).collect();
+        head.weight = Param::from_tensor(w + Tensor::from_data(TensorData::new(noise, dims), &device));
     }
     m
 }
 
 #[test]
 fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
-    let device = Device::flex();
     let vocab = 64;
     let verifiers = [
         ("attention", config(vocab, 3, &[0, 1, 2], false)),
@@ -49,10 +74,10 @@ fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
     let prompts: Vec<Vec<u32>> = [1, 5].iter().map(|&n| (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
     let mut by_draft = [SpeculativeStats::default(); 3];
     for (name, cfg) in verifiers {
-        let verifier = cfg.init(&device);
+        let verifier = seeded(&cfg, 1);
         let rope = Rope::new(&cfg.llama);
         let other_cfg = config(vocab, 2, if name == "attention" { &[] } else { &[0, 1] }, false);
-        let drafts = [("itself", verifier.clone()), ("noisy", noisy_copy(&verifier, 0.05)), ("unrelated", other_cfg.init(&device))];
+        let drafts = [("itself", verifier.clone()), ("noisy", noisy_copy(&verifier, 0.08, 2)), ("unrelated", seeded(&other_cfg, 3))];
         for prompt in &prompts {
             let plain_opts = GenerateOptions { max_new_tokens: 10, ..GenerateOptions::default() };
             let plain = generate(&verifier, &rope, std::slice::from_ref(prompt), &plain_opts, |_, _| false).remove(0);
@@ -118,10 +143,9 @@ fn next_probs(model: &Hybrid, rope: &Rope, tokens: &[u32], sampling: &Sampling) 
 /// 0.001. The draft (an unrelated pure Mamba model) has a distribution the test tells apart.
 #[test]
 fn sampled_speculative_output_follows_the_verifiers_distribution() {
-    let device = Device::flex();
     let (vocab, n) = (8usize, 1500usize);
     let (vcfg, dcfg) = (config(vocab, 2, &[1], false), config(vocab, 2, &[], false));
-    let (verifier, draft) = (vcfg.init(&device), dcfg.init(&device));
+    let (verifier, draft) = (seeded(&vcfg, 4), seeded(&dcfg, 5));
     let rope = Rope::new(&vcfg.llama);
     let sampling = Sampling::Temperature { temperature: 1.0 };
     let prompt = [3u32];

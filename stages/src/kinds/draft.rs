@@ -1,0 +1,164 @@
+//! `draft`: the paper's draft model for speculative decoding: the teacher's layers `[0, last]`
+//! (or `layers`) with its embeddings, final norm and head, as a Llama folder sharing the
+//! teacher's tokenizer; fine-tuned to the teacher's next-token distributions when `data` is
+//! given (the `distill` loss: `kl_weight` * KL(teacher || draft) + `ce_weight` * CE).
+//!
+//! ```toml
+//! [stages.draft]
+//! kind = "draft"
+//! params = { teacher = "@teacher", layers = [0, 31], data = "@corpus/train", epochs = 3, lr = 1e-4 }
+//! ```
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{DType, Tensor};
+use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
+use serde::Deserialize;
+
+use super::distill::{row_texts, validation_kl, windows};
+use super::params::{failed, parse, parse_value, reference};
+use super::training::{checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
+use crate::data::{in_validation, pack_texts, read_rows, BadRows};
+use crate::hybrid::Hybrid;
+use crate::losses::{cross_entropy, kl_divergence, KlOptions};
+use crate::runtime::Runtime;
+use crate::speculative::write_draft_dir;
+use crate::teacher::LoadedModel;
+use crate::train::{Loss, TrainableLm, Trainer};
+
+fn one() -> f64 { 1.0 }
+fn d_seq() -> usize { 512 }
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    teacher: String,
+    /// Teacher layers to keep, increasing; default the first and the last.
+    layers: Option<Vec<usize>>,
+    /// Fine-tuning text; without it the draft is only built.
+    data: Option<String>,
+    #[serde(default = "d_seq")]
+    seq_len: usize,
+    #[serde(default = "one")]
+    kl_weight: f64,
+    #[serde(default)]
+    ce_weight: f64,
+    #[serde(flatten)]
+    optim: OptimParams,
+}
+
+fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
+    let p: Params = parse_value(params)?;
+    reference("params.teacher", &p.teacher)?;
+    if let Some(d) = &p.data {
+        reference("params.data", d)?;
+    }
+    if p.layers.as_ref().is_some_and(|l| l.is_empty() || l.windows(2).any(|w| w[0] >= w[1])) {
+        return Err(ParamError::new("params.layers", "give increasing, distinct layer indices"));
+    }
+    if p.seq_len < 2 || p.optim.batch == 0 {
+        return Err(ParamError::new("params.seq_len", "seq_len must be at least 2 and batch at least 1"));
+    }
+    Ok(p)
+}
+
+pub struct DraftStage;
+
+impl Stage for DraftStage {
+    fn kind(&self) -> &'static str { "draft" }
+    fn version(&self) -> u32 { 1 }
+    fn summary(&self) -> &'static str { "a draft model for speculative decoding: the teacher's first and last layers, optionally fine-tuned" }
+
+    fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
+        check(&spec.params)?;
+        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
+        Ok(())
+    }
+
+    fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
+        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+    }
+
+    fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
+        let p: Params = parse(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
+        let teacher_dir = ctx.input(&p.teacher)?.to_path_buf();
+        let Some(data) = &p.data else {
+            let layers = write_draft_dir(&teacher_dir, ctx.out_dir(), p.layers.as_deref()).map_err(failed)?;
+            ctx.log(format!("draft from teacher layers {layers:?}, not fine-tuned (no `data`)"));
+            return ctx.metric("layers", layers.len() as f64).map_err(Into::into);
+        };
+        // Built beside the output, trained, then written to the output.
+        let built = ctx.workspace().join(format!("draft-init-{}", ctx.spec.name));
+        let layers = write_draft_dir(&teacher_dir, &built, p.layers.as_deref()).map_err(failed)?;
+        ctx.metric("layers", layers.len() as f64)?;
+        let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
+        let teacher = LoadedModel::open(&teacher_dir, runtime.clone()).map_err(failed)?;
+        let draft = LoadedModel::open(&built, runtime.clone()).map_err(failed)?;
+        let mut bad = BadRows::default();
+        let rows = read_rows(ctx.input(data)?, &mut bad).map_err(data_err)?;
+        let seed = ctx.spec.seed;
+        let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, p.optim.validation, seed));
+        let texts = row_texts(&train_rows, &teacher.tokenizer, &mut bad).map_err(failed)?;
+        let train = pack_texts(&texts, &teacher.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
+        bad.check("draft data", p.optim.max_bad_fraction).map_err(data_err)?;
+        let val_texts = row_texts(&val_rows, &teacher.tokenizer, &mut BadRows::default()).map_err(failed)?;
+        let mut val = pack_texts(&val_texts, &teacher.tokenizer, p.seq_len, &mut BadRows::default()).map_err(failed)?;
+        if val.is_empty() {
+            val = train.iter().take(8).cloned().collect();
+        }
+        val.truncate(64);
+        let before = validation_kl(&draft.model, &teacher, &val);
+        let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
+        let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
+        let train_device = runtime.device.clone().autodiff();
+        let loss_fn = |model: &Hybrid, ids: &[usize]| {
+            let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &train[i]).collect();
+            let (input, target) = windows(&w, &runtime.device);
+            let [b, s] = input.dims();
+            let t_logits = teacher.model.train_logits(input.clone(), &teacher.rope).cast(DType::F32);
+            let d_logits = model.train_logits(input.autodiff(), &draft.rope).cast(DType::F32);
+            let mask = Tensor::<2>::ones([b, s], &train_device);
+            let kl = kl_divergence(d_logits.clone(), t_logits.autodiff(), mask.clone(), &KlOptions::default());
+            let ce = cross_entropy(d_logits, target.autodiff(), mask);
+            let total = kl.clone() * p.kl_weight + ce.clone() * p.ce_weight;
+            Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
+        };
+        run_trainer(ctx, &mut trainer, loss_fn)?;
+        let ck = trainer.config.checkpoint_dir.clone();
+        let model = trainer.into_model();
+        let after = validation_kl(&model, &teacher, &val);
+        ctx.log(format!("draft from teacher layers {layers:?}: validation KL to the teacher {before:.5} -> {after:.5}"));
+        ctx.metric("val_kl_before", before)?;
+        ctx.metric("val_kl", after)?;
+        write_model(&built, ctx.out_dir(), &model)?;
+        let _ = std::fs::remove_dir_all(&built);
+        if let Some(dir) = ck {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::fixtures::{tiny_config, write_model_dir};
+    use crate::kinds::training::testing::{run_stage, write_jsonl};
+    use serde_json::json;
+
+    #[test]
+    fn draft_is_built_from_first_and_last_layers_and_fine_tuning_lowers_its_kl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (teacher, data) = (tmp.path().join("teacher"), tmp.path().join("corpus.jsonl"));
+        write_model_dir(&teacher, &tiny_config(32, 3));
+        let words = ["the cat sat", "on a mat", "dogs run far", "birds sing"];
+        write_jsonl(&data, &(0..24).map(|i| json!({ "text": format!("{} and {}.", words[i % 4], words[(i * 3 + 1) % 4]) })).collect::<Vec<_>>());
+        let built = run_stage(&DraftStage, &tmp.path().join("a"), json!({ "teacher": "@t" }), &[("@t", teacher.clone())]).unwrap();
+        assert_eq!(built.0["layers"], 2.0);
+        assert_eq!(LoadedModel::open(&built.1, Runtime::cpu()).unwrap().config.n_layers, 2);
+        let params = json!({ "teacher": "@t", "data": "@c", "seq_len": 16, "batch": 4, "steps": 15, "lr": 1e-2, "warmup": 2, "validation": 0.2 });
+        let (m, out, _) = run_stage(&DraftStage, &tmp.path().join("b"), params, &[("@t", teacher), ("@c", data)]).unwrap();
+        eprintln!("draft metrics: {m:?}");
+        assert!(m["val_kl"] < 0.7 * m["val_kl_before"], "{m:?}");
+        assert_eq!(LoadedModel::open(&out, Runtime::cpu()).unwrap().config.n_layers, 2);
+    }
+}

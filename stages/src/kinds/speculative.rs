@@ -1,0 +1,224 @@
+//! `speculative`: speculative decoding of a verifier with a draft over a prompt set, for each K
+//! of a sweep, against plain decoding of the same verifier (METHOD.md 4).
+//!
+//! ```toml
+//! [stages.spec]
+//! kind = "speculative"
+//! params = { verifier = "@distill50", draft = "@draft", k = [2, 4, 8], prompts = "@prompts",
+//!            max_new_tokens = 128, mode = "greedy", seed = 0 }
+//! ```
+//! Metrics: `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
+//! `plain/tokens_per_s`, and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
+//! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
+//! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
+//! exact arithmetic; bf16 near-ties can flip a token).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
+use serde::Deserialize;
+
+use super::data::read_texts;
+use super::params::{failed, parse, parse_value, reference};
+use crate::generate::{generate, GenerateOptions, Sampling};
+use crate::runtime::Runtime;
+use crate::speculative::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+use crate::teacher::LoadedModel;
+
+fn d_prompts() -> usize { 16 }
+fn d_new() -> usize { 128 }
+fn d_prompt_tokens() -> usize { 512 }
+fn d_temperature() -> f32 { 1.0 }
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Ks {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Greedy,
+    Sample,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    verifier: String,
+    draft: String,
+    k: Ks,
+    /// A dataset of `{"text"}` (or `{"messages"}`) rows; each row is one prompt.
+    prompts: String,
+    #[serde(default = "d_prompts")]
+    max_prompts: usize,
+    /// Longer prompts keep their last tokens.
+    #[serde(default = "d_prompt_tokens")]
+    max_prompt_tokens: usize,
+    #[serde(default = "d_new")]
+    max_new_tokens: usize,
+    mode: Option<Mode>,
+    #[serde(default = "d_temperature")]
+    temperature: f32,
+    #[serde(default)]
+    seed: u64,
+}
+
+impl Params {
+    fn ks(&self) -> Vec<usize> {
+        match &self.k {
+            Ks::One(k) => vec![*k],
+            Ks::Many(ks) => ks.clone(),
+        }
+    }
+    fn sampling(&self) -> Sampling {
+        match self.mode.unwrap_or(Mode::Greedy) {
+            Mode::Greedy => Sampling::Greedy,
+            Mode::Sample => Sampling::Temperature { temperature: self.temperature },
+        }
+    }
+}
+
+fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
+    let p: Params = parse_value(params)?;
+    for (path, v) in [("params.verifier", &p.verifier), ("params.draft", &p.draft), ("params.prompts", &p.prompts)] {
+        reference(path, v)?;
+    }
+    if p.ks().is_empty() || p.ks().contains(&0) {
+        return Err(ParamError::new("params.k", "give K >= 1, or a list of them"));
+    }
+    for (name, v) in [("max_prompts", p.max_prompts), ("max_prompt_tokens", p.max_prompt_tokens), ("max_new_tokens", p.max_new_tokens)] {
+        if v == 0 {
+            return Err(ParamError::new(format!("params.{name}"), "must be at least 1"));
+        }
+    }
+    if p.temperature <= 0.0 {
+        return Err(ParamError::new("params.temperature", "must be positive"));
+    }
+    Ok(p)
+}
+
+pub struct SpeculativeStage;
+
+impl Stage for SpeculativeStage {
+    fn kind(&self) -> &'static str { "speculative" }
+    fn version(&self) -> u32 { 1 }
+    fn summary(&self) -> &'static str { "speculative decoding of a verifier with a draft: acceptance, tokens per round, speedup per K" }
+
+    fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
+        check(&spec.params)?;
+        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
+        Ok(())
+    }
+
+    fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
+        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+    }
+
+    fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
+        let p: Params = parse(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
+        let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
+        let verifier = LoadedModel::open(ctx.input(&p.verifier)?, runtime.clone()).map_err(failed)?;
+        let draft = LoadedModel::open(ctx.input(&p.draft)?, runtime).map_err(failed)?;
+        let texts = read_texts(ctx.input(&p.prompts)?, &verifier.tokenizer).map_err(failed)?;
+        let mut prompts = Vec::new();
+        for t in texts.iter().take(p.max_prompts) {
+            let ids = verifier.tokenizer.encode(t, true).map_err(failed)?;
+            let ids = ids[ids.len().saturating_sub(p.max_prompt_tokens)..].to_vec();
+            if !ids.is_empty() {
+                prompts.push(ids);
+            }
+        }
+        if prompts.is_empty() {
+            return Err(StageError::Failed("no non-empty prompts".into()));
+        }
+        let sampling = p.sampling();
+        let eos: Vec<u32> = verifier.tokenizer.eos_id().into_iter().collect();
+        let (v, d) = (SpecModel { model: &verifier.model, rope: &verifier.rope }, SpecModel { model: &draft.model, rope: &draft.rope });
+        let spec_opts = |k, seed| SpeculativeOptions { k, max_new_tokens: p.max_new_tokens, sampling: sampling.clone(), seed, eos: eos.clone() };
+        // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
+        let warm = GenerateOptions { max_new_tokens: 4, sampling: sampling.clone(), seed: p.seed, eos: eos.clone(), pad: 0 };
+        generate(v.model, v.rope, &prompts[..1], &warm, |_, _| false);
+        speculative_generate(v, d, &prompts[0], &spec_opts(p.ks()[0], p.seed), |_| false).map_err(failed)?;
+        // Plain decoding of the verifier, one prompt at a time like speculative decoding.
+        let started = Instant::now();
+        let mut plain = Vec::new();
+        for (i, prompt) in prompts.iter().enumerate() {
+            let opts = GenerateOptions { max_new_tokens: p.max_new_tokens, sampling: sampling.clone(), seed: p.seed + i as u64, eos: eos.clone(), pad: 0 };
+            plain.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| false).remove(0));
+        }
+        let plain_tps = plain.iter().map(Vec::len).sum::<usize>() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        ctx.metric("plain/tokens_per_s", plain_tps)?;
+        let (mut all, mut all_secs, mut best) = (SpeculativeStats::default(), 0.0, (0usize, 0.0f64));
+        let mut mismatches = 0;
+        for k in p.ks() {
+            let (mut stats, started) = (SpeculativeStats::default(), Instant::now());
+            for (i, prompt) in prompts.iter().enumerate() {
+                let (out, s) = speculative_generate(v, d, prompt, &spec_opts(k, p.seed + i as u64), |_| false).map_err(failed)?;
+                mismatches += usize::from(sampling == Sampling::Greedy && out != plain[i]);
+                stats.add(&s);
+            }
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let tps = stats.tokens as f64 / secs;
+            ctx.log(format!("K {k}: acceptance {:.3}, {:.2} tokens/round, {tps:.1} tok/s ({:.2}x plain)", stats.acceptance_rate(), stats.tokens_per_round(), tps / plain_tps));
+            ctx.metric(&format!("k{k}/acceptance_rate"), stats.acceptance_rate())?;
+            ctx.metric(&format!("k{k}/tokens_per_round"), stats.tokens_per_round())?;
+            ctx.metric(&format!("k{k}/tokens_per_s"), tps)?;
+            ctx.metric(&format!("k{k}/speedup"), tps / plain_tps)?;
+            if tps / plain_tps > best.1 {
+                best = (k, tps / plain_tps);
+            }
+            all.add(&stats);
+            all_secs += secs;
+        }
+        ctx.metric("acceptance_rate", all.acceptance_rate())?;
+        ctx.metric("tokens_per_round", all.tokens_per_round())?;
+        ctx.metric("speedup", all.tokens as f64 / all_secs / plain_tps)?;
+        ctx.metric("best_k", best.0 as f64)?;
+        ctx.metric("best_speedup", best.1)?;
+        if sampling == Sampling::Greedy {
+            ctx.metric("greedy_mismatches", mismatches as f64)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::fixtures::{tiny_config, write_model_dir};
+    use crate::kinds::training::testing::{run_stage, write_jsonl};
+    use serde_json::json;
+
+    #[test]
+    fn params_need_references_and_positive_ks() {
+        let ok = json!({ "verifier": "@v", "draft": "@d", "k": [1, 4], "prompts": "@p" });
+        assert!(check(&ok).is_ok());
+        assert!(check(&json!({ "verifier": "@v", "draft": "@d", "k": 4, "prompts": "@p", "mode": "sample" })).is_ok());
+        assert_eq!(check(&json!({ "verifier": "@v", "draft": "@d", "k": [0], "prompts": "@p" })).unwrap_err().path, "params.k");
+        assert_eq!(check(&json!({ "verifier": "v", "draft": "@d", "k": 1, "prompts": "@p" })).unwrap_err().path, "params.verifier");
+        assert!(check(&json!({ "verifier": "@v", "draft": "@d", "k": 1, "prompts": "@p", "mode": "beam" })).is_err());
+    }
+
+    #[test]
+    fn speculative_stage_reports_per_k_and_aggregate_metrics() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (verifier, draft, prompts) = (tmp.path().join("v"), tmp.path().join("d"), tmp.path().join("p.jsonl"));
+        write_model_dir(&verifier, &tiny_config(16, 2));
+        write_model_dir(&draft, &tiny_config(16, 1));
+        write_jsonl(&prompts, &[json!({ "text": "the cat" }), json!({ "text": "a dog ran" })]);
+        let params = json!({ "verifier": "@v", "draft": "@d", "k": [1, 3], "prompts": "@p", "max_new_tokens": 6 });
+        let (m, _, _) = run_stage(&SpeculativeStage, tmp.path(), params, &[("@v", verifier), ("@d", draft), ("@p", prompts)]).unwrap();
+        eprintln!("{m:?}");
+        for k in [1, 3] {
+            for name in ["acceptance_rate", "tokens_per_round", "tokens_per_s", "speedup"] {
+                assert!(m[&format!("k{k}/{name}")].is_finite(), "k{k}/{name}");
+            }
+        }
+        assert!(m["plain/tokens_per_s"] > 0.0 && m["tokens_per_round"] >= 1.0 && m["speedup"] > 0.0);
+        assert_eq!(m["greedy_mismatches"], 0.0);
+    }
+}
