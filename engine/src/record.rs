@@ -105,6 +105,31 @@ pub struct StageRun {
     pub log_tail: Vec<String>,
 }
 
+impl StageRun {
+    /// An entry with nothing done yet (status `will_run`).
+    pub fn new(name: &str, kind: &str, params: serde_json::Value, needs: Vec<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            status: StageStatus::WillRun,
+            reasons: Vec::new(),
+            params,
+            needs,
+            started_at: None,
+            duration_s: None,
+            attempts: 0,
+            key_hash: None,
+            key: None,
+            outputs: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            step_metrics: None,
+            log: None,
+            error: None,
+            log_tail: Vec::new(),
+        }
+    }
+}
+
 /// One stored output of a stage.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OutputRef {

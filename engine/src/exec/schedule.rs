@@ -158,27 +158,11 @@ fn skipped_run(plan: &Plan, i: usize, why: String) -> StageRun {
     r
 }
 
-fn placeholder(plan: &Plan, i: usize) -> StageRun {
+/// A stage's record entry before anything happened to it.
+pub(super) fn placeholder(plan: &Plan, i: usize) -> StageRun {
     let s = &plan.stages[i];
-    StageRun {
-        name: s.spec.name.clone(),
-        kind: s.spec.kind.clone(),
-        status: StageStatus::WillRun,
-        reasons: Vec::new(),
-        params: s.spec.params.clone(),
-        needs: s.upstream.iter().map(|&u| plan.stages[u].spec.name.clone()).collect(),
-        started_at: None,
-        duration_s: None,
-        attempts: 0,
-        key_hash: None,
-        key: None,
-        outputs: BTreeMap::new(),
-        metrics: BTreeMap::new(),
-        step_metrics: None,
-        log: None,
-        error: None,
-        log_tail: Vec::new(),
-    }
+    let needs = s.upstream.iter().map(|&u| plan.stages[u].spec.name.clone()).collect();
+    StageRun::new(&s.spec.name, &s.spec.kind, s.spec.params.clone(), needs)
 }
 
 fn new_record(plan: &Plan, id: &str, opts: &RunOptions) -> RunRecord {

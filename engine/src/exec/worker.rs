@@ -41,25 +41,9 @@ impl Job<'_> {
     pub fn execute(&self, idx: usize, forced: bool, upstream: &dyn Fn(&str) -> Option<StageState>, on_start: &dyn Fn()) -> Done {
         let stage = &self.plan.stages[idx];
         let spec = &stage.spec;
-        let mut run = StageRun {
-            name: spec.name.clone(),
-            kind: spec.kind.clone(),
-            status: StageStatus::Failed,
-            reasons: Vec::new(),
-            params: spec.params.clone(),
-            needs: stage.upstream.iter().map(|&u| self.plan.stages[u].spec.name.clone()).collect(),
-            started_at: Some(Utc::now()),
-            duration_s: None,
-            attempts: 0,
-            key_hash: None,
-            key: None,
-            outputs: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            step_metrics: None,
-            log: None,
-            error: None,
-            log_tail: Vec::new(),
-        };
+        let mut run = super::schedule::placeholder(self.plan, idx);
+        run.status = StageStatus::Failed;
+        run.started_at = Some(Utc::now());
         let t0 = Instant::now();
         let decision = decide(self.plan, idx, self.registry, self.ws, self.hasher, forced, upstream);
         let (key, reasons) = match decision {
