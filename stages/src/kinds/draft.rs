@@ -84,7 +84,7 @@ impl Stage for DraftStage {
         let Some(data) = &p.data else {
             let layers = write_draft_dir(&teacher_dir, ctx.out_dir(), p.layers.as_deref()).map_err(failed)?;
             ctx.log(format!("draft from teacher layers {layers:?}, not fine-tuned (no `data`)"));
-            return ctx.metric("layers", layers.len() as f64).map_err(Into::into);
+            return ctx.metric("layers", layers.len() as f64);
         };
         // Built beside the output, trained, then written to the output.
         let built = ctx.workspace().join(format!("draft-init-{}", ctx.spec.name));
