@@ -177,6 +177,12 @@ pub struct GenerateArgs {
     /// The workspace whose stored outputs `@stage` names.
     #[arg(long, default_value = ".")]
     pub workspace: PathBuf,
+    /// Decode speculatively with this draft model (`@stage` or a folder); same tokenizer.
+    #[arg(long)]
+    pub draft: Option<String>,
+    /// Tokens the draft proposes per round.
+    #[arg(long, default_value_t = 4, requires = "draft")]
+    pub k: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -11,7 +11,7 @@ use distill_stages::generate::{GenerateRequest, Sampling, run_generate};
 use crate::cli::GenerateArgs;
 
 pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
-    let model_dir = model_folder(args)?;
+    let model_dir = model_folder(args, &args.model)?;
     let mut req = GenerateRequest::new(model_dir, args.prompt.clone());
     req.chat = args.chat;
     req.max_new_tokens = args.max_new_tokens;
@@ -26,18 +26,34 @@ pub fn generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         (t, None, None) => Sampling::Temperature { temperature: t },
     };
     let mut out = std::io::stdout();
-    run_generate(&req, |piece| {
+    let print = |piece: &str| {
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();
-    })?;
-    println!();
+    };
+    match &args.draft {
+        None => {
+            run_generate(&req, print)?;
+            println!();
+        }
+        Some(draft) => {
+            let draft_dir = model_folder(args, draft)?;
+            let (_, stats) = distill_stages::speculative::run_speculative(&req, &draft_dir, args.k, print)?;
+            println!();
+            eprintln!(
+                "speculative, K = {}: acceptance {:.2}, {:.2} tokens per round",
+                args.k,
+                stats.acceptance_rate(),
+                stats.tokens_per_round()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `@teacher` -> its stored folder, found through the run records (no lock needed, so this
 /// works while a run is going on); anything else is a path.
-fn model_folder(args: &GenerateArgs) -> anyhow::Result<PathBuf> {
-    let Some(r) = Reference::parse(&args.model) else { return Ok(PathBuf::from(&args.model)) };
+fn model_folder(args: &GenerateArgs, model: &str) -> anyhow::Result<PathBuf> {
+    let Some(r) = Reference::parse(model) else { return Ok(PathBuf::from(model)) };
     let dir = args.workspace.join(".distill");
     let runs = distill_engine::workspace::read_run_files(&dir);
     let found = runs.iter().rev().find_map(|run| {
