@@ -25,7 +25,7 @@ fn plan(manifest: &str, extra: &[&str]) -> support::Outcome {
 fn the_default_manifest_plans() {
     let s = dry_run("default.toml", &[]);
     let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
-    for stage in ["teacher", "hybrid50", "control50", "distill[hybrid50]", "heldout[distill[control50]]", "summary"] {
+    for stage in ["teacher", "hybrid50", "control50", "distill[hybrid50]", "sft", "dpo", "draft", "speculative", "heldout[distill[control50]]", "summary"] {
         assert!(names.contains(&stage), "{stage} missing: {names:?}");
     }
     assert!(s.iter().all(|(_, st)| st == "will_run"), "{s:?}");
