@@ -5,12 +5,14 @@ mod build;
 mod diag;
 mod expand;
 mod graph;
+mod link;
 mod load;
 mod node;
 mod raw;
 mod schema;
 mod template;
 
-pub use build::{build, default_dtype, normalize};
+pub use build::{build, default_dtype};
+pub use link::normalize;
 pub use diag::{ManifestError, Problem, Sources};
 pub use schema::manifest_schema;
