@@ -133,3 +133,16 @@ fn a_stale_lock_of_a_dead_process_is_taken_over() {
     let out = t.run(["run"]);
     out.success().stderr_contains("took over the lock of `distill run (crashed)` (pid 999999)");
 }
+
+#[test]
+fn runs_answers_while_another_run_holds_the_workspace() {
+    let t = TestRun::new();
+    t.manifest(SLOW_CHAIN);
+    t.run_ok(&[]);
+    std::fs::remove_file(t.path().join("s2.started")).unwrap();
+    let mut busy = t.spawn(["run", "--force", "s2"], &[("SLEEP", "2")]);
+    t.wait_for("s2.started", 20);
+    let runs = t.run(["runs", "--json"]).success().json();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "the finished run and the one in progress");
+    assert!(busy.wait().unwrap().success());
+}

@@ -19,9 +19,13 @@ fn open(workspace: &Path) -> anyhow::Result<Workspace> {
     Ok(Workspace::open(workspace, true, &cmd)?)
 }
 
+/// Reads the JSON records, not sled, so it answers while a run holds the workspace.
 pub fn runs(workspace: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
-    let ws = open(workspace)?;
-    let runs = ws.runs()?;
+    let dir = workspace.join(".distill");
+    if !dir.exists() {
+        bail!("{} has no .distill folder: run a manifest there first", workspace.display());
+    }
+    let runs = distill_engine::workspace::read_run_files(&dir);
     if json_out {
         let items: Vec<_> = runs
             .iter()
