@@ -15,8 +15,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::params::{failed, parse_split, reference};
-use super::training::{checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
+use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
+use super::training::{checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlReduction};
@@ -125,12 +125,11 @@ impl Stage for DistillStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
@@ -178,16 +177,13 @@ impl Stage for DistillStage {
             Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
         };
         run_trainer(ctx, &mut trainer, loss_fn)?;
-        let ck = trainer.config.checkpoint_dir.clone();
-        let model = trainer.into_model();
-        let after = validation_kl(&model, &teacher, &val);
+        let trained = Trained::new(trainer);
+        let model = &trained.model;
+        let after = validation_kl(model, &teacher, &val);
         ctx.log(format!("validation KL to the teacher: {before:.5} -> {after:.5}"));
         ctx.metric("val_kl_before", before)?;
         ctx.metric("val_kl", after)?;
-        write_model(&student_dir, ctx.out_dir(), &model)?;
-        if let Some(dir) = ck {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        trained.save(&student_dir, ctx.out_dir())?;
         Ok(())
     }
 }

@@ -16,8 +16,8 @@ use burn::tensor::{DType, Tensor, TensorData};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::params::{failed, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
+use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
+use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, preference_pair, read_rows, BadRows, PreferencePair};
 use crate::hybrid::Hybrid;
 use crate::llama::Rope;
@@ -113,12 +113,11 @@ impl Stage for DpoStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
@@ -190,18 +189,15 @@ impl Stage for DpoStage {
             Ok(Loss { total: out.loss, parts: vec![("reward_margin", margins.mean()), ("pair_accuracy", accuracy)], tokens })
         };
         run_trainer(ctx, &mut trainer, loss_fn)?;
-        let ck = trainer.config.checkpoint_dir.clone();
-        let model = trainer.into_model();
-        let after = margin_accuracy(&pair_logps(&model, &student.rope, &val, pad, &device), &ref_val, p.beta);
+        let trained = Trained::new(trainer);
+        let model = &trained.model;
+        let after = margin_accuracy(&pair_logps(model, &student.rope, &val, pad, &device), &ref_val, p.beta);
         ctx.log(format!("validation reward margin {:.4} -> {:.4}, pair accuracy {:.3} -> {:.3}", before.0, after.0, before.1, after.1));
         ctx.metric("val_margin_before", before.0)?;
         ctx.metric("val_margin", after.0)?;
         ctx.metric("val_accuracy_before", before.1)?;
         ctx.metric("val_accuracy", after.1)?;
-        write_model(&student_dir, ctx.out_dir(), &model)?;
-        if let Some(dir) = ck {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        trained.save(&student_dir, ctx.out_dir())?;
         Ok(())
     }
 }

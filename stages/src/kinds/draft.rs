@@ -16,8 +16,8 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::distill::{row_texts, validation_kl, windows};
-use super::params::{failed, parse, parse_value, reference};
-use super::training::{checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
+use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
+use super::training::{checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, pack_texts, read_rows, BadRows};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlOptions};
@@ -70,12 +70,11 @@ impl Stage for DraftStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
@@ -123,17 +122,14 @@ impl Stage for DraftStage {
             Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
         };
         run_trainer(ctx, &mut trainer, loss_fn)?;
-        let ck = trainer.config.checkpoint_dir.clone();
-        let model = trainer.into_model();
-        let after = validation_kl(&model, &teacher, &val);
+        let trained = Trained::new(trainer);
+        let model = &trained.model;
+        let after = validation_kl(model, &teacher, &val);
         ctx.log(format!("draft from teacher layers {layers:?}: validation KL to the teacher {before:.5} -> {after:.5}"));
         ctx.metric("val_kl_before", before)?;
         ctx.metric("val_kl", after)?;
-        write_model(&built, ctx.out_dir(), &model)?;
+        trained.save(&built, ctx.out_dir())?;
         let _ = std::fs::remove_dir_all(&built);
-        if let Some(dir) = ck {
-            let _ = std::fs::remove_dir_all(dir);
-        }
         Ok(())
     }
 }

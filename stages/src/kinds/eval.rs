@@ -13,7 +13,7 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::data::read_texts;
-use super::params::{failed, parse, parse_value, reference};
+use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
 use crate::eval::{evaluate, EvalOptions};
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
@@ -84,12 +84,11 @@ impl Stage for EvalStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {

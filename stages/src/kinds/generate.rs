@@ -16,7 +16,7 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::answers::{answer, read_prompts, write_rows, AnswerParams};
-use super::params::{failed, parse_split, reference};
+use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
 use crate::generate::Sampling;
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
@@ -63,12 +63,11 @@ impl Stage for GenerateStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {

@@ -16,6 +16,17 @@ pub fn parse_value<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T,
     })
 }
 
+/// For kinds that compute on a device: `device` and `dtype` must name a runtime this build
+/// has, checked when planning so a CPU build refuses `cuda` before anything runs.
+pub fn check_runtime(spec: &StageSpec) -> Result<(), ParamError> {
+    crate::runtime::Runtime::parse(&spec.device, Some(&spec.dtype)).map(|_| ()).map_err(|e| ParamError::new("device", e.to_string()))
+}
+
+/// The environment entries of such kinds' cache keys: their outputs depend on both.
+pub fn runtime_env(spec: &StageSpec) -> std::collections::BTreeMap<String, String> {
+    [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+}
+
 /// A stage-kind error from ours.
 pub fn failed(e: crate::Error) -> StageError {
     StageError::other(e)

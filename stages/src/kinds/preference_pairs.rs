@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::answers::{answer, read_prompts, write_rows, AnswerParams};
 use super::generate::check_sampling;
-use super::params::{failed, parse_split, reference};
+use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
 use crate::data::{prompt_json, shuffled, truncated};
 use crate::generate::Sampling;
 use crate::runtime::Runtime;
@@ -83,12 +83,11 @@ impl Stage for PreferencePairsStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {

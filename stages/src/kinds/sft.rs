@@ -14,8 +14,8 @@ use burn::tensor::DType;
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::params::{failed, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, write_model, OptimParams};
+use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
+use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{chat_example, in_validation, parse_messages, read_rows, BadRows, Example};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlOptions, KlReduction};
@@ -101,12 +101,11 @@ impl Stage for SftStage {
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
         check(&spec.params)?;
-        Runtime::parse(&spec.device, Some(&spec.dtype)).map_err(|e| ParamError::new("device", e.to_string()))?;
-        Ok(())
+        check_runtime(spec)
     }
 
     fn environment(&self, spec: &StageSpec) -> BTreeMap<String, String> {
-        [("device".to_string(), spec.device.clone()), ("dtype".to_string(), spec.dtype.clone())].into()
+        runtime_env(spec)
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
@@ -156,16 +155,13 @@ impl Stage for SftStage {
             Ok(Loss { total, parts, tokens })
         };
         run_trainer(ctx, &mut trainer, loss_fn)?;
-        let ck = trainer.config.checkpoint_dir.clone();
-        let model = trainer.into_model();
-        let after = assistant_loss(&model, &student, &val);
+        let trained = Trained::new(trainer);
+        let model = &trained.model;
+        let after = assistant_loss(model, &student, &val);
         ctx.log(format!("assistant-token loss: {before:.4} -> {after:.4}"));
         ctx.metric("val_loss_before", before)?;
         ctx.metric("val_loss", after)?;
-        write_model(&student_dir, ctx.out_dir(), &model)?;
-        if let Some(dir) = ck {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        trained.save(&student_dir, ctx.out_dir())?;
         Ok(())
     }
 }

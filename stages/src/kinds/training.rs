@@ -178,6 +178,29 @@ fn progress_bar(name: &str, total: u64, at: u64) -> Option<ProgressBar> {
 
 /// The trained model as a folder: the student folder's files (config, tokenizer, mamba
 /// config) with new weights.
+/// A finished training run's model and the checkpoints that led to it.
+pub struct Trained {
+    pub model: Hybrid,
+    checkpoints: Option<PathBuf>,
+}
+
+impl Trained {
+    pub fn new(trainer: Trainer<Hybrid>) -> Self {
+        let checkpoints = trainer.config.checkpoint_dir.clone();
+        Self { model: trainer.into_model(), checkpoints }
+    }
+
+    /// Writes the model folder, and only then drops the checkpoints: until the folder
+    /// exists, a rerun can still resume from them.
+    pub fn save(self, student_dir: &Path, out: &Path) -> Result<(), StageError> {
+        write_model(student_dir, out, &self.model)?;
+        if let Some(dir) = self.checkpoints {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+}
+
 pub fn write_model(student_dir: &Path, out: &Path, model: &Hybrid) -> Result<(), StageError> {
     std::fs::create_dir_all(out).map_err(|e| StageError::io(out, e))?;
     let entries = std::fs::read_dir(student_dir).map_err(|e| StageError::io(student_dir, e))?;
