@@ -1,6 +1,7 @@
 //! Deciding a stage's fate from its cache key: cached, run (and why), or wait for an
 //! upstream output whose hash is not known yet (the dry run's "may run").
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -8,7 +9,6 @@ use serde_json::json;
 use crate::hash::Hasher;
 use crate::key::CacheKey;
 use crate::plan::{Input, Plan};
-use crate::refs::Reference;
 use crate::stage::{Registry, StageSpec};
 
 use crate::workspace::{StageState, Workspace, WorkspaceError};
@@ -16,7 +16,8 @@ use crate::workspace::{StageState, Workspace, WorkspaceError};
 #[derive(Debug)]
 pub enum Decision {
     Cached { state: StageState, note: Option<String> },
-    Run { key: CacheKey, reasons: Vec<String> },
+    /// `inputs` maps each input's name to where the stage reads it.
+    Run { key: CacheKey, reasons: Vec<String>, inputs: BTreeMap<String, PathBuf> },
     /// Some upstream outputs are not known yet; `reasons` holds what already differs.
     Wait { upstream: Vec<String>, reasons: Vec<String> },
 }
@@ -117,6 +118,7 @@ pub fn decide(
     let stage = &plan.stages[idx];
     let spec = &stage.spec;
     let mut key = key_base(spec, registry);
+    let mut paths = BTreeMap::new();
     let mut waiting = Vec::new();
     for input in &stage.inputs {
         match input {
@@ -128,6 +130,7 @@ pub fn decide(
                     .hash_path(path)
                     .map_err(|e| DecideError::Input { name: name.clone(), message: e.to_string() })?;
                 key.inputs.insert(name.clone(), h);
+                paths.insert(name.clone(), path.clone());
             }
             Input::Record { name, stage } => match upstream(stage) {
                 Some(state) => {
@@ -137,9 +140,10 @@ pub fn decide(
             },
             Input::Stage { name, reference } => match upstream(&reference.stage) {
                 Some(state) => {
-                    let h = input_hash(reference, &state, hasher)
+                    let (path, h) = resolve_output(&reference.stage, &state, reference.output.as_deref(), hasher)
                         .map_err(|message| DecideError::Input { name: name.clone(), message })?;
                     key.inputs.insert(name.clone(), h);
+                    paths.insert(name.clone(), path);
                 }
                 None => waiting.push(reference.stage.clone()),
             },
@@ -163,7 +167,7 @@ pub fn decide(
     }
     let hash = key.hash();
     if forced {
-        return Ok(Decision::Run { key, reasons: vec!["forced (--force)".into()] });
+        return Ok(Decision::Run { key, reasons: vec!["forced (--force)".into()], inputs: paths });
     }
     if let Some(prev) = previous.clone().filter(|p| p.output.path.exists()) {
         if spec.frozen {
@@ -186,7 +190,7 @@ pub fn decide(
             if d.is_empty() { vec!["cache key changed".to_string()] } else { d }
         }
     };
-    Ok(Decision::Run { key, reasons })
+    Ok(Decision::Run { key, reasons, inputs: paths })
 }
 
 fn is_stage_input(stage: &crate::plan::PlannedStage, name: &str) -> bool {
@@ -196,6 +200,4 @@ fn is_stage_input(stage: &crate::plan::PlannedStage, name: &str) -> bool {
     })
 }
 
-fn input_hash(r: &Reference, state: &StageState, hasher: &Hasher) -> Result<String, String> {
-    resolve_output(&r.stage, state, r.output.as_deref(), hasher).map(|(_, h)| h)
-}
+

@@ -2,19 +2,18 @@
 //! the outputs into the store, and only then record the stage as done.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use chrono::Utc;
 
-use crate::decide::{Decision, decide, resolve_output};
+use crate::decide::{Decision, decide};
 use crate::fsutil::{safe_name, sync_dir, sync_tree};
 use crate::hash::Hasher;
-use crate::plan::{Input, Plan};
+use crate::plan::Plan;
 use crate::record::{OutputRef, StageRun, StageStatus};
-use std::path::Path;
 
 use super::detached::JobFile;
 use crate::stage::{Registry, Stage, StageContext, StageError, StageSpec};
@@ -46,7 +45,7 @@ impl Job<'_> {
         run.started_at = Some(Utc::now());
         let t0 = Instant::now();
         let decision = decide(self.plan, idx, self.registry, self.ws, self.hasher, forced, upstream);
-        let (key, reasons) = match decision {
+        let (key, reasons, inputs) = match decision {
             Ok(Decision::Cached { state, note }) => {
                 let kind = self.registry.get(&spec.kind).expect("kind checked");
                 if let Err(e) = kind.restore(spec, &state.output.path, self.hasher) {
@@ -58,7 +57,7 @@ impl Job<'_> {
                 run.duration_s = Some(t0.elapsed().as_secs_f64());
                 return Done { idx, run, state: Some(state) };
             }
-            Ok(Decision::Run { key, reasons }) => (key, reasons),
+            Ok(Decision::Run { key, reasons, inputs }) => (key, reasons, inputs),
             Ok(Decision::Wait { upstream, .. }) => {
                 return self.fail(idx, run, format!("upstream {} has no outputs", upstream.join(", ")), t0);
             }
@@ -69,10 +68,6 @@ impl Job<'_> {
         let key_hash = key.hash();
         run.key_hash = Some(key_hash.clone());
         run.key = Some(key.clone());
-        let inputs = match self.input_paths(idx, upstream) {
-            Ok(i) => i,
-            Err(e) => return self.fail(idx, run, e, t0),
-        };
         let work = self.ws.tmp_dir().join(self.run_id).join(format!("{}-{}", safe_name(&spec.name), &key_hash[..8]));
         let log_dir = self.ws.runs_dir().join(self.run_id).join("logs");
         let log_path = log_dir.join(format!("{}.log", safe_name(&spec.name)));
@@ -186,24 +181,6 @@ impl Job<'_> {
             run.log_tail = tail(log, 40);
         }
         Done { idx, run, state: None }
-    }
-
-    fn input_paths(&self, idx: usize, upstream: &dyn Fn(&str) -> Option<StageState>) -> Result<BTreeMap<String, PathBuf>, String> {
-        let mut out = BTreeMap::new();
-        for input in &self.plan.stages[idx].inputs {
-            match input {
-                Input::Stage { name, reference } => {
-                    let state = upstream(&reference.stage).ok_or_else(|| format!("upstream `{}` has no outputs", reference.stage))?;
-                    let (path, _) = resolve_output(&reference.stage, &state, reference.output.as_deref(), self.hasher)?;
-                    out.insert(name.clone(), path);
-                }
-                Input::File { name, path } => {
-                    out.insert(name.clone(), path.clone());
-                }
-                Input::Record { .. } => {}
-            }
-        }
-        Ok(out)
     }
 
     /// Moves outputs into the store, then records the stage: a crash before the record

@@ -81,7 +81,9 @@ impl Stage for CommandStage {
             .envs(&spec.env);
         for (i, (reference, path)) in ctx.inputs().iter().enumerate() {
             command.env(format!("DISTILL_INPUT_{i}"), path);
-            ctx_env_name(reference).map(|n| command.env(n, path));
+            if let Some(n) = ctx_env_name(reference) {
+                command.env(n, path);
+            }
         }
         // The command dies with us, even on `kill -9`, so it never writes outs after we are gone.
         // SAFETY: prctl in the forked child before exec touches no shared state.
