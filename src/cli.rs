@@ -80,6 +80,8 @@ pub enum Command {
     Schema,
     /// Generate text with any model artifact: `--model @teacher` or a model folder.
     Generate(GenerateArgs),
+    /// Measure decoding, training steps or bf16 parity (one JSON line per case, then a table).
+    Bench(BenchArgs),
     /// Run one stage from a job file (what a Slurm job executes on its node).
     #[command(hide = true, name = "exec-stage")]
     ExecStage {
@@ -190,4 +192,76 @@ pub enum DagFormat {
     Ascii,
     Dot,
     Mermaid,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    /// `f32` or `bf16` (default: f32 on the CPU, bf16 on the GPU).
+    #[arg(long, global = true)]
+    pub dtype: Option<String>,
+    /// Also append the JSON lines to this file.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BenchModelArgs {
+    /// A model folder (teacher or hybrid) or a llama `.gguf`.
+    #[arg(long, conflicts_with = "random", required_unless_present = "random")]
+    pub model: Option<PathBuf>,
+    /// Random weights in the shape of this Hugging Face `config.json` (speed only).
+    #[arg(long)]
+    pub random: Option<PathBuf>,
+    /// With `--random`: the hybrids to build, as fractions of attention layers kept (1 = the
+    /// Llama itself), e.g. `1,0.5,0.25`.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub attention_fraction: Vec<f64>,
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// Prefill and greedy decoding tokens/s for each batch size and prompt length.
+    Decode {
+        #[command(flatten)]
+        model: BenchModelArgs,
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        batch: Vec<usize>,
+        /// Prompt tokens before decoding (the context length), e.g. `1024,4096,16384`.
+        #[arg(long, value_delimiter = ',', default_value = "512")]
+        prompt: Vec<usize>,
+        #[arg(long, default_value_t = 128)]
+        decode: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// Training-step tokens/s and model FLOPs utilization; `--distill` adds the teacher's forward.
+    Train {
+        #[command(flatten)]
+        model: BenchModelArgs,
+        /// Distill from this model's logits (with `--random`: the Llama of the same config).
+        #[arg(long)]
+        distill: bool,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long)]
+        micro_batch: Option<usize>,
+        #[arg(long, default_value_t = 2048)]
+        seq: usize,
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+        /// The device's dense bf16 peak, TFLOP/s (H100/H200 SXM datasheet: 989).
+        #[arg(long, default_value_t = 989.0)]
+        peak_tflops: f64,
+    },
+    /// Our logits on golden fixtures (`tests/golden/NAME`) against transformers' f32 logits.
+    Parity {
+        fixtures: Vec<PathBuf>,
+    },
 }

@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+mod bench;
 mod generate;
 mod graph;
 mod report;
@@ -31,6 +32,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Gc { workspace, keep_last } => store::gc(&workspace, keep_last),
         Command::Report { runs, workspace, out } => report::report(&workspace, &runs, out.as_deref()),
         Command::Generate(args) => generate::generate(&args),
+        Command::Bench(args) => bench::bench(&args),
         Command::Schema => {
             let schema = distill_engine::manifest::manifest_schema(&registry());
             println!("{}", serde_json::to_string_pretty(&schema)?);

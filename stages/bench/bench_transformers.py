@@ -1,51 +1,71 @@
 #!/usr/bin/env python3
-"""transformers' side of the teacher benchmark (see examples/bench_teacher.rs): prefill and decode
-throughput of a model folder, batch 1 and 32, prompt 512, 128 decoded tokens, same inputs.
+"""transformers' side of `distill bench decode`: prefill and greedy decoding throughput with the
+same inputs, batch sizes and context lengths, printing the same JSON fields.
 
-    python stages/bench/bench_transformers.py MODEL_DIR [cuda|cpu] [bf16|f32]
+    python3 stages/bench/bench_transformers.py (--model DIR | --random CONFIG.json)
+        [--batch 1,32] [--prompt 512] [--decode 128] [--repeats 3] [--dtype bf16]
 """
+import argparse
 import json
-import sys
+import statistics
 import time
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-PROMPT, DECODE, REPEATS = 512, 128, 3
+
+def ints(s):
+    return [int(x) for x in s.split(",")]
 
 
 def main():
-    folder = sys.argv[1]
-    device = sys.argv[2] if len(sys.argv) > 2 else "cuda"
-    dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[sys.argv[3] if len(sys.argv) > 3 else "bf16"]
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for batch in (1, 32):
-        ids = torch.tensor([[(i * 7919 % 30000) + 100 for i in range(b * PROMPT, (b + 1) * PROMPT)]
-                            for b in range(batch)], device=device)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model")
+    ap.add_argument("--random")
+    ap.add_argument("--batch", type=ints, default=[1, 32])
+    ap.add_argument("--prompt", type=ints, default=[512])
+    ap.add_argument("--decode", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--device", default="cuda")
+    args = ap.parse_args()
+    dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[args.dtype]
+    if args.model:
+        model, label = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype), args.model
+    else:
+        torch.manual_seed(0)
+        model, label = LlamaForCausalLM(LlamaConfig.from_json_file(args.random)), "random 100% attention"
+    model = model.to(args.device, dtype).eval()
+    vocab = model.config.vocab_size
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    for batch in args.batch:
+        for prompt in args.prompt:
+            ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(b * prompt, (b + 1) * prompt)]
+                                for b in range(batch)], device=args.device)
 
-        def run(decode):
-            with torch.no_grad():
-                sync()
-                t0 = time.perf_counter()
-                out = model(input_ids=ids, use_cache=True)
-                cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                sync()
-                prefill = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                for _ in range(decode):
-                    out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+            def run():
+                with torch.no_grad():
+                    sync()
+                    t0 = time.perf_counter()
+                    out = model(input_ids=ids, use_cache=True)
                     cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                sync()
-                return prefill, time.perf_counter() - t1
+                    sync()
+                    prefill = time.perf_counter() - t0
+                    t1 = time.perf_counter()
+                    for _ in range(args.decode):
+                        out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+                        cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                    sync()
+                    return prefill, time.perf_counter() - t1
 
-        run(DECODE)  # warm-up over the same lengths, then the median of REPEATS runs
-        runs = [run(DECODE) for _ in range(REPEATS)]
-        prefill = sorted(r[0] for r in runs)[REPEATS // 2]
-        decode = sorted(r[1] for r in runs)[REPEATS // 2]
-        print(json.dumps({"impl": "transformers", "device": device, "dtype": str(dtype).split(".")[-1],
-                          "batch": batch, "prompt": PROMPT, "decode": DECODE, "repeats": REPEATS,
-                          "prefill_tok_s": batch * PROMPT / prefill, "decode_tok_s": batch * DECODE / decode}))
+            run()  # warm-up over the same shapes
+            runs = [run() for _ in range(args.repeats)]
+            prefill = statistics.median(r[0] for r in runs)
+            decode = statistics.median(r[1] for r in runs)
+            print(json.dumps({"bench": "decode", "impl": "transformers", "model": label, "dtype": args.dtype,
+                              "batch": batch, "prompt": prompt, "decode": args.decode, "repeats": args.repeats,
+                              "prefill_tok_s": batch * prompt / prefill, "decode_tok_s": batch * args.decode / decode,
+                              "ms_per_step": 1e3 * decode / args.decode}), flush=True)
 
 
 if __name__ == "__main__":

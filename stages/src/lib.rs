@@ -20,6 +20,7 @@ pub mod data;
 pub mod train;
 pub mod losses;
 pub mod speculative;
+pub mod bench;
 
 use std::sync::Arc;
 

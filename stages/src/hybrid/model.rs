@@ -3,11 +3,11 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::cache::HybridCache;
 use super::config::{HybridConfig, MixerConfig};
-use crate::llama::{Attention, AttentionConfig, KvCache, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
+use crate::llama::{Attention, AttentionConfig, KvCache, KvStep, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
 use crate::lm::CausalLm;
 use crate::mamba::{Mamba1, Mamba2};
 
@@ -76,8 +76,8 @@ impl HybridConfig {
 struct Step<'a> {
     cos: &'a Tensor<4>,
     sin: &'a Tensor<4>,
-    /// Attention mask `[batch, 1, seq, cached + seq]`, true = masked.
-    mask: &'a Tensor<4, Bool>,
+    /// Where the attention layers' keys go and what each query sees.
+    kv: &'a KvStep,
 }
 
 impl HybridLayer {
@@ -89,7 +89,7 @@ impl HybridLayer {
     fn forward(&self, x: Tensor<3>, step: &Step, kv: &mut Option<(Tensor<4>, Tensor<4>)>, mamba: impl FnOnce(&MambaMixer, Tensor<3>) -> Tensor<3>) -> Tensor<3> {
         let h = self.input_layernorm.forward(x.clone());
         let mixed = match (&self.self_attn, &self.mamba) {
-            (Some(attn), _) => attn.forward(h, step.cos, step.sin, step.mask, kv),
+            (Some(attn), _) => attn.forward(h, step.cos, step.sin, step.kv, kv),
             (None, Some(m)) => mamba(m, h),
             (None, None) => h.zeros_like(), // not built by HybridConfig::init
         };
@@ -118,10 +118,10 @@ impl Hybrid {
         let positions = kv.positions(valid);
         let x = self.model.embed_tokens.forward(tokens);
         let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
-        let mask = kv.push_mask(valid, &device);
+        let kv_step = kv.begin_step(valid, &device);
         let keep: Vec<f32> = valid.iter().flatten().map(|&v| if v { 1.0 } else { 0.0 }).collect();
         let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s]), (&device, DType::F32));
-        let step = Step { cos: &cos, sin: &sin, mask: &mask };
+        let step = Step { cos: &cos, sin: &sin, kv: &kv_step };
         let mut x = x;
         for (i, (layer, slot)) in self.model.layers.iter().zip(kv.layers.iter_mut()).enumerate() {
             x = layer.forward(x, &step, slot, |m, u| mamba(i, m, u, &keep));

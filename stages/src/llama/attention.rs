@@ -5,8 +5,9 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 
+use super::cache::{store, KvStep, StepMask};
 use super::rope::apply_rotary;
 
 #[derive(Config, Debug)]
@@ -50,36 +51,44 @@ impl Attention {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]`
     /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
-    /// - `mask`: `[batch, 1, seq, cached + seq]`, true = masked
-    /// - `cache`: `[batch, n_kv_heads, cached, head_dim]` keys and values, updated in place
+    /// - `cache`: `[batch, n_kv_heads, capacity, head_dim]` keys and values, written at `step.offset`
     /// - returns `[batch, seq, d_model]`
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        mask: &Tensor<4, Bool>,
+        step: &KvStep,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let g = h / kvh;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
         let q = apply_rotary(heads(self.q_proj.forward(x.clone()), h), cos, sin);
         let k = apply_rotary(heads(self.k_proj.forward(x.clone()), kvh), cos, sin);
         let v = heads(self.v_proj.forward(x), kvh);
-        let (k, v) = match cache.take() {
-            Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
-            None => (k, v),
-        };
+        let (old_k, old_v) = cache.take().unzip();
+        let (k, v) = (store(old_k, k, step), store(old_v, v, step));
         *cache = Some((k.clone(), v.clone()));
         let t = k.dims()[2];
-        // GQA: query head i uses KV head i / (h / kvh).
-        let repeat = |x: Tensor<4>| {
-            x.unsqueeze_dim::<5>(2).expand([b, kvh, h / kvh, t, d]).reshape([b, h, t, d])
+        let y = match &step.mask {
+            // Causality is per query row, so the kernel must see one row per head and token:
+            // repeat the KV heads (query head i uses KV head i / g).
+            StepMask::Causal => {
+                let repeat = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).expand([b, kvh, g, t, d]).reshape([b, h, t, d]);
+                let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+                attention(q, repeat(k), repeat(v), None, None, opts)
+            }
+            // GQA without copying the cache: the g query heads that share a KV head become
+            // g·seq rows against it, each row keeping its token's mask.
+            StepMask::Masked(mask) => {
+                let q = q.reshape([b, kvh, g * s, d]);
+                let mask = mask.clone().unsqueeze_dim::<5>(2).expand([b, kvh, g, s, t]).reshape([b, kvh, g * s, t]);
+                let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+                attention(q, k, v, Some(mask), None, opts).reshape([b, h, s, d])
+            }
         };
-        let mask = mask.clone().expand([b, h, s, t]);
-        let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-        let y = attention(q, repeat(k), repeat(v), Some(mask), None, opts); // [b, h, s, d]
         self.o_proj.forward(y.swap_dims(1, 2).reshape([b, s, h * d]))
     }
 }

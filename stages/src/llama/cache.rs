@@ -1,20 +1,52 @@
 //! The KV cache: a plain struct the caller owns and passes as `&mut` to `forward`.
+//!
+//! Keys and values live in buffers with room to spare (`capacity` positions, grown by
+//! doubling), written in place at the next free position. Decoding then keeps one tensor
+//! shape for many steps: no per-step copy of the whole cache (which `cat` costs) and, on the
+//! GPU, no fresh kernel compilation or autotuning for every new length. Slots past the cached
+//! length are masked, so rolling back (speculative decoding) is only a shorter length.
 
 use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+/// Capacity of a fresh buffer: small enough that short CPU runs stay cheap, large enough that
+/// decoding does not regrow at every step.
+const MIN_CAPACITY: usize = 64;
 
 /// Keys and values of every layer for the tokens seen so far, plus which cached positions
 /// are real tokens (left padding is not).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    /// Per layer: `[batch, n_kv_heads, cached, head_dim]` keys and values.
+    /// Per layer: `[batch, n_kv_heads, capacity, head_dim]` keys and values (only the first
+    /// `len()` positions are meaningful).
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// `[batch][cached]`: false where the position is padding.
     pub valid: Vec<Vec<bool>>,
+    /// Positions the buffers hold, once the next step's tokens are in.
+    pub capacity: usize,
+}
+
+/// What the attention layers of one forward step need to know about the cache.
+#[derive(Debug, Clone)]
+pub struct KvStep {
+    /// Cached positions before this step: where its keys and values go.
+    pub offset: usize,
+    /// Buffer length every layer's keys and values must have for this step.
+    pub capacity: usize,
+    pub mask: StepMask,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepMask {
+    /// A full-length causal step on an empty cache with no padding (training, plain prefill):
+    /// no mask tensor, the attention kernel applies causality itself.
+    Causal,
+    /// `[batch, 1, seq, capacity]`, true = masked: padding, the future, and unused slots.
+    Masked(Tensor<4, Bool>),
 }
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers], valid: Vec::new() }
+        Self { layers: vec![None; n_layers], valid: Vec::new(), capacity: 0 }
     }
 
     /// Number of cached positions.
@@ -24,6 +56,13 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Drops every position from `len` on (the buffers keep their size).
+    pub fn truncate(&mut self, len: usize) {
+        for row in self.valid.iter_mut() {
+            row.truncate(len);
+        }
     }
 
     /// Position ids of a step's tokens as transformers derives them from the attention mask:
@@ -43,52 +82,115 @@ impl KvCache {
             .collect()
     }
 
-    /// Appends this step's validity; returns the attention mask (true = masked) for the step.
+    /// Appends this step's validity and says where its keys go and what each query may see.
     ///
     /// # Shapes
-    /// - `step_valid`: `[batch][seq]`; returns `[batch, 1, seq, cached + seq]`
-    pub fn push_mask(&mut self, step_valid: &[Vec<bool>], device: &Device) -> Tensor<4, Bool> {
+    /// - `step_valid`: `[batch][seq]`; a masked step's mask is `[batch, 1, seq, capacity]`
+    pub fn begin_step(&mut self, step_valid: &[Vec<bool>], device: &Device) -> KvStep {
         let offset = self.len();
+        let s = step_valid[0].len();
+        if offset == 0 && step_valid.iter().all(|row| row.iter().all(|&v| v)) {
+            self.valid = step_valid.to_vec();
+            // Keys are stored as computed (exactly `s` long); a later step regrows them.
+            self.capacity = s;
+            return KvStep { offset, capacity: s, mask: StepMask::Causal };
+        }
         if self.valid.is_empty() {
             self.valid = vec![Vec::new(); step_valid.len()];
         }
         for (row, new) in self.valid.iter_mut().zip(step_valid) {
             row.extend_from_slice(new);
         }
-        let (b, s, t) = (step_valid.len(), step_valid[0].len(), offset + step_valid[0].len());
+        let end = offset + s;
+        if end > self.capacity {
+            self.capacity = end.next_power_of_two().max(MIN_CAPACITY);
+        }
+        let (b, t) = (step_valid.len(), self.capacity);
         let mut mask = Vec::with_capacity(b * s * t);
         for row in &self.valid {
             for i in 0..s {
                 // A padding query would see nothing and some kernels turn an all-masked row
                 // into NaN, which then leaks through 0·NaN: let every query see itself.
                 let q = offset + i;
-                mask.extend((0..t).map(|j| (!row[j] || j > q) && j != q));
+                mask.extend((0..t).map(|j| j != q && (j > q || !row[j])));
             }
         }
-        Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device)
+        let mask = Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device);
+        KvStep { offset, capacity: t, mask: StepMask::Masked(mask) }
     }
+}
+
+/// Writes a step's keys (or values) into a layer's buffer at `step.offset`, first growing the
+/// buffer to `step.capacity` when it is shorter.
+///
+/// # Shapes
+/// - `buffer`: `[batch, n_kv_heads, old capacity, head_dim]`; `new`: `[batch, n_kv_heads, seq, head_dim]`
+/// - returns `[batch, n_kv_heads, step.capacity, head_dim]`
+pub(crate) fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, step: &KvStep) -> Tensor<4> {
+    let [b, h, s, d] = new.dims();
+    if step.offset == 0 && s == step.capacity {
+        return new;
+    }
+    let buffer = match buffer {
+        None => Tensor::zeros([b, h, step.capacity, d], (&new.device(), new.dtype())),
+        Some(old) if old.dims()[2] < step.capacity => {
+            let kept = old.dims()[2].min(step.offset);
+            let grown = Tensor::zeros([b, h, step.capacity - kept, d], (&new.device(), new.dtype()));
+            Tensor::cat(vec![old.narrow(2, 0, kept), grown], 2)
+        }
+        Some(old) => old,
+    };
+    buffer.slice_assign([0..b, 0..h, step.offset..step.offset + s, 0..d], new)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn mask_of(step: &KvStep) -> Vec<bool> {
+        match &step.mask {
+            StepMask::Masked(m) => m.clone().into_data().convert::<bool>().try_to_vec().unwrap(),
+            StepMask::Causal => panic!("expected a mask"),
+        }
+    }
+
     #[test]
-    fn mask_is_causal_skips_padding_and_never_blanks_a_row() {
+    fn mask_is_causal_skips_padding_unused_slots_and_never_blanks_a_row() {
         let device = Device::flex();
         let mut cache = KvCache::new(1);
         // Row 0 left-padded by one.
-        let m = cache.push_mask(&[vec![false, true, true], vec![true, true, true]], &device);
-        let m: Vec<bool> = m.into_data().convert::<bool>().try_to_vec().unwrap();
-        #[rustfmt::skip]
-        assert_eq!(m, vec![
-            false, true, true,   true, false, true,   true, false, false,
-            false, true, true,   false, false, true,  false, false, false,
-        ]);
+        let step = cache.begin_step(&[vec![false, true, true], vec![true, true, true]], &device);
+        assert_eq!((step.offset, step.capacity), (0, MIN_CAPACITY));
+        let m = mask_of(&step);
+        let row = |r: usize, q: usize| m[(r * 3 + q) * MIN_CAPACITY..][..4].to_vec();
+        assert_eq!(row(0, 0), vec![false, true, true, true]);
+        assert_eq!(row(0, 1), vec![true, false, true, true]);
+        assert_eq!(row(0, 2), vec![true, false, false, true]);
+        assert_eq!(row(1, 2), vec![false, false, false, true]);
+        assert!(m.chunks(MIN_CAPACITY).all(|r| r[3..].iter().all(|&x| x)), "unused slots are masked");
         // One decode step: keys are the 3 cached positions plus the new one.
-        let m = cache.push_mask(&[vec![true], vec![true]], &device);
-        let m: Vec<bool> = m.into_data().convert::<bool>().try_to_vec().unwrap();
-        assert_eq!(m, vec![true, false, false, false, false, false, false, false]);
+        let m = mask_of(&cache.begin_step(&[vec![true], vec![true]], &device));
+        assert_eq!(m[..5], [true, false, false, false, true]);
+        assert_eq!(m[MIN_CAPACITY..MIN_CAPACITY + 5], [false, false, false, false, true]);
         assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn unpadded_first_step_is_causal_and_later_steps_grow_by_doubling() {
+        let device = Device::flex();
+        let mut cache = KvCache::new(1);
+        let step = cache.begin_step(&[vec![true; 100]], &device);
+        assert!(matches!(step.mask, StepMask::Causal));
+        let k = Tensor::<4>::ones([1, 1, 100, 2], &device);
+        let buffer = store(None, k, &step);
+        assert_eq!(buffer.dims()[2], 100);
+        let step = cache.begin_step(&[vec![true]], &device);
+        assert_eq!((step.offset, step.capacity), (100, 128));
+        let buffer = store(Some(buffer), Tensor::<4>::full([1, 1, 1, 2], 2.0, &device), &step);
+        let v: Vec<f32> = buffer.into_data().try_to_vec().unwrap();
+        assert_eq!(v.len(), 256);
+        assert_eq!((v[199], v[200], v[201], v[202]), (1.0, 2.0, 2.0, 0.0));
+        cache.truncate(50);
+        assert_eq!(cache.begin_step(&[vec![true]], &device).offset, 50);
     }
 }

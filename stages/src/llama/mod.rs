@@ -10,7 +10,7 @@ mod norm;
 mod rope;
 
 pub use attention::{Attention, AttentionConfig};
-pub use cache::KvCache;
+pub use cache::{KvCache, KvStep, StepMask};
 pub use config::{HfLlamaConfig, HfRope, Llama3Scaling, LlamaConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{DecoderLayer, Llama, LlamaModel};

@@ -6,7 +6,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::attention::{Attention, AttentionConfig};
-use super::cache::KvCache;
+use super::cache::{KvCache, KvStep};
 use super::config::LlamaConfig;
 use super::mlp::{Mlp, MlpConfig};
 use super::norm::{RmsNorm, RmsNormConfig};
@@ -65,10 +65,10 @@ impl DecoderLayer {
         x: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
-        mask: &Tensor<4, burn::tensor::Bool>,
+        step: &KvStep,
         cache: &mut Option<(Tensor<4>, Tensor<4>)>,
     ) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, step, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -100,10 +100,10 @@ impl Llama {
         let positions = cache.positions(valid);
         let x = self.model.embed_tokens.forward(tokens);
         let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
-        let mask = cache.push_mask(valid, &device);
+        let step = cache.begin_step(valid, &device);
         let mut x = x;
         for (layer, slot) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &cos, &sin, &mask, slot);
+            x = layer.forward(x, &cos, &sin, &step, slot);
         }
         let x = self.model.norm.forward(x);
         match &self.lm_head {

@@ -44,14 +44,7 @@ impl SpecCache {
     pub fn commit(&mut self, model: &Hybrid, keep: usize) {
         let keep = keep.min(self.fed());
         let len = self.round_start + keep;
-        for slot in self.kv.layers.iter_mut() {
-            if let Some((k, v)) = slot.take() {
-                *slot = Some((k.narrow(2, 0, len), v.narrow(2, 0, len)));
-            }
-        }
-        for row in self.kv.valid.iter_mut() {
-            row.truncate(len);
-        }
+        self.kv.truncate(len);
         for (layer, round) in model.model.layers.iter().zip(self.mamba.iter_mut()) {
             if let Some(mixer) = &layer.mamba {
                 let (kernel, decay) = match mixer {

@@ -1,0 +1,83 @@
+//! `distill bench`: decoding, training-step and parity measurements for BENCHMARKS.md. Each
+//! case prints one JSON line as soon as it is measured (so a run cut short keeps what it has),
+//! then a table. The peers (transformers, plain PyTorch) are measured by the scripts in
+//! `stages/bench/` on the same machine.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use distill_stages::bench::{decode, parity, train, BenchModel, ModelSource};
+use distill_stages::runtime::Runtime;
+
+use crate::cli::{BenchArgs, BenchModelArgs, BenchWhat};
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::parse(&args.device, args.dtype.as_deref())?;
+    let mut out = Lines { file: args.json.clone(), table: Vec::new() };
+    match &args.what {
+        BenchWhat::Decode { model, batch, prompt, decode: steps, repeats } => {
+            for m in models(model, &runtime)? {
+                for &b in batch {
+                    for &p in prompt {
+                        let case = decode::DecodeCase { batch: b, prompt: p, decode: *steps };
+                        let r = decode::run(&m, &runtime, case, *repeats)?;
+                        out.row(&r, format!("{} | batch {b} | context {p} | prefill {:.0} tok/s | decode {:.0} tok/s | {:.2} ms/step", r.model, r.prefill_tok_s, r.decode_tok_s, r.ms_per_step))?;
+                    }
+                }
+            }
+        }
+        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops } => {
+            let teacher = match (distill, &model.random, &model.model) {
+                (false, _, _) => None,
+                (true, Some(config), _) => Some(BenchModel::load(&ModelSource::Random(config.clone()), 1.0, &runtime)?),
+                (true, None, Some(path)) => Some(BenchModel::load(&ModelSource::Path(path.clone()), 1.0, &runtime)?),
+                (true, None, None) => unreachable!("clap requires --model or --random"),
+            };
+            let case = train::TrainCase { batch: *batch, micro_batch: micro_batch.unwrap_or(*batch), seq: *seq, steps: *steps, warmup: *warmup, peak_tflops: *peak_tflops };
+            for m in models(model, &runtime)? {
+                let r = train::run(m, teacher.as_ref(), &runtime, case)?;
+                out.row(&r, format!("{} | {} | batch {} x {} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.batch, r.seq, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+            }
+        }
+        BenchWhat::Parity { fixtures } => {
+            for f in fixtures {
+                let r = parity::run(f, &runtime).with_context(|| format!("parity on {}", f.display()))?;
+                out.row(&r, format!("{} | {} | max abs {:.4} | max rel L2 {:.4} | clear greedy flips {} of {}", r.fixture, r.dtype, r.max_abs, r.max_rel_l2, r.clear_greedy_flips, r.positions))?;
+            }
+        }
+    }
+    for line in &out.table {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models(args: &BenchModelArgs, runtime: &Runtime) -> anyhow::Result<Vec<BenchModel>> {
+    let source = match (&args.model, &args.random) {
+        (Some(p), _) => ModelSource::Path(p.clone()),
+        (None, Some(c)) => ModelSource::Random(c.clone()),
+        (None, None) => anyhow::bail!("give --model or --random"),
+    };
+    args.attention_fraction.iter().map(|&f| Ok(BenchModel::load(&source, f, runtime)?)).collect()
+}
+
+/// JSON lines as they come (stdout and `--json`), table rows for the end.
+struct Lines {
+    file: Option<PathBuf>,
+    table: Vec<String>,
+}
+
+impl Lines {
+    fn row(&mut self, r: &impl serde::Serialize, summary: String) -> anyhow::Result<()> {
+        let line = serde_json::to_string(r)?;
+        println!("{line}");
+        if let Some(path) = &self.file {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| path.display().to_string())?;
+            writeln!(f, "{line}")?;
+        }
+        self.table.push(summary);
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Throughput and parity benchmarks behind `distill bench` (BENCHMARKS.md): decoding,
+//! training steps and bf16 parity, on real checkpoints or on random weights of a checkpoint's
+//! shape (speed does not depend on the weights' values; acceptance rates and perplexity do,
+//! and those come from pipeline runs instead).
+//!
+//! Each measurement warms up on the very shapes it then times: on the GPU the first call of a
+//! shape compiles kernels and autotunes them, which must stay out of the numbers.
+
+pub mod decode;
+pub mod parity;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::hybrid::{convert_teacher, interleaved_attention_layers, ConvertOptions, Hybrid, HybridConfig, InitFrom, MixerChoice};
+use crate::llama::{HfLlamaConfig, LlamaConfig, Rope};
+use crate::runtime::Runtime;
+use crate::teacher::LoadedModel;
+use crate::train::weights_of;
+
+/// Where a benchmarked model comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A model folder we can load (teacher, hybrid) or a llama `.gguf` (exported next to it first).
+    Path(PathBuf),
+    /// Random weights in the shape a Hugging Face `config.json` gives.
+    Random(PathBuf),
+}
+
+/// A model ready to run, with what the tables call it.
+pub struct BenchModel {
+    pub label: String,
+    pub model: Hybrid,
+    pub config: HybridConfig,
+    pub rope: Rope,
+}
+
+impl BenchModel {
+    /// Loads `source`; with `attention_fraction < 1` a random-weight source becomes the hybrid
+    /// that keeps that fraction of attention layers (the paper's interleaving), its other layers
+    /// Mamba-2 as the attention-initialized conversion shapes them.
+    pub fn load(source: &ModelSource, attention_fraction: f64, runtime: &Runtime) -> Result<Self> {
+        let label_fraction = format!("{}% attention", (attention_fraction * 100.0).round());
+        match source {
+            ModelSource::Path(path) => {
+                if attention_fraction < 1.0 {
+                    return Err(Error::Config("--attention-fraction applies to --random models; give a hybrid folder instead".into()));
+                }
+                let dir = folder(path)?;
+                let m = LoadedModel::open(&dir, runtime.clone())?;
+                let share = m.hybrid.attention_layers.len() as f64 / m.config.n_layers as f64;
+                Ok(Self { label: format!("{} ({}% attention)", dir.display(), (share * 100.0).round()), model: m.model, config: m.hybrid, rope: m.rope })
+            }
+            ModelSource::Random(config_json) => {
+                let llama = HfLlamaConfig::from_file(config_json)?.into_config()?;
+                let (model, config) = random_hybrid(&llama, attention_fraction, runtime)?;
+                Ok(Self { label: format!("random {label_fraction}"), rope: Rope::new(&llama), model, config })
+            }
+        }
+    }
+
+    /// Parameters that take part in matrix products per token (the `2·P` of forward FLOPs
+    /// per token): all of them, with the output head counted even when tied to the embedding,
+    /// less the embedding lookup when untied. Norms, convs and decays (under 1%) are counted too.
+    pub fn matmul_params(&self) -> usize {
+        use burn::module::Module;
+        let c = &self.config.llama;
+        let embed = c.vocab_size * c.d_model;
+        self.model.num_params() - if c.tie_embeddings { 0 } else { embed }
+    }
+}
+
+/// A `.gguf` is exported once to `FILE.gguf.hf/`; a folder is used as it is.
+fn folder(path: &Path) -> Result<PathBuf> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        let out = PathBuf::from(format!("{}.hf", path.display()));
+        if !out.join("config.json").is_file() {
+            crate::teacher::export_gguf(path, &out)?;
+        }
+        return Ok(out);
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Random teacher weights (built on the CPU, then moved), converted the paper's way.
+fn random_hybrid(llama: &LlamaConfig, attention_fraction: f64, runtime: &Runtime) -> Result<(Hybrid, HybridConfig)> {
+    let n = llama.n_layers;
+    let attention_layers = if attention_fraction >= 1.0 {
+        (0..n).collect()
+    } else {
+        interleaved_attention_layers(n, attention_fraction)
+            .ok_or_else(|| Error::Config(format!("no interleaving keeps {attention_fraction} of {n} layers as attention")))?
+    };
+    let teacher = weights_of(&llama.init(&Device::flex()));
+    let opts = ConvertOptions { attention_layers, mixer: MixerChoice::Mamba2, init: InitFrom::Attention, d_state: Some(llama.head_dim), chunk_size: 256, seed: 0 };
+    let (weights, config) = convert_teacher(&teacher, llama, &opts)?;
+    Ok((Hybrid::from_weights(&config, weights, runtime.dtype, &runtime.device)?, config))
+}
+
+/// Waits for the device's queued work (timings must cover it).
+pub fn sync(runtime: &Runtime) -> Result<()> {
+    runtime.device.sync().map_err(|e| Error::Device(format!("{:?}", runtime.device), format!("{e:?}")))
+}
+
+/// The median of some timings.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
