@@ -227,3 +227,43 @@ fn fetch_downloads_a_pypi_package_once() {
     bad.manifest("[stages.x]\nkind = \"fetch\"\nparams = { pypi = \"six\", debian = \"hostname\" }\n");
     bad.run(["run"]).code_is(2).stderr_contains("exactly one of `pypi` or `debian`");
 }
+
+/// An air-gapped machine: `DISTILL_FETCH_MIRROR` names a folder of package files and fetches
+/// read only from it (pip with `--no-index`, the matching `.deb`).
+#[test]
+fn fetch_reads_only_from_a_mirror_folder() {
+    let mirror = tempfile::tempdir().unwrap();
+    let m = mirror.path();
+    // A real wheel and a real .deb, built here so no network is needed.
+    let wheel = "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1] + '/mirrorpkg-1.0-py3-none-any.whl', 'w')\n\
+        z.writestr('mirrorpkg/__init__.py', 'ANSWER = 42\\n')\n\
+        z.writestr('mirrorpkg-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: mirrorpkg\\nVersion: 1.0\\n')\n\
+        z.writestr('mirrorpkg-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+        z.writestr('mirrorpkg-1.0.dist-info/RECORD', '')\nz.close()\n";
+    assert!(std::process::Command::new("python3").args(["-c", wheel]).arg(m).status().unwrap().success());
+    let deb = m.join("deb");
+    std::fs::create_dir_all(deb.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(deb.join("usr/share/mirrordoc")).unwrap();
+    std::fs::write(deb.join("DEBIAN/control"), "Package: mirrordoc\nVersion: 2.0\nArchitecture: all\nMaintainer: t <t@t>\nDescription: test\n").unwrap();
+    std::fs::write(deb.join("usr/share/mirrordoc/README"), "from the mirror\n").unwrap();
+    let built = std::process::Command::new("dpkg-deb").args(["--build", "--root-owner-group"]).arg(&deb).arg(m.join("mirrordoc_2.0_all.deb")).output();
+    if !built.is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "CI has dpkg-deb");
+        eprintln!("skipped: no working dpkg-deb here");
+        return;
+    }
+    let t = TestRun::new().env("DISTILL_FETCH_MIRROR", m.to_str().unwrap());
+    t.manifest("[stages.pkg]\nkind = \"fetch\"\nparams = { pypi = \"mirrorpkg\", version = \"1.0\" }\n\n\
+        [stages.doc]\nkind = \"fetch\"\nparams = { debian = \"mirrordoc\" }\n\n\
+        [stages.absent]\nkind = \"fetch\"\nparams = { debian = \"not-in-the-mirror\" }\n");
+    let out = t.run(["run", "--keep-going", "--json"]);
+    let s = out.statuses();
+    let mut ran = with_status(&s, "ran");
+    ran.sort();
+    assert_eq!(ran, vec!["doc", "pkg"], "{}", out.stderr());
+    assert_eq!(with_status(&s, "failed"), vec!["absent"]);
+    let init = t.run(["path", "@pkg/mirrorpkg/__init__.py"]).success().stdout();
+    assert_eq!(std::fs::read_to_string(init.trim()).unwrap(), "ANSWER = 42\n");
+    let readme = t.run(["path", "@doc/usr/share/mirrordoc/README"]).success().stdout();
+    assert_eq!(std::fs::read_to_string(readme.trim()).unwrap(), "from the mirror\n");
+}

