@@ -154,7 +154,7 @@ impl Stage for DistillStage {
         if val.is_empty() {
             val = train.iter().take(8).cloned().collect(); // tiny corpora: check on training windows
         }
-        val.truncate(64);
+        val.truncate(p.optim.val_windows.max(1));
         ctx.log(format!("{} training windows of {} tokens, {} validation; bad rows {:?}", train.len(), p.seq_len, val.len(), bad.counts));
         for (reason, n) in &bad.counts {
             ctx.metric(&format!("bad_rows/{reason}"), *n as f64)?;

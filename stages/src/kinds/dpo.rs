@@ -158,7 +158,7 @@ impl Stage for DpoStage {
         if val.is_empty() {
             val = train.iter().take(8).cloned().collect(); // tiny sets: check on training pairs
         }
-        val.truncate(64);
+        val.truncate(p.optim.val_windows.max(1));
         for (reason, n) in &bad.counts {
             ctx.metric(&format!("bad_rows/{reason}"), *n as f64)?;
         }

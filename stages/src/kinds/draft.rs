@@ -104,7 +104,7 @@ impl Stage for DraftStage {
         if val.is_empty() {
             val = train.iter().take(8).cloned().collect();
         }
-        val.truncate(64);
+        val.truncate(p.optim.val_windows.max(1));
         let before = validation_kl(&draft.model, &teacher, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;

@@ -127,6 +127,7 @@ impl Stage for SftStage {
         if val.is_empty() {
             val = train.iter().take(8).cloned().collect();
         }
+        val.truncate(p.optim.val_windows.max(1));
         for (reason, n) in &bad.counts {
             ctx.metric(&format!("bad_rows/{reason}"), *n as f64)?;
         }

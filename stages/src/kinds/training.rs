@@ -23,6 +23,7 @@ fn d_beta2() -> f64 { 0.98 }
 fn d_clip() -> Option<f64> { Some(1.0) }
 fn d_epochs() -> f64 { 1.0 }
 fn d_val() -> f64 { 0.05 }
+fn d_val_windows() -> usize { 64 }
 fn d_bad() -> f64 { 0.5 }
 
 /// Optimizer and schedule params, flattened into each training kind's params.
@@ -59,6 +60,10 @@ pub struct OptimParams {
     /// Fraction of rows held out for validation metrics.
     #[serde(default = "d_val")]
     pub validation: f64,
+    /// Held-out windows (or examples) the before/after validation metrics are computed on: a
+    /// forward pass of teacher and student each, twice per stage, which dominates small CPU runs.
+    #[serde(default = "d_val_windows")]
+    pub val_windows: usize,
     #[serde(default = "d_bad")]
     pub max_bad_fraction: f64,
 }
