@@ -29,19 +29,19 @@ for part in $parts; do
   case $part in
     parity)
       fx="tests/golden/tiny-gqa-untied tests/golden/tiny-tied-llama3"
-      step parity 120 "$bin" bench --device cuda --dtype bf16 parity $fx
-      step parity 120 python3 stages/bench/parity_transformers.py $fx ;;
+      step parity 90 "$bin" bench --device cuda --dtype bf16 parity $fx
+      step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
     decode)
-      step decode 240 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128
-      step decode 120 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
+      step decode 150 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128
+      step decode 60 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train)
-      step train 300 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
+      step train 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2
-      step train 180 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
+      step train 120 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     long)
-      step long 300 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
+      step long 200 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
         --prompt 1024,4096,16384 --decode 64 --repeats 1
-      step long 120 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
+      step long 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
   esac
 done
 python3 - "$out" <<'PY'
