@@ -33,7 +33,7 @@ for part in $parts; do
       step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
     decode)
       step decode 150 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128
-      step decode 60 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
+      step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train)
       step train 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2
