@@ -4,14 +4,16 @@
 #
 #   stages/bench/gpu_bench.sh DISTILL_BIN OUT_DIR [PART...]
 #
-# PART: parity decode train long (default: all, in that order). Every step appends its JSON
+# PART: parity, decode, train, long, each also as PART-peer (the transformers / PyTorch side);
+# default: all, in that order. Every step appends its JSON
 # lines to OUT_DIR/results.jsonl and its stderr to OUT_DIR/bench.log, bounded by its own
 # timeout, so a slow step never costs the others. cubecl's kernel and autotune caches live in ./target/environment
 # (from the repository root); keep that folder between runs to skip recompilation.
 set -uo pipefail
 bin=$1 out=$2
 shift 2
-parts=${*:-parity decode train long}
+parts=${*:-parity parity-peer decode decode-peer train train-peer long long-peer}
+fx="tests/golden/tiny-gqa-untied tests/golden/tiny-tied-llama3"
 cfg=stages/bench/smollm2-config.json
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$out/bench.log"
@@ -27,21 +29,17 @@ step() { # name timeout command...
 
 for part in $parts; do
   case $part in
-    parity)
-      fx="tests/golden/tiny-gqa-untied tests/golden/tiny-tied-llama3"
-      step parity 90 "$bin" bench --device cuda --dtype bf16 parity $fx
-      step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
-    decode)
-      step decode 150 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128
-      step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
-    train)
-      step train 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
-        --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2
-      step train 120 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
-    long)
-      step long 200 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
-        --prompt 1024,4096,16384 --decode 64 --repeats 1
-      step long 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
+    parity) step parity 60 "$bin" bench --device cuda --dtype bf16 parity $fx ;;
+    parity-peer) step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
+    decode) step decode 100 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
+    decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
+    train) step train 120 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
+        --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
+    train-peer) step train 100 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
+    long) step long 150 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
+        --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
+    long-peer) step long 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
   esac
 done
 python3 - "$out" <<'PY'

@@ -115,11 +115,12 @@ impl Stage for FetchStage {
     }
 }
 
-fn mirror() -> Option<std::path::PathBuf> {
+/// The folder `DISTILL_FETCH_MIRROR` names, if set: fetch packages from there, not the network.
+pub fn mirror() -> Option<std::path::PathBuf> {
     std::env::var_os("DISTILL_FETCH_MIRROR").filter(|v| !v.is_empty()).map(Into::into)
 }
 
-enum Package<'a> {
+pub enum Package<'a> {
     Pypi(&'a str),
     Debian(&'a str),
 }
@@ -133,7 +134,7 @@ fn normalize(name: &str) -> String {
 /// Copies the package's file from the mirror into `download`: a wheel or sdist named
 /// `NAME-VERSION...` for PyPI (no pip: building an sdist's metadata would need the index),
 /// `NAME_VERSION_ARCH.deb` for Debian; any version unless pinned, the last by name if several.
-fn from_mirror(dir: &Path, package: &Package, version: Option<&str>, download: &Path) -> Result<std::path::PathBuf, StageError> {
+pub fn from_mirror(dir: &Path, package: &Package, version: Option<&str>, download: &Path) -> Result<std::path::PathBuf, StageError> {
     let matches = |file: &str| match package {
         Package::Pypi(name) => {
             let archive = [".whl", ".tar.gz", ".zip"].iter().any(|e| file.ends_with(e));

@@ -9,5 +9,5 @@ mod registry;
 pub use base::{ExecutorSpec, ParamError, Stage, StageError, StageSpec};
 pub use command::CommandStage;
 pub use context::StageContext;
-pub use fetch::FetchStage;
+pub use fetch::{from_mirror, mirror, FetchStage, Package};
 pub use registry::Registry;

