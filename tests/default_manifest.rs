@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::TestRun;
+use support::{with_status, TestRun};
 
 fn dry_run(manifest: &str, extra: &[&str]) -> Vec<(String, String)> {
     let out = plan(manifest, extra);
@@ -88,4 +88,61 @@ fn the_default_manifest_runs_end_to_end_at_tiny_budgets() {
 
 fn has_deb(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("python3.11-doc_")))
+}
+
+/// The paper's recipes (`manifests/paper/`) against a small stand-in of their teachers' shape
+/// family (32 layers, 4 query heads per KV head, Llama-3's rope scaling for llama3.toml) and tiny
+/// datasets: each plans, and the progressive chain 50% -> 25% really runs on the CPU (the
+/// conversions, the distillation step between them, and the 25% step converting more layers of
+/// the trained 50% student).
+#[test]
+fn the_paper_recipes_plan_and_their_progressive_chain_runs_on_a_stand_in() {
+    use distill_stages::data::fixtures::write_model_dir;
+    use distill_stages::llama::{Llama3Scaling, LlamaConfig};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/paper");
+    let t = TestRun::new();
+    for f in ["recipe.toml", "zephyr.toml", "llama3.toml", "stepwise.toml"] {
+        t.file(&format!("paper/{f}"), &std::fs::read_to_string(root.join(f)).unwrap());
+    }
+    // Zephyr/Mistral and Llama-3-8B: 32 layers, 32 heads over 8 KV heads. The stand-in keeps
+    // the depth and the 4:1 grouping at a tiny width.
+    let mistral = LlamaConfig::new(258, 16, 32, 32, 4, 1, 4).with_max_seq_len(256);
+    let llama3 = mistral.clone().with_rope_llama3(Some(Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64 }));
+    write_model_dir(&t.path().join("models/zephyr"), &mistral);
+    write_model_dir(&t.path().join("models/llama3"), &llama3);
+    let chat = |i: usize| serde_json::json!({ "messages": [{ "role": "user", "content": format!("question {i}?") }, { "role": "assistant", "content": format!("the answer is {i} and more words") }] });
+    let lines = |f: &dyn Fn(usize) -> serde_json::Value| (0..40).map(|i| f(i).to_string() + "\n").collect::<String>();
+    t.file("data/labels.jsonl", &lines(&chat));
+    t.file("data/sft.jsonl", &lines(&chat));
+    t.file("data/prefs.jsonl", &lines(&|i| serde_json::json!({ "prompt": format!("q{i}"), "chosen": "good answer", "rejected": "bad" })));
+    t.file("data/heldout.jsonl", &lines(&|i| serde_json::json!({ "text": format!("held out text number {i}, with words") })));
+    let data = ["--set", "vars.pseudo_labels=../data/labels.jsonl", "--set", "vars.sft=../data/sft.jsonl", "--set", "vars.preferences=../data/prefs.jsonl", "--set", "vars.heldout=../data/heldout.jsonl"];
+    let cpu = ["--set", "device=cpu", "--set", "dtype=f32", "--set", "vars.seq_len=16", "--set", "vars.batch=4", "--set", "vars.micro_batch=2", "--set", "vars.eval_tokens=64"];
+    for (manifest, teacher) in [("paper/zephyr.toml", "../models/zephyr"), ("paper/llama3.toml", "../models/llama3"), ("paper/stepwise.toml", "../models/llama3")] {
+        let teacher = format!("vars.teacher={teacher}");
+        let mut args = vec!["run", manifest, "--dry-run", "--json", "--set", &teacher];
+        args.extend(data.iter().take(if manifest.ends_with("stepwise.toml") { 2 } else { 8 }));
+        if manifest.ends_with("stepwise.toml") {
+            args.extend(["--set", "vars.heldout=../data/heldout.jsonl"]);
+        }
+        args.extend(cpu);
+        let plan = t.run(&args);
+        assert!(plan.statuses().iter().all(|(_, s)| s == "will_run"), "{manifest}: {}", plan.stderr());
+    }
+    let mut args = vec!["run", "paper/llama3.toml", "--json", "--until", "hybrid25", "--set", "vars.teacher=../models/llama3"];
+    args.extend(data);
+    args.extend(cpu);
+    let out = t.run(&args);
+    let mut ran = with_status(&out.statuses(), "ran");
+    ran.sort();
+    assert_eq!(ran, vec!["data", "distill50", "hybrid25", "hybrid50", "teacher"], "{}", out.stderr());
+}
+
+#[test]
+fn the_ablations_manifest_plans() {
+    let s = dry_run("ablations.toml", &[]);
+    let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    for stage in ["init[fraction=0.125,init=random]", "contiguous25", "unfrozen50", "heldout[distill[contiguous25]]", "summary"] {
+        assert!(names.contains(&stage), "{stage} missing: {names:?}");
+    }
 }

@@ -5,8 +5,8 @@
 mod base;
 mod chat;
 mod degrade;
-#[cfg(test)]
-pub(crate) mod fixtures;
+/// Tiny models and a byte-level tokenizer for tests, ours and the binary's integration tests.
+pub mod fixtures;
 mod parquet;
 mod preference;
 mod prompts;

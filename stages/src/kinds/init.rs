@@ -28,6 +28,10 @@ struct Params {
     attention_layers: Option<Vec<usize>>,
     #[serde(default)]
     attention_fraction: Option<f64>,
+    /// With `attention_fraction`: `false` keeps the same number of attention layers as one block
+    /// at the top of the stack (the paper's interleaving ablation, 2.20 vs 2.89 at 25%).
+    #[serde(default = "default_interleave")]
+    interleave: bool,
     #[serde(default)]
     convert_layers: Option<Vec<usize>>,
     /// Default: the input hybrid's mixer, else Mamba-2.
@@ -60,6 +64,9 @@ enum Init {
 fn default_init() -> Init {
     Init::Attention
 }
+fn default_interleave() -> bool {
+    true
+}
 fn default_chunk() -> usize {
     256
 }
@@ -76,6 +83,9 @@ fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
     if let Some(f) = p.attention_fraction.filter(|f| interleaved_attention_layers(64, *f).is_none()) {
         return Err(ParamError::new("params.attention_fraction", format!("{f} is not 0, 1, 1/k or 1 - 1/k; give `attention_layers`")));
     }
+    if !p.interleave && p.attention_fraction.is_none() {
+        return Err(ParamError::new("params.interleave", "applies to `attention_fraction`; `attention_layers` already says where attention stays"));
+    }
     if p.chunk_size == 0 {
         return Err(ParamError::new("params.chunk_size", "must be at least 1"));
     }
@@ -91,7 +101,10 @@ fn options(p: &Params, input: &HybridConfig) -> Result<ConvertOptions, ParamErro
     let n = input.llama.n_layers;
     let attention_layers = match (&p.attention_layers, p.attention_fraction, &p.convert_layers) {
         (Some(l), _, _) => l.clone(),
-        (_, Some(f), _) => interleaved_attention_layers(n, f).ok_or_else(|| ParamError::new("params.attention_fraction", format!("{f} has no interleaving")))?,
+        (_, Some(f), _) => {
+            let spread = interleaved_attention_layers(n, f).ok_or_else(|| ParamError::new("params.attention_fraction", format!("{f} has no interleaving")))?;
+            if p.interleave { spread } else { (n - spread.len()..n).collect() }
+        }
         (_, _, Some(c)) => input.attention_layers.iter().copied().filter(|l| !c.contains(l)).collect(),
         _ => return Err(ParamError::new("params", "no layer choice")),
     };
@@ -149,6 +162,8 @@ impl Stage for InitStage {
                     "description": "the input's attention layers to turn into Mamba (progressive steps)" },
                 "attention_fraction": { "type": "number", "minimum": 0, "maximum": 1,
                     "description": "interleaved: 0.5 keeps every 2nd layer, 0.25 every 4th; 0.75 converts every 4th" },
+                "interleave": { "type": "boolean", "default": true,
+                    "description": "with attention_fraction: false puts the attention layers in one block at the top" },
                 "mixer": { "enum": ["mamba2", "mamba1"], "description": "default: the input hybrid's, else mamba2" },
                 "init": { "enum": ["attention", "random"], "default": "attention" },
                 "d_state": { "type": "integer", "minimum": 1, "description": "Mamba-2: head_dim; Mamba-1: 16" },
@@ -202,6 +217,18 @@ mod tests {
         assert_eq!(check(&json!({ "teacher": "@t", "attention_fraction": 0.4 })).unwrap_err().path, "params.attention_fraction");
         assert!(check(&json!({ "teacher": "@t", "attention_fraction": 0.5, "mixer": "mamba3" })).unwrap_err().path.starts_with("params"));
         assert_eq!(check(&json!({ "teacher": "@t", "attention_fraction": 0.5, "chunk_size": 0 })).unwrap_err().path, "params.chunk_size");
+        assert_eq!(check(&json!({ "teacher": "@t", "attention_layers": [1], "interleave": false })).unwrap_err().path, "params.interleave");
+    }
+
+    /// The interleaving ablation: the same number of attention layers, spread or in one block.
+    #[test]
+    fn interleave_false_keeps_the_same_count_in_one_block_at_the_top() {
+        let input = HybridConfig::all_attention(crate::data::fixtures::tiny_config(16, 30));
+        let layers = |v: serde_json::Value| options(&check(&v).unwrap(), &input).unwrap().attention_layers;
+        let spread = layers(json!({ "teacher": "@t", "attention_fraction": 0.25 }));
+        assert_eq!(spread, vec![3, 7, 11, 15, 19, 23, 27]);
+        let block = layers(json!({ "teacher": "@t", "attention_fraction": 0.25, "interleave": false }));
+        assert_eq!(block, (23..30).collect::<Vec<_>>());
     }
 
     /// METHOD.md 2: each progressive step starts from the previous step's checkpoint, and its
