@@ -4,39 +4,18 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use distill_stages::eval::{evaluate, EvalOptions};
 use distill_stages::generate::{generate, GenerateOptions};
 use distill_stages::llama::{KvCache, Llama, Rope};
-use safetensors::SafeTensors;
+use distill_stages::bench::parity::Golden;
 
 fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
 }
 
-struct Golden {
-    ids: Vec<Vec<i64>>,
-    mask: Vec<Vec<bool>>,
-    logits: Vec<f32>,
-    greedy: Vec<Vec<i64>>,
-}
-
 fn read_golden(name: &str) -> Golden {
-    let bytes = std::fs::read(golden_dir(name).join("golden.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let i64s = |k: &str| -> (Vec<i64>, Vec<usize>) {
-        let t = st.tensor(k).unwrap();
-        (t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(), t.shape().to_vec())
-    };
-    let rows = |(v, s): (Vec<i64>, Vec<usize>)| v.chunks(s[1]).map(<[i64]>::to_vec).collect::<Vec<_>>();
-    let logits = st.tensor("logits").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    let mask = rows(i64s("attention_mask")).into_iter().map(|r| r.into_iter().map(|m| m == 1).collect()).collect();
-    Golden { ids: rows(i64s("input_ids")), mask, logits, greedy: rows(i64s("greedy_ids")) }
-}
-
-fn ids_tensor(ids: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
-    let flat: Vec<i64> = ids.iter().flatten().copied().collect();
-    Tensor::from_data(TensorData::new(flat, [ids.len(), ids[0].len()]), device)
+    Golden::read(&golden_dir(name)).unwrap()
 }
 
 fn check_logits(name: &str) {
@@ -45,7 +24,7 @@ fn check_logits(name: &str) {
     let g = read_golden(name);
     let rope = Rope::new(&config);
     let mut cache = KvCache::new(config.n_layers);
-    let logits = model.forward(ids_tensor(&g.ids, &device), &g.mask, &rope, &mut cache);
+    let logits = model.forward(g.ids_tensor(&device), &g.mask, &rope, &mut cache);
     let ours: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
     let (s, v) = (g.ids[0].len(), config.vocab_size);
     let mut worst = 0f32;
