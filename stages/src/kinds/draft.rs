@@ -1,7 +1,9 @@
 //! `draft`: the paper's draft model for speculative decoding: the teacher's layers `[0, last]`
 //! (or `layers`) with its embeddings, final norm and head, as a Llama folder sharing the
 //! teacher's tokenizer; fine-tuned to the teacher's next-token distributions when `data` is
-//! given (the `distill` loss: `kl_weight` * KL(teacher || draft) + `ce_weight` * CE).
+//! given (the `distill` loss: `kl_weight` * KL(teacher || draft) + `ce_weight` * CE). With
+//! `target = "@student"` it learns that model's distributions instead: what speculative decoding
+//! accepts is the verifier's choice, and a student still far from its teacher is the verifier.
 //!
 //! ```toml
 //! [stages.draft]
@@ -34,6 +36,9 @@ struct Params {
     teacher: String,
     /// Teacher layers to keep, increasing; default the first and the last.
     layers: Option<Vec<usize>>,
+    /// The model whose next-token distributions the draft learns (any model artifact, hybrids
+    /// too); default the teacher.
+    target: Option<String>,
     /// Fine-tuning text; without it the draft is only built.
     data: Option<String>,
     #[serde(default = "d_seq")]
@@ -49,6 +54,9 @@ struct Params {
 fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
     let p: Params = parse_value(params)?;
     reference("params.teacher", &p.teacher)?;
+    if let Some(t) = &p.target {
+        reference("params.target", t)?;
+    }
     if let Some(d) = &p.data {
         reference("params.data", d)?;
     }
@@ -90,22 +98,26 @@ impl Stage for DraftStage {
         let layers = write_draft_dir(&teacher_dir, &built, p.layers.as_deref()).map_err(failed)?;
         ctx.metric("layers", layers.len() as f64)?;
         let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
-        let teacher = LoadedModel::open(&teacher_dir, runtime.clone()).map_err(failed)?;
+        let target_dir = match &p.target {
+            Some(t) => ctx.input(t)?.to_path_buf(),
+            None => teacher_dir.clone(),
+        };
+        let target_model = LoadedModel::open(&target_dir, runtime.clone()).map_err(failed)?;
         let draft = LoadedModel::open(&built, runtime.clone()).map_err(failed)?;
         let mut bad = BadRows::default();
         let rows = read_rows(ctx.input(data)?, &mut bad).map_err(data_err)?;
         let seed = ctx.spec.seed;
         let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, p.optim.validation, seed));
-        let texts = row_texts(&train_rows, &teacher.tokenizer, &mut bad).map_err(failed)?;
-        let train = pack_texts(&texts, &teacher.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
+        let texts = row_texts(&train_rows, &target_model.tokenizer, &mut bad).map_err(failed)?;
+        let train = pack_texts(&texts, &target_model.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
         bad.check("draft data", p.optim.max_bad_fraction).map_err(data_err)?;
-        let val_texts = row_texts(&val_rows, &teacher.tokenizer, &mut BadRows::default()).map_err(failed)?;
-        let mut val = pack_texts(&val_texts, &teacher.tokenizer, p.seq_len, &mut BadRows::default()).map_err(failed)?;
+        let val_texts = row_texts(&val_rows, &target_model.tokenizer, &mut BadRows::default()).map_err(failed)?;
+        let mut val = pack_texts(&val_texts, &target_model.tokenizer, p.seq_len, &mut BadRows::default()).map_err(failed)?;
         if val.is_empty() {
             val = train.iter().take(8).cloned().collect();
         }
         val.truncate(p.optim.val_windows.max(1));
-        let before = validation_kl(&draft.model, &teacher, &val);
+        let before = validation_kl(&draft.model, &target_model, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
         let train_device = runtime.device.clone().autodiff();
@@ -113,7 +125,7 @@ impl Stage for DraftStage {
             let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &train[i]).collect();
             let (input, target) = windows(&w, &runtime.device);
             let [b, s] = input.dims();
-            let t_logits = teacher.model.train_logits(input.clone(), &teacher.rope).cast(DType::F32);
+            let t_logits = target_model.model.train_logits(input.clone(), &target_model.rope).cast(DType::F32);
             let d_logits = model.train_logits(input.autodiff(), &draft.rope).cast(DType::F32);
             let mask = Tensor::<2>::ones([b, s], &train_device);
             let kl = kl_divergence(d_logits.clone(), t_logits.autodiff(), mask.clone(), &KlOptions::default());
@@ -124,8 +136,9 @@ impl Stage for DraftStage {
         run_trainer(ctx, &mut trainer, loss_fn)?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
-        let after = validation_kl(model, &teacher, &val);
-        ctx.log(format!("draft from teacher layers {layers:?}: validation KL to the teacher {before:.5} -> {after:.5}"));
+        let after = validation_kl(model, &target_model, &val);
+        let to = p.target.as_deref().unwrap_or("the teacher");
+        ctx.log(format!("draft from teacher layers {layers:?}: validation KL to {to} {before:.5} -> {after:.5}"));
         ctx.metric("val_kl_before", before)?;
         ctx.metric("val_kl", after)?;
         trained.save(&built, ctx.out_dir())?;
@@ -156,5 +169,13 @@ mod tests {
         eprintln!("draft metrics: {m:?}");
         assert!(m["val_kl"] < 0.7 * m["val_kl_before"], "{m:?}");
         assert_eq!(LoadedModel::open(&out, Runtime::cpu()).unwrap().config.n_layers, 2);
+        // Learning another model's distributions (here a 2-layer model of the same vocabulary).
+        let other = tmp.path().join("other");
+        write_model_dir(&other, &tiny_config(32, 2));
+        let params = json!({ "teacher": "@t", "target": "@o", "data": "@c", "seq_len": 16, "batch": 4, "steps": 15, "lr": 1e-2, "warmup": 2, "validation": 0.2 });
+        let inputs = [("@t", tmp.path().join("teacher")), ("@o", other), ("@c", tmp.path().join("corpus.jsonl"))];
+        let (m, _, _) = run_stage(&DraftStage, &tmp.path().join("c"), params, &inputs).unwrap();
+        assert!(m["val_kl"] < 0.7 * m["val_kl_before"], "{m:?}");
+        assert_eq!(check(&json!({ "teacher": "@t", "target": "o" })).unwrap_err().path, "params.target");
     }
 }
