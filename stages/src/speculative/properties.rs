@@ -173,3 +173,20 @@ fn sampled_speculative_output_follows_the_verifiers_distribution() {
     assert!(draft_stat > 3.0 * critical, "{draft_stat}");
     assert!(stats.acceptance_rate() > 0.05 && stats.acceptance_rate() < 0.95, "{stats:?}");
 }
+
+/// A draft that is the verifier itself proposes exactly what the verifier would say: every
+/// drafted token is accepted, for pure attention, hybrid and pure Mamba models and every K.
+#[test]
+fn the_verifier_as_its_own_draft_is_always_accepted() {
+    for attention in [&[0usize, 1][..], &[1], &[]] {
+        let cfg = config(32, 2, attention, false);
+        let model = seeded(&cfg, 7);
+        let rope = Rope::new(&cfg.llama);
+        for k in [1, 3, 5] {
+            let opts = SpeculativeOptions { k, max_new_tokens: 12, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
+            let me = || SpecModel { model: &model, rope: &rope };
+            let (_, stats) = speculative_generate(me(), me(), &[3, 9, 4], &opts, |_| false).unwrap();
+            assert_eq!(stats.accepted, stats.drafted, "attention {attention:?}, K {k}: {stats:?}");
+        }
+    }
+}
