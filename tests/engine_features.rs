@@ -267,3 +267,30 @@ fn fetch_reads_only_from_a_mirror_folder() {
     let readme = t.run(["path", "@doc/usr/share/mirrordoc/README"]).success().stdout();
     assert_eq!(std::fs::read_to_string(readme.trim()).unwrap(), "from the mirror\n");
 }
+
+/// Issue 10's scheduling half: on a machine with two GPUs, two stages that each want one run
+/// side by side on different GPUs (`CUDA_VISIBLE_DEVICES` for commands, `cuda:N` for stages in
+/// the process); a stage that wants both waits for them; a CPU stage sees no GPU choice.
+#[test]
+fn stages_that_each_want_a_gpu_get_different_ones() {
+    let t = TestRun::new().env("DISTILL_GPUS", "2");
+    let stage = |name: &str, gpus: usize, deps: &str| {
+        format!("[stages.{name}]\nkind = \"command\"\ncmd = \"echo ${{CUDA_VISIBLE_DEVICES-none}} $(date +%s%N) > {name}.txt; sleep 0.5\"\n\
+                 deps = [{deps}]\nouts = [\"{name}.txt\"]\nresources = {{ gpus = {gpus} }}\n\n")
+    };
+    let manifest = stage("a", 1, "") + &stage("b", 1, "") + &stage("both", 2, "\"a.txt\", \"b.txt\"") + &stage("cpu", 0, "");
+    t.manifest(&manifest);
+    t.run_ok(&["--jobs", "4"]);
+    let read = |name: &str| -> (String, u128) {
+        let text = t.read(&format!("{name}.txt"));
+        let (ids, at) = text.trim().split_once(' ').unwrap();
+        (ids.to_string(), at.parse().unwrap())
+    };
+    let (a, b) = (read("a"), read("b"));
+    let mut ids = vec![a.0.clone(), b.0.clone()];
+    ids.sort();
+    assert_eq!(ids, vec!["0", "1"], "one GPU each");
+    assert!(a.1.abs_diff(b.1) < 400_000_000, "side by side: started {} ms apart", a.1.abs_diff(b.1) / 1_000_000);
+    assert_eq!(read("both").0, "0,1");
+    assert_eq!(read("cpu").0, "none");
+}

@@ -51,7 +51,9 @@ pub fn run(
         }
     }
     let mut pending: BTreeSet<usize> = sel.selected.clone();
-    let mut running: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    // Per running stage: threads, GPUs, and which GPUs (indices into this machine's).
+    let mut running: BTreeMap<usize, (usize, usize, Vec<usize>)> = BTreeMap::new();
+    let mut gpu_free = vec![true; opts.gpus];
     let mut failed: BTreeSet<usize> = BTreeSet::new();
     let mut stop = false;
     let jobs = opts.jobs.max(1);
@@ -84,7 +86,12 @@ pub fn run(
                         break;
                     }
                     pending.remove(&i);
-                    running.insert(i, (threads, gpus));
+                    // Two stages that each want a GPU get different ones.
+                    let gpu_ids: Vec<usize> = (0..gpu_free.len()).filter(|&k| gpu_free[k]).take(gpus).collect();
+                    for &k in &gpu_ids {
+                        gpu_free[k] = false;
+                    }
+                    running.insert(i, (threads, gpus, gpu_ids.clone()));
                     let tx = tx.clone();
                     let job = &job;
                     let states = &states;
@@ -94,7 +101,7 @@ pub fn run(
                         let started = || {
                             let _ = tx.send(Msg::Started(i));
                         };
-                        let done = job.execute(i, forced, &lookup, &started);
+                        let done = job.execute(i, forced, &gpu_ids, &lookup, &started);
                         let _ = tx.send(Msg::Done(Box::new(done)));
                     });
                 }
@@ -105,7 +112,9 @@ pub fn run(
             match rx.recv().expect("workers hold a sender") {
                 Msg::Started(i) => progress.started(&plan.stages[i].spec.name),
                 Msg::Done(done) => {
-                    running.remove(&done.idx);
+                    for k in running.remove(&done.idx).map(|r| r.2).unwrap_or_default() {
+                        gpu_free[k] = true;
+                    }
                     if let Some(st) = &done.state {
                         states.lock().expect("not poisoned").insert(done.run.name.clone(), st.clone());
                     }

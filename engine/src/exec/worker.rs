@@ -37,9 +37,12 @@ pub struct Done {
 }
 
 impl Job<'_> {
-    pub fn execute(&self, idx: usize, forced: bool, upstream: &dyn Fn(&str) -> Option<StageState>, on_start: &dyn Fn()) -> Done {
+    /// Runs stage `idx` on the GPUs `gpu_ids` (indices into this machine's; empty: none chosen).
+    pub fn execute(&self, idx: usize, forced: bool, gpu_ids: &[usize], upstream: &dyn Fn(&str) -> Option<StageState>, on_start: &dyn Fn()) -> Done {
         let stage = &self.plan.stages[idx];
-        let spec = &stage.spec;
+        let placed = place_on_gpus(&stage.spec, gpu_ids);
+        // The key is decided from the plan's spec: where a stage runs never changes its outputs.
+        let spec = placed.as_ref().unwrap_or(&stage.spec);
         let mut run = super::schedule::placeholder(self.plan, idx);
         run.status = StageStatus::Failed;
         run.started_at = Some(Utc::now());
@@ -249,4 +252,35 @@ fn tail(path: &std::path::Path, n: usize) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+}
+
+/// The spec a stage runs with on the GPUs the scheduler gave it: `device = "cuda"` becomes
+/// `cuda:N` (its first GPU) for stages in this process; a command sees only its GPUs through
+/// `CUDA_VISIBLE_DEVICES`. An explicit `cuda:N`, a CPU stage or a Slurm job is left as it is.
+fn place_on_gpus(spec: &StageSpec, gpu_ids: &[usize]) -> Option<StageSpec> {
+    if gpu_ids.is_empty() || spec.executor.slurm {
+        return None;
+    }
+    let mut placed = spec.clone();
+    if placed.device == "cuda" {
+        placed.device = format!("cuda:{}", gpu_ids[0]);
+    }
+    let ids: Vec<String> = gpu_ids.iter().map(ToString::to_string).collect();
+    placed.env.entry("CUDA_VISIBLE_DEVICES".into()).or_insert_with(|| ids.join(","));
+    Some(placed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stage_on_its_gpus_names_the_first_one_and_sees_only_them() {
+        let spec = |device: &str| StageSpec { name: "s".into(), kind: "distill".into(), device: device.into(), ..StageSpec::default() };
+        let placed = place_on_gpus(&spec("cuda"), &[1, 2]).unwrap();
+        assert_eq!((placed.device.as_str(), placed.env["CUDA_VISIBLE_DEVICES"].as_str()), ("cuda:1", "1,2"));
+        assert_eq!(place_on_gpus(&spec("cuda:0"), &[1]).unwrap().device, "cuda:0", "an explicit device stays");
+        assert_eq!(place_on_gpus(&spec("cpu"), &[0]).unwrap().device, "cpu");
+        assert!(place_on_gpus(&spec("cuda"), &[]).is_none());
+    }
 }
