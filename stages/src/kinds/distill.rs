@@ -118,6 +118,68 @@ pub(super) fn validation_kl(student: &Hybrid, teacher: &LoadedModel, val: &[Vec<
     sum / n.max(1) as f64
 }
 
+/// Packed training and validation windows of a text dataset (`{"text"}` or `{"messages"}`
+/// rows), split by content hash; `shard = (i, n)` keeps the i-th of n interleaved slices of the
+/// training rows. Validation falls back to training windows on tiny corpora and keeps at most
+/// `optim.val_windows`. `what` names the data in the bad-rows error.
+pub(super) fn packed_windows(
+    ctx: &StageContext,
+    data: &str,
+    tok: &TextTokenizer,
+    seq_len: usize,
+    optim: &OptimParams,
+    shard: Option<(usize, usize)>,
+    what: &str,
+) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>, BadRows), StageError> {
+    let mut bad = BadRows::default();
+    let rows = read_rows(ctx.input(data)?, &mut bad).map_err(data_err)?;
+    let seed = ctx.spec.seed;
+    let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, optim.validation, seed));
+    let train_rows: Vec<_> = match shard {
+        Some((i, n)) => train_rows.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, r)| r).collect(),
+        None => train_rows,
+    };
+    let texts = row_texts(&train_rows, tok, &mut bad).map_err(failed)?;
+    let train = pack_texts(&texts, tok, seq_len, &mut bad).map_err(failed)?;
+    bad.check(what, optim.max_bad_fraction).map_err(data_err)?;
+    let val_texts = row_texts(&val_rows, tok, &mut BadRows::default()).map_err(failed)?;
+    let mut val = pack_texts(&val_texts, tok, seq_len, &mut BadRows::default()).map_err(failed)?;
+    if val.is_empty() {
+        val = train.iter().take(8).cloned().collect(); // tiny corpora: check on training windows
+    }
+    val.truncate(optim.val_windows.max(1));
+    Ok((train, val, bad))
+}
+
+/// The distillation loss of one micro-batch, shared by `distill` and `draft`:
+/// `kl_weight` * KL(target || model) + `ce_weight` * next-token CE on windows of `train`, the
+/// frozen `target`'s logits computed alongside.
+pub(super) struct KdLoss<'a> {
+    pub target: &'a LoadedModel,
+    /// The rope the trained model runs with.
+    pub rope: &'a crate::llama::Rope,
+    pub train: &'a [Vec<u32>],
+    pub kl: KlOptions,
+    pub kl_weight: f64,
+    pub ce_weight: f64,
+}
+
+impl KdLoss<'_> {
+    pub fn micro_batch(&self, model: &Hybrid, ids: &[usize]) -> crate::train::TrainResult<Loss> {
+        let device = &self.target.runtime.device;
+        let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &self.train[i]).collect();
+        let (input, target) = windows(&w, device);
+        let [b, s] = input.dims();
+        let t_logits = self.target.model.train_logits(input.clone(), &self.target.rope).cast(burn::tensor::DType::F32);
+        let s_logits = model.train_logits(input.autodiff(), self.rope).cast(burn::tensor::DType::F32);
+        let mask = Tensor::<2>::ones([b, s], &device.clone().autodiff());
+        let kl = kl_divergence(s_logits.clone(), t_logits.autodiff(), mask.clone(), &self.kl);
+        let ce = cross_entropy(s_logits, target.autodiff(), mask);
+        let total = kl.clone() * self.kl_weight + ce.clone() * self.ce_weight;
+        Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
+    }
+}
+
 impl Stage for DistillStage {
     fn kind(&self) -> &'static str { "distill" }
     fn version(&self) -> u32 { 1 }
@@ -138,23 +200,8 @@ impl Stage for DistillStage {
         let student_dir = ctx.input(&p.student)?.to_path_buf();
         let teacher = LoadedModel::open(ctx.input(&p.teacher)?, runtime.clone()).map_err(failed)?;
         let student = LoadedModel::open(&student_dir, runtime.clone()).map_err(failed)?;
-        let mut bad = BadRows::default();
-        let rows = read_rows(ctx.input(&p.data)?, &mut bad).map_err(data_err)?;
+        let (train, val, bad) = packed_windows(ctx, &p.data, &teacher.tokenizer, p.seq_len, &p.optim, p.shard, "distill data")?;
         let seed = ctx.spec.seed;
-        let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, p.optim.validation, seed));
-        let train_rows: Vec<_> = match p.shard {
-            Some((i, n)) => train_rows.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, r)| r).collect(),
-            None => train_rows,
-        };
-        let texts = row_texts(&train_rows, &teacher.tokenizer, &mut bad).map_err(failed)?;
-        let train = pack_texts(&texts, &teacher.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
-        bad.check("distill data", p.optim.max_bad_fraction).map_err(data_err)?;
-        let val_texts = row_texts(&val_rows, &teacher.tokenizer, &mut BadRows::default()).map_err(failed)?;
-        let mut val = pack_texts(&val_texts, &teacher.tokenizer, p.seq_len, &mut BadRows::default()).map_err(failed)?;
-        if val.is_empty() {
-            val = train.iter().take(8).cloned().collect(); // tiny corpora: check on training windows
-        }
-        val.truncate(p.optim.val_windows.max(1));
         ctx.log(format!("{} training windows of {} tokens, {} validation; bad rows {:?}", train.len(), p.seq_len, val.len(), bad.counts));
         for (reason, n) in &bad.counts {
             ctx.metric(&format!("bad_rows/{reason}"), *n as f64)?;
@@ -162,20 +209,15 @@ impl Stage for DistillStage {
         let before = validation_kl(&student.model, &teacher, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
-        let kl_opts = KlOptions { direction: p.kl_direction, reduction: p.kl_reduction, temperature: p.temperature };
-        let train_device = runtime.device.clone().autodiff();
-        let loss_fn = |model: &Hybrid, ids: &[usize]| {
-            let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &train[i]).collect();
-            let (input, target) = windows(&w, &runtime.device);
-            let [b, s] = input.dims();
-            let t_logits = teacher.model.train_logits(input.clone(), &teacher.rope).cast(burn::tensor::DType::F32);
-            let s_logits = model.train_logits(input.autodiff(), &teacher.rope).cast(burn::tensor::DType::F32);
-            let mask = Tensor::<2>::ones([b, s], &train_device);
-            let kl = kl_divergence(s_logits.clone(), t_logits.autodiff(), mask.clone(), &kl_opts);
-            let ce = cross_entropy(s_logits, target.autodiff(), mask);
-            let total = kl.clone() * p.kl_weight + ce.clone() * p.ce_weight;
-            Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
+        let kd = KdLoss {
+            target: &teacher,
+            rope: &teacher.rope,
+            train: &train,
+            kl: KlOptions { direction: p.kl_direction, reduction: p.kl_reduction, temperature: p.temperature },
+            kl_weight: p.kl_weight,
+            ce_weight: p.ce_weight,
         };
+        let loss_fn = |model: &Hybrid, ids: &[usize]| kd.micro_batch(model, ids);
         run_trainer(ctx, &mut trainer, loss_fn)?;
         let trained = Trained::new(trainer);
         let model = &trained.model;

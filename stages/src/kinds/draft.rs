@@ -13,20 +13,18 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{DType, Tensor};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::distill::{row_texts, validation_kl, windows};
+use super::distill::{packed_windows, validation_kl, KdLoss};
 use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
-use super::training::{checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
-use crate::data::{in_validation, pack_texts, read_rows, BadRows};
+use super::training::{checkpoint_dir, run_trainer, train_err, OptimParams, Trained};
 use crate::hybrid::Hybrid;
-use crate::losses::{cross_entropy, kl_divergence, KlOptions};
+use crate::losses::KlOptions;
 use crate::runtime::Runtime;
 use crate::speculative::write_draft_dir;
 use crate::teacher::LoadedModel;
-use crate::train::{Loss, TrainableLm, Trainer};
+use crate::train::Trainer;
 
 fn one() -> f64 { 1.0 }
 fn d_seq() -> usize { 512 }
@@ -104,35 +102,13 @@ impl Stage for DraftStage {
         };
         let target_model = LoadedModel::open(&target_dir, runtime.clone()).map_err(failed)?;
         let draft = LoadedModel::open(&built, runtime.clone()).map_err(failed)?;
-        let mut bad = BadRows::default();
-        let rows = read_rows(ctx.input(data)?, &mut bad).map_err(data_err)?;
+        let (train, val, _) = packed_windows(ctx, data, &target_model.tokenizer, p.seq_len, &p.optim, None, "draft data")?;
         let seed = ctx.spec.seed;
-        let (val_rows, train_rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| in_validation(r, p.optim.validation, seed));
-        let texts = row_texts(&train_rows, &target_model.tokenizer, &mut bad).map_err(failed)?;
-        let train = pack_texts(&texts, &target_model.tokenizer, p.seq_len, &mut bad).map_err(failed)?;
-        bad.check("draft data", p.optim.max_bad_fraction).map_err(data_err)?;
-        let val_texts = row_texts(&val_rows, &target_model.tokenizer, &mut BadRows::default()).map_err(failed)?;
-        let mut val = pack_texts(&val_texts, &target_model.tokenizer, p.seq_len, &mut BadRows::default()).map_err(failed)?;
-        if val.is_empty() {
-            val = train.iter().take(8).cloned().collect();
-        }
-        val.truncate(p.optim.val_windows.max(1));
         let before = validation_kl(&draft.model, &target_model, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
-        let train_device = runtime.device.clone().autodiff();
-        let loss_fn = |model: &Hybrid, ids: &[usize]| {
-            let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &train[i]).collect();
-            let (input, target) = windows(&w, &runtime.device);
-            let [b, s] = input.dims();
-            let t_logits = target_model.model.train_logits(input.clone(), &target_model.rope).cast(DType::F32);
-            let d_logits = model.train_logits(input.autodiff(), &draft.rope).cast(DType::F32);
-            let mask = Tensor::<2>::ones([b, s], &train_device);
-            let kl = kl_divergence(d_logits.clone(), t_logits.autodiff(), mask.clone(), &KlOptions::default());
-            let ce = cross_entropy(d_logits, target.autodiff(), mask);
-            let total = kl.clone() * p.kl_weight + ce.clone() * p.ce_weight;
-            Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
-        };
+        let kd = KdLoss { target: &target_model, rope: &draft.rope, train: &train, kl: KlOptions::default(), kl_weight: p.kl_weight, ce_weight: p.ce_weight };
+        let loss_fn = |model: &Hybrid, ids: &[usize]| kd.micro_batch(model, ids);
         run_trainer(ctx, &mut trainer, loss_fn)?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
