@@ -75,23 +75,20 @@ impl Stage for FetchStage {
         let p = params(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
         let download = ctx.out_dir().with_extension("download");
         std::fs::create_dir_all(&download).map_err(|e| StageError::io(&download, e))?;
-        let file = match (&p.pypi, &p.debian) {
-            (Some(name), _) => {
+        let file = match (mirror(), &p.pypi, &p.debian) {
+            (Some(dir), Some(name), _) => from_mirror(&dir, &Package::Pypi(name), p.version.as_deref(), &download)?,
+            (Some(dir), _, Some(name)) => from_mirror(&dir, &Package::Debian(name), p.version.as_deref(), &download)?,
+            (None, Some(name), _) => {
                 let req = match &p.version {
                     Some(v) => format!("{name}=={v}"),
                     None => name.clone(),
                 };
-                if let Some(dir) = mirror() {
-                    from_mirror(&dir, &Package::Pypi(name), p.version.as_deref(), &download)?
-                } else {
-                    let mut cmd = Command::new("python3");
-                    cmd.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&download);
-                    run(ctx, cmd.arg(&req))?;
-                    single_file(&download)?
-                }
+                let mut cmd = Command::new("python3");
+                cmd.args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"]).arg(&download);
+                run(ctx, cmd.arg(&req))?;
+                single_file(&download)?
             }
-            (_, Some(name)) if mirror().is_some() => from_mirror(&mirror().unwrap_or_default(), &Package::Debian(name), p.version.as_deref(), &download)?,
-            (_, Some(name)) => {
+            (None, _, Some(name)) => {
                 let req = match &p.version {
                     Some(v) => format!("{name}={v}"),
                     None => name.clone(),
