@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use distill_stages::bench::{decode, parity, train, BenchModel, ModelSource};
+use distill_stages::bench::{decode, matmul, parity, train, BenchModel, ModelSource};
 use distill_stages::runtime::Runtime;
 
 use crate::cli::{BenchArgs, BenchModelArgs, BenchWhat};
@@ -39,6 +39,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             for m in models(model, &runtime)? {
                 let r = train::run(m, teacher.as_ref(), &runtime, case)?;
                 out.row(&r, format!("{} | {} | batch {} x {} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.batch, r.seq, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+            }
+        }
+        BenchWhat::Matmul { shapes, repeats } => {
+            for &shape in shapes {
+                let r = matmul::run(shape, &runtime, *repeats)?;
+                out.row(&r, format!("matmul | {} | {} | {:.3} ms | {:.1} TFLOP/s", r.shape, r.dtype, r.ms, r.tflops))?;
             }
         }
         BenchWhat::Parity { fixtures } => {

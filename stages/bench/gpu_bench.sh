@@ -4,8 +4,11 @@
 #
 #   stages/bench/gpu_bench.sh DISTILL_BIN OUT_DIR [PART...]
 #
-# PART: parity, decode, train, long, each also as PART-peer (the transformers / PyTorch side);
-# default: all, in that order. Every step appends its JSON
+# PART: parity, decode, train, long, matmul, each also as PART-peer (the transformers / PyTorch
+# side); default: all but matmul, in that order. `profile` times every kernel of one hybrid
+# distillation step through cubecl's profiling logger (a cubecl.toml in the working directory)
+# and writes the kernels that cost most to OUT_DIR/profile.txt (slower than `train`: it is for
+# where the time goes, not how much). Every step appends its JSON
 # lines to OUT_DIR/results.jsonl and its stderr to OUT_DIR/bench.log, bounded by its own
 # timeout, so a slow step never costs the others. cubecl's kernel and autotune caches live in ./target/environment
 # (from the repository root); keep that folder between runs to skip recompilation.
@@ -33,12 +36,21 @@ for part in $parts; do
     parity-peer) step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
     decode) step decode 100 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
-    train) step train 120 "$bin" bench --device cuda train --random $cfg --attention-fraction 1,0.5 --distill \
+    train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     train-peer) step train 100 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     long) step long 150 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
         --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
     long-peer) step long 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
+    matmul) step matmul 120 "$bin" bench --device cuda matmul ;;
+    matmul-peer) step matmul 60 python3 stages/bench/matmul_torch.py ;;
+    profile)
+      printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/kernels.log" > cubecl.toml
+      step profile 240 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+        --batch 16 --micro-batch 8 --seq 2048 --steps 1 --warmup 1
+      rm -f cubecl.toml
+      python3 stages/bench/profile_summary.py "$out/kernels.log" > "$out/profile.txt"
+      xz -f "$out/kernels.log" ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
 done
@@ -55,6 +67,8 @@ for r in rows:
     impl = r.get("impl", "distill")
     if r["bench"] == "parity":
         print(f"parity {impl:12} {r['fixture']:18} max rel L2 {r['max_rel_l2']:.4f}  max abs {r['max_abs']:.4f}")
+    elif r["bench"] == "matmul":
+        print(f"matmul {impl:12} {r['shape']:22} {r['ms']:8.3f} ms  {r['tflops']:6.1f} TFLOP/s")
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
     else:

@@ -6,6 +6,10 @@
 # invocation resuming what an earlier one left (cached stages, training checkpoints).
 #
 #   stages/bench/h200_pipeline.sh DISTILL_BIN MIRROR_DIR WORK_DIR OUT_DIR [--set k=v ...]
+#
+# PIPELINE_SECONDS (default 540) bounds the runs: the one under way when it expires is
+# interrupted like Ctrl-C (its stage is not recorded, finished ones stay cached), and the
+# run record, the report and the logs are still written, inside the device's 10-minute call.
 set -uo pipefail
 bin=$1 mirror=$2 work=$3 out=$4
 shift 4
@@ -15,11 +19,14 @@ cp -r "$here/manifests/." "$work/"
 cd "$work/h200"
 export DISTILL_FETCH_MIRROR=$mirror
 m=smollm2-hybrid.toml
+deadline=$(( $(date +%s) + ${PIPELINE_SECONDS:-540} ))
 for until in 'heldout[distill[hybrid50]]' 'heldout[teacher]' speculative ''; do
   sel=()
   [ -n "$until" ] && sel=(--until "$until")
   start=$(date +%s)
-  "$bin" run "$m" --jobs 1 --keep-going "${sel[@]}" "$@" 2>&1 | grep -v '^running' | tee -a "$out/pipeline.log"
+  left=$(( deadline - start ))
+  [ "$left" -gt 5 ] || break
+  timeout -s INT -k 20 "$left" "$bin" run "$m" --jobs 1 --keep-going "${sel[@]}" "$@" 2>&1 | grep -v '^running' | tee -a "$out/pipeline.log"
   echo "== until ${until:-everything}: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s" | tee -a "$out/pipeline.log"
 done
 "$bin" runs --json > "$out/runs.json" 2>/dev/null

@@ -1,6 +1,7 @@
 //! The ML stage kinds of distill: the Llama teacher (loading Hugging Face folders and GGUF
 //! files, tokenizing, generating) and evaluation.
 
+pub mod channels;
 pub mod error;
 pub mod gguf;
 pub mod llama;

@@ -7,6 +7,7 @@
 //! shape compiles kernels and autotunes them, which must stay out of the numbers.
 
 pub mod decode;
+pub mod matmul;
 pub mod parity;
 pub mod train;
 

@@ -5,6 +5,8 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::channels::mul_channels;
+
 #[derive(Config, Debug)]
 pub struct RmsNormConfig {
     pub d_model: usize,
@@ -32,6 +34,6 @@ impl RmsNorm {
         let x = x.cast(DType::F32);
         let var = x.clone().powi_scalar(2).mean_dim(2); // [batch, seq, 1]
         let x = x * (var + self.eps).sqrt().recip();
-        x.cast(dtype) * self.weight.val().unsqueeze::<3>()
+        mul_channels(x.cast(dtype), self.weight.val())
     }
 }

@@ -6,6 +6,8 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use crate::channels::{add_channels, mul_channels};
+
 #[derive(Config, Debug)]
 pub struct CausalConv1dConfig {
     pub channels: usize,
@@ -47,12 +49,10 @@ impl CausalConv1d {
         let padded = Tensor::cat(vec![past, x], 1); // [b, K - 1 + s, c]
         *window = Some(padded.clone().narrow(1, s, k - 1));
         let w = self.weight.val().reshape([c, k]).transpose(); // [K, c]
-        let mut y = self.bias.val().reshape([1, 1, c]).expand([b, s, c]);
-        for j in 0..k {
-            // Output t sees inputs t - (K-1) + j, i.e. padded[t + j], with tap j.
-            y = y + padded.clone().narrow(1, j, s) * w.clone().narrow(0, j, 1).reshape([1, 1, c]);
-        }
-        y
+        // Output t sees inputs t - (K-1) + j, i.e. padded[t + j], with tap j.
+        let tap = |j: usize| mul_channels(padded.clone().narrow(1, j, s), w.clone().narrow(0, j, 1).reshape([c]));
+        let y = (1..k).fold(tap(0), |y, j| y + tap(j));
+        add_channels(y, self.bias.val())
     }
 }
 

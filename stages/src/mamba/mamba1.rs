@@ -14,6 +14,8 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use crate::channels::{add_channels, mul_channels};
+
 use super::conv::{CausalConv1d, CausalConv1dConfig};
 use super::mamba2::repeat_heads;
 use super::state::MambaState;
@@ -111,9 +113,9 @@ impl Mamba1 {
         let per_channel = |v: Tensor<4>| v.unsqueeze_dim::<5>(3).expand([bs, l, d_inner / n, n, n]).reshape([bs, l, d_inner, n]);
         let b = per_channel(slices(self.b_proj.forward(u.clone())));
         let c = per_channel(self.c_proj.forward(u.clone()).reshape([bs, l, d_inner / n, n]));
-        let bias = self.dt_proj.bias.as_ref().map(|b| b.val().cast(DType::F32).reshape([1, 1, d_inner]));
+        let bias = self.dt_proj.bias.as_ref().map(|b| b.val().cast(DType::F32));
         let raw = self.dt_proj.forward(self.dt_proj_down.forward(u.clone())).cast(DType::F32);
-        let mut dt = softplus(match bias { Some(b) => raw + b, None => raw }, 1.0); // the second bias
+        let mut dt = softplus(match bias { Some(b) => add_channels(raw, b), None => raw }, 1.0); // the second bias
         if let Some(k) = keep {
             dt = dt * k.cast(DType::F32);
         }
@@ -146,9 +148,8 @@ impl Mamba1 {
     /// # Shapes
     /// - `y`: `[batch, seq, d_inner]` (f32) -> `[batch, seq, d_model]`
     pub fn output(&self, y: Tensor<3>, i: Mamba1Inputs) -> Tensor<3> {
-        let d_inner = y.dims()[2];
         let dtype = i.u.dtype();
-        let y = y + i.x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, d_inner]);
+        let y = y + mul_channels(i.x.cast(DType::F32), self.d.val().cast(DType::F32));
         let y = y * silu(self.in_proj_z.forward(i.u).cast(DType::F32));
         self.out_proj.forward(y.cast(dtype))
     }

@@ -8,6 +8,8 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::channels::{add_channels, mul_channels};
+
 use super::conv::{CausalConv1d, CausalConv1dConfig};
 use super::layout::InProjLayout;
 use super::norm::{GatedRmsNorm, GatedRmsNormConfig};
@@ -136,7 +138,7 @@ impl Mamba2 {
         let x = repeat_heads(conv_part(&lay.x).reshape([bs, l, kv, p]), h); // [bs, l, h, p]
         let b = repeat_heads(conv_part(&lay.b).reshape([bs, l, kv, n]), h); // [bs, l, h, n]
         let c = conv_part(&lay.c).reshape([bs, l, h, n]);
-        let mut dt = softplus(dt.cast(DType::F32) + self.dt_bias.val().cast(DType::F32).reshape([1, 1, h]), 1.0); // [bs, l, h]
+        let mut dt = softplus(add_channels(dt.cast(DType::F32), self.dt_bias.val().cast(DType::F32)), 1.0); // [bs, l, h]
         if let Some(k) = keep {
             dt = dt * k.cast(DType::F32);
         }
@@ -175,7 +177,9 @@ impl Mamba2 {
     pub fn output(&self, y: Tensor<4>, i: Mamba2Inputs) -> Tensor<3> {
         let [bs, l, h, p] = y.dims();
         let dtype = i.z.dtype();
-        let y = y + i.x.cast(DType::F32) * self.d.val().cast(DType::F32).reshape([1, 1, h, 1]);
+        // D per head, spread over the head's p channels.
+        let d = self.d.val().cast(DType::F32).reshape([h, 1]).expand([h, p]).reshape([h * p]);
+        let y = y + mul_channels(i.x.cast(DType::F32).reshape([bs, l, h * p]), d).reshape([bs, l, h, p]);
         let y = self.norm.forward(y.reshape([bs, l, h * p]), i.z.cast(DType::F32)).cast(dtype);
         self.out_proj.forward(y)
     }

@@ -7,6 +7,8 @@ use burn::nn::Initializer;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::channels::mul_channels;
+
 #[derive(Config, Debug)]
 pub struct GatedRmsNormConfig {
     pub d_inner: usize,
@@ -38,6 +40,6 @@ impl GatedRmsNorm {
         let v = (y.cast(DType::F32) * silu(z.cast(DType::F32))).reshape([b, s, d / g, g]);
         let var = v.clone().powi_scalar(2).mean_dim(3); // [b, s, groups, 1]
         let v = (v * (var + self.eps).sqrt().recip()).reshape([b, s, d]);
-        v.cast(dtype) * self.weight.val().cast(dtype).unsqueeze::<3>()
+        mul_channels(v.cast(dtype), self.weight.val().cast(dtype))
     }
 }

@@ -6,6 +6,8 @@
 
 use burn::tensor::{Bool, DType, Tensor};
 
+use crate::channels::mul_channels;
+
 /// The chunked SSD scan. Within a chunk of `T` steps the output is a masked (decayed) attention
 /// `y = (C B^T ∘ L) (dt x)`, where `L_ij = exp(sum_{j<k<=i} dt_k A)`; across chunks a state is
 /// carried, one step per chunk. A sequence that is not a multiple of `T` is padded with `dt = 0`
@@ -34,7 +36,7 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: T
     let xdt = chunks(x * dt.clone().unsqueeze_dim::<4>(3), p); // dt folded into x
     let dt = if pad == 0 { dt } else { Tensor::cat(vec![dt, Tensor::zeros([bs, pad, h], &device)], 1) };
     let (b, c) = (chunks(b, n), chunks(c, n));
-    let da = (dt * a.reshape([1, 1, h])).reshape([bs, nc, t, h]).swap_dims(2, 3); // [bs, nc, h, T]
+    let da = mul_channels(dt, a).reshape([bs, nc, t, h]).swap_dims(2, 3); // [bs, nc, h, T]
     let acum = da.clone().cumsum(3);
     // seg[i, j] = sum_{j<k<=i} da_k (a cumulative sum down each column: no cancellation).
     let below = Tensor::<2, Bool>::tril_mask([t, t], -1, &device).reshape([1, 1, 1, t, t]).expand([bs, nc, h, t, t]);

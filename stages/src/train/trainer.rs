@@ -118,27 +118,35 @@ impl<M: TrainableLm> Trainer<M> {
         let c = &self.config;
         let draws = self.order.take(self.state.step * c.batch as u64, c.batch);
         let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
-        let (mut loss, mut tokens) = (0.0, 0usize);
-        let mut parts: Vec<(&'static str, f64)> = Vec::new();
+        let mut tokens = 0usize;
+        // Loss and its parts stay on the device until the step's one host read: reading them
+        // per micro-batch would stall the GPU queue between forward and backward.
+        let mut sums: Vec<(&'static str, Tensor<1>)> = Vec::new();
         for micro in draws.chunks(c.micro_batch) {
             let weight = micro.len() as f64 / c.batch as f64;
             let out = loss_fn(&self.model, micro)?;
-            let value = scalar(&out.total);
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite { step, what: format!("loss ({value})") });
-            }
-            loss += value * weight;
             tokens += out.tokens;
-            for (name, t) in &out.parts {
-                match parts.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, v)) => *v += scalar(t) * weight,
-                    None => parts.push((name, scalar(t) * weight)),
+            let detached = |t: &Tensor<1>| t.clone().inner().cast(DType::F32) * weight;
+            for (name, t) in std::iter::once(("loss", &out.total)).chain(out.parts.iter().map(|(n, t)| (*n, t))) {
+                match sums.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, v)) => *v = v.clone() + detached(t),
+                    None => sums.push((name, detached(t))),
                 }
             }
             let mut g = (out.total * weight).backward();
             collect_grads(&self.model, &mut g, &mut grads);
         }
-        let grad_norm = global_norm(&grads);
+        let norm = squared_norm(&grads);
+        let mut values = read_all(sums.iter().map(|(_, t)| t.clone()).chain(norm.clone()));
+        let grad_norm = match norm {
+            Some(_) => values.pop().unwrap_or(f64::NAN).sqrt(),
+            None => 0.0,
+        };
+        let loss = values.first().copied().unwrap_or(f64::NAN);
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
+        }
+        let parts: Vec<(&'static str, f64)> = sums.iter().skip(1).map(|(n, _)| *n).zip(values.into_iter().skip(1)).collect();
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("gradient norm ({grad_norm})") });
         }
@@ -163,21 +171,21 @@ impl<M: TrainableLm> Trainer<M> {
     }
 }
 
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone().inner().cast(DType::F32).into_data().try_into_vec::<f32>().map_or(f64::NAN, |v| v[0] as f64)
+/// One-element f32 tensors read back in one transfer (NaN where the read fails).
+fn read_all(values: impl Iterator<Item = Tensor<1>>) -> Vec<f64> {
+    let values: Vec<Tensor<1>> = values.map(|t| t.reshape([1])).collect();
+    let n = values.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    Tensor::cat(values, 0).into_data().try_into_vec::<f32>().map_or(vec![f64::NAN; n], |v| v.into_iter().map(f64::from).collect())
 }
 
-/// sqrt of the sum of squares of every gradient; one host read per step.
-fn global_norm(grads: &BTreeMap<String, Tensor<1>>) -> f64 {
-    let mut sum: Option<Tensor<1>> = None;
-    for g in grads.values() {
-        let sq = (g.clone() * g.clone()).sum();
-        sum = Some(match sum {
-            Some(s) => s + sq,
-            None => sq,
-        });
-    }
-    sum.map_or(0.0, |s| scalar(&s).sqrt())
+/// The sum of squares of every gradient (the squared global norm), on the device; `None`
+/// when nothing is trainable.
+fn squared_norm(grads: &BTreeMap<String, Tensor<1>>) -> Option<Tensor<1>> {
+    let sums: Vec<Tensor<1>> = grads.values().map(|g| (g.clone() * g.clone()).sum()).collect();
+    (!sums.is_empty()).then(|| Tensor::cat(sums, 0).sum())
 }
 
 struct GradCollector<'a> {

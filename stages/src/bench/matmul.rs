@@ -1,0 +1,105 @@
+//! Matrix-product throughput on the shapes a training step runs (SmolLM2 at 8 x 2048 tokens):
+//! the projections forward, the weight gradients (`Aᵀ·B`, a transposed left operand as the
+//! backward pass hands it over) and the output head. The training step is mostly these, so
+//! their TFLOP/s beside PyTorch's on the same shapes (`stages/bench/matmul_torch.py`) say how
+//! much of the step's gap is the matmul kernels and how much is everything else.
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use serde::Serialize;
+
+use super::{median, sync};
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+
+/// `MxKxN`, with a trailing `t` when the left operand arrives transposed (stored `[K, M]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub lhs_transposed: bool,
+}
+
+impl FromStr for MatmulShape {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (dims, lhs_transposed) = match s.strip_suffix('t') {
+            Some(d) => (d, true),
+            None => (s, false),
+        };
+        let v: Vec<usize> = dims.split('x').map(|d| d.parse().map_err(|_| format!("`{s}`: expected MxKxN[t]"))).collect::<std::result::Result<_, _>>()?;
+        match v[..] {
+            [m, k, n] if m * k * n > 0 => Ok(Self { m, k, n, lhs_transposed }),
+            _ => Err(format!("`{s}`: expected MxKxN[t] with positive sizes")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatmulResult {
+    pub bench: &'static str,
+    #[serde(rename = "impl")]
+    pub impl_: &'static str,
+    pub device: String,
+    pub dtype: &'static str,
+    pub shape: String,
+    pub ms: f64,
+    pub tflops: f64,
+}
+
+/// Median time of `repeats` products after 3 untimed ones (kernel compilation, autotune).
+pub fn run(shape: MatmulShape, runtime: &Runtime, repeats: usize) -> Result<MatmulResult> {
+    let MatmulShape { m, k, n, lhs_transposed } = shape;
+    let dev = &runtime.device;
+    let random = |dims: [usize; 2]| Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), dev).cast(runtime.dtype);
+    let lhs = if lhs_transposed { random([k, m]).transpose() } else { random([m, k]) };
+    let rhs = random([k, n]);
+    let mut times = Vec::new();
+    for i in 0..repeats + 3 {
+        sync(runtime)?;
+        let t = Instant::now();
+        let out = lhs.clone().matmul(rhs.clone());
+        sync(runtime)?;
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        drop(out);
+    }
+    if times.is_empty() {
+        return Err(Error::Config("matmul bench: repeats must be at least 1".into()));
+    }
+    let secs = median(times);
+    Ok(MatmulResult {
+        bench: "matmul",
+        impl_: "distill",
+        device: format!("{dev:?}"),
+        dtype: runtime.dtype_name(),
+        shape: format!("{m}x{k}x{n}{}", if lhs_transposed { "t" } else { "" }),
+        ms: secs * 1e3,
+        tflops: 2.0 * (m * k * n) as f64 / secs / 1e12,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_with_and_without_a_transposed_lhs() {
+        assert_eq!("16384x576x1536".parse::<MatmulShape>().unwrap(), MatmulShape { m: 16384, k: 576, n: 1536, lhs_transposed: false });
+        assert!("576x16384x1536t".parse::<MatmulShape>().unwrap().lhs_transposed);
+        assert!("16x0x4".parse::<MatmulShape>().is_err());
+        assert!("16x4".parse::<MatmulShape>().is_err());
+    }
+
+    #[test]
+    fn a_cpu_product_runs_and_reports_its_rate() {
+        let r = run("64x32x16t".parse().unwrap(), &Runtime::cpu(), 2).unwrap();
+        assert_eq!(r.shape, "64x32x16t");
+        assert!(r.tflops > 0.0 && r.ms > 0.0);
+    }
+}
