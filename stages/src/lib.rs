@@ -27,14 +27,15 @@ use std::sync::Arc;
 
 /// Adds this crate's stage kinds to the engine's registry.
 pub fn register(registry: &mut distill_engine::stage::Registry) {
-    registry.add(Arc::new(kinds::TeacherStage));
-    registry.add(Arc::new(kinds::EvalStage));
-    registry.add(Arc::new(kinds::InitStage));
-    registry.add(Arc::new(kinds::DistillStage));
-    registry.add(Arc::new(kinds::SftStage));
-    registry.add(Arc::new(kinds::DraftStage));
-    registry.add(Arc::new(kinds::SpeculativeStage));
-    registry.add(Arc::new(kinds::GenerateStage));
-    registry.add(Arc::new(kinds::PreferencePairsStage));
-    registry.add(Arc::new(kinds::DpoStage));
+    use kinds::ReleasesDevice as R;
+    registry.add(Arc::new(R(kinds::TeacherStage)));
+    registry.add(Arc::new(R(kinds::EvalStage)));
+    registry.add(Arc::new(R(kinds::InitStage)));
+    registry.add(Arc::new(R(kinds::DistillStage)));
+    registry.add(Arc::new(R(kinds::SftStage)));
+    registry.add(Arc::new(R(kinds::DraftStage)));
+    registry.add(Arc::new(R(kinds::SpeculativeStage)));
+    registry.add(Arc::new(R(kinds::GenerateStage)));
+    registry.add(Arc::new(R(kinds::PreferencePairsStage)));
+    registry.add(Arc::new(R(kinds::DpoStage)));
 }

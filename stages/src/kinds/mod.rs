@@ -2,6 +2,7 @@
 
 mod answers;
 mod data;
+mod device_memory;
 mod distill;
 mod draft;
 mod dpo;
@@ -16,6 +17,7 @@ mod teacher;
 mod training;
 
 pub use data::read_texts;
+pub use device_memory::ReleasesDevice;
 pub use distill::DistillStage;
 pub use draft::DraftStage;
 pub use dpo::DpoStage;

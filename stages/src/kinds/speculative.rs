@@ -147,7 +147,8 @@ impl Stage for SpeculativeStage {
         let mut plain = Vec::new();
         for (i, prompt) in prompts.iter().enumerate() {
             let opts = GenerateOptions { max_new_tokens: p.max_new_tokens, sampling: sampling.clone(), seed: p.seed + i as u64, eos: eos.clone(), pad: 0 };
-            plain.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| false).remove(0));
+            plain.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| ctx.cancelled()).remove(0));
+            interrupted(ctx)?;
         }
         let plain_tps = plain.iter().map(Vec::len).sum::<usize>() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         ctx.metric("plain/tokens_per_s", plain_tps)?;
@@ -156,7 +157,8 @@ impl Stage for SpeculativeStage {
         for k in p.ks() {
             let (mut stats, started) = (SpeculativeStats::default(), Instant::now());
             for (i, prompt) in prompts.iter().enumerate() {
-                let (out, s) = speculative_generate(v, d, prompt, &spec_opts(k, p.seed + i as u64), |_| false).map_err(failed)?;
+                let (out, s) = speculative_generate(v, d, prompt, &spec_opts(k, p.seed + i as u64), |_| ctx.cancelled()).map_err(failed)?;
+                interrupted(ctx)?;
                 mismatches += usize::from(sampling == Sampling::Greedy && out != plain[i]);
                 stats.add(&s);
             }
@@ -183,6 +185,12 @@ impl Stage for SpeculativeStage {
         }
         Ok(())
     }
+}
+
+/// Decoding loops check between prompts (and the generators between tokens), so an
+/// interrupted run stops within one token instead of finishing the sweep.
+fn interrupted(ctx: &StageContext) -> Result<(), StageError> {
+    if ctx.cancelled() { Err(StageError::Interrupted) } else { Ok(()) }
 }
 
 #[cfg(test)]
