@@ -76,7 +76,7 @@ fn read_holder(file: &mut File) -> Option<Holder> {
     serde_json::from_str(&s).ok()
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub(crate) fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid != 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }

@@ -25,6 +25,9 @@ pub struct RunRecord {
     pub command: Vec<String>,
     pub program_version: String,
     pub host: String,
+    /// The process that ran it: a record still `running` whose process is gone was killed.
+    #[serde(default)]
+    pub pid: Option<u32>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub status: RunStatus,
@@ -49,6 +52,9 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// Read as `running`, but its process on this host is gone: killed (SIGKILL, OOM, a node
+    /// lost) before it could finish the record. Its finished stages stay cached.
+    Abandoned,
     /// Planning only (`--dry-run`): nothing executed.
     DryRun,
 }

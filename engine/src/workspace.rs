@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::key::CacheKey;
 use crate::lock::{LockError, WorkspaceLock};
-use crate::record::{OutputRef, RunRecord};
+use crate::record::{OutputRef, RunRecord, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -164,9 +164,19 @@ pub fn read_run_files(distill_dir: &Path) -> Vec<RunRecord> {
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read(e.path().join("run.json")).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
+        .map(abandoned_if_dead)
         .collect();
     runs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.id.cmp(&b.id)));
     runs
+}
+
+/// A record left `running` by a process of this host that no longer exists was killed.
+fn abandoned_if_dead(mut r: RunRecord) -> RunRecord {
+    let dead = r.pid.is_some_and(|pid| !crate::lock::pid_alive(pid));
+    if r.status == RunStatus::Running && dead && r.host == crate::exec::hostname() {
+        r.status = RunStatus::Abandoned;
+    }
+    r
 }
 
 fn get_json<T: for<'de> Deserialize<'de>>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, WorkspaceError> {
@@ -182,4 +192,46 @@ fn iter_json<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Result<Vec<(Str
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ExperimentInfo;
+
+    fn record(id: &str, pid: u32) -> RunRecord {
+        let experiment = ExperimentInfo { name: "x".into(), description: String::new(), seed: 0, device: "cpu".into(), dtype: "f32".into() };
+        RunRecord {
+            id: id.into(),
+            experiment,
+            manifest: "m.toml".into(),
+            resolved_manifest: serde_json::Value::Null,
+            command: Vec::new(),
+            program_version: crate::VERSION.into(),
+            host: crate::exec::hostname(),
+            pid: Some(pid),
+            started_at: Utc::now(),
+            finished_at: None,
+            status: RunStatus::Running,
+            stages: Vec::new(),
+            edges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_running_record_whose_process_is_gone_reads_as_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        for r in [record("a-killed", dead), record("b-live", std::process::id())] {
+            let d = dir.path().join("runs").join(&r.id);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("run.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+        }
+        let runs = read_run_files(dir.path());
+        let status = |id: &str| runs.iter().find(|r| r.id == id).unwrap().status;
+        assert_eq!(status("a-killed"), RunStatus::Abandoned);
+        assert_eq!(status("b-live"), RunStatus::Running);
+    }
 }

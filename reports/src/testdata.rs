@@ -52,6 +52,7 @@ pub fn run(name: &str, stages: Vec<StageRun>, edges: &[(&str, &str)]) -> RunReco
         command: vec!["distill".into(), "run".into(), "manifests/hybrid.toml".into()],
         program_version: "0.1.0".into(),
         host: "gpu-box".into(),
+        pid: None,
         started_at: started,
         finished_at: Some(started + Duration::seconds(3725)),
         status: RunStatus::Failed,

@@ -12,6 +12,7 @@ mod worker;
 
 pub use detached::{JobError, job_from_list, run_job_file};
 pub use progress::Progress;
+pub(crate) use schedule::hostname;
 pub use schedule::run;
 pub use select::{Selection, select};
 pub use status::{Assessment, assess};

@@ -190,6 +190,7 @@ fn new_record(plan: &Plan, id: &str, opts: &RunOptions) -> RunRecord {
         command: opts.argv.clone(),
         program_version: crate::VERSION.to_string(),
         host: hostname(),
+        pid: Some(std::process::id()),
         started_at: Utc::now(),
         finished_at: None,
         status: RunStatus::Running,
@@ -208,6 +209,6 @@ fn new_run_id() -> String {
     format!("{}-{}", now.format("%Y%m%d-%H%M%S-%3f"), &salt.to_hex()[..4])
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }

@@ -219,13 +219,19 @@ pub fn write_model(student_dir: &Path, out: &Path, model: &Hybrid) -> Result<(),
     save_weights(model, &out.join("model.safetensors")).map_err(train_err)
 }
 
+/// Padded lengths on a GPU are rounded up to a multiple of this: each new shape compiles new
+/// kernels there (the H200's SFT spent its first steps at 62 tokens/s compiling), while the CPU
+/// runs any shape at once and would only pay for the padding.
+const GPU_LENGTH_MULTIPLE: usize = 64;
+
 /// Right-pads token rows into a batch: inputs, next-token targets and a target mask.
 ///
 /// # Shapes
 /// - `rows`: `[batch][len_i]` tokens, `masks`: `[batch][len_i]` (true = the token is a target)
 /// - returns inputs `[batch, len - 1]`, targets `[batch, len - 1]`, mask `[batch, len - 1]`
 pub fn batch_tensors(rows: &[&[u32]], masks: &[&[bool]], pad: u32, device: &burn::tensor::Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
-    let len = rows.iter().map(|r| r.len()).max().unwrap_or(2).max(2);
+    let longest = rows.iter().map(|r| r.len()).max().unwrap_or(2).max(2);
+    let len = if *device == burn::tensor::Device::flex() { longest } else { (longest - 1).next_multiple_of(GPU_LENGTH_MULTIPLE) + 1 };
     let (mut inputs, mut targets, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for (r, m) in rows.iter().zip(masks) {
         for i in 0..len - 1 {
