@@ -1,5 +1,14 @@
-//! CubeCL GPU kernels for the Mamba hot paths (issue 9): the multi-step cached state update
-//! for speculative verification, the causal conv1d ring-buffer update and the fused decode
-//! step, each beside a plain-tensor `*_reference` twin that the CPU path uses and the parity
-//! tests compare against. Empty until that issue lands: today the stages run the plain-tensor
-//! forms in `distill-stages` (`mamba/`) on every device.
+//! CubeCL GPU kernels for the Mamba hot paths (issue 9), each beside the plain-tensor
+//! `*_reference` twin that the CPU runs and the parity checks compare against.
+//!
+//! - [`mamba2_step`]: one decoding step of a Mamba-2 mixer (conv over the carried window,
+//!   the state update, the read-out) in one launch.
+//!
+//! The kernels exist with the `cuda` feature; without it every function is its reference.
+//! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
+//! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
+
+pub mod mamba2_step;
+pub mod parity;
+
+pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};

@@ -8,6 +8,8 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{DType, Device, Tensor};
 
+use distill_kernels::{mamba2_step_reference, Mamba2StepWeights};
+
 use crate::channels::{add_channels, mul_channels};
 
 use super::conv::{CausalConv1d, CausalConv1dConfig};
@@ -105,6 +107,9 @@ impl Mamba2 {
     /// - `u`: `[batch, seq, d_model]` -> same
     /// - `mask`: `[batch, seq]`
     pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
+        if u.dims()[1] == 1 && mask.is_none() {
+            return self.step(u, state);
+        }
         let inputs = self.scan_inputs(u, mask, &mut state.conv);
         let s0 = state.ssm.take();
         let (y, s) = self.scan(&inputs, s0);
@@ -176,12 +181,52 @@ impl Mamba2 {
     /// - `y`: `[batch, seq, heads, p]` (f32) -> `[batch, seq, d_model]`
     pub fn output(&self, y: Tensor<4>, i: Mamba2Inputs) -> Tensor<3> {
         let [bs, l, h, p] = y.dims();
-        let dtype = i.z.dtype();
         // D per head, spread over the head's p channels.
         let d = self.d.val().cast(DType::F32).reshape([h, 1]).expand([h, p]).reshape([h * p]);
         let y = y + mul_channels(i.x.cast(DType::F32).reshape([bs, l, h * p]), d).reshape([bs, l, h, p]);
-        let y = self.norm.forward(y.reshape([bs, l, h * p]), i.z.cast(DType::F32)).cast(dtype);
+        self.gate_out(y, i.z)
+    }
+
+    /// The gated norm and `out_proj` of `y` (f32, the skip added) under the gate `z`.
+    fn gate_out(&self, y: Tensor<4>, z: Tensor<3>) -> Tensor<3> {
+        let [bs, l, h, p] = y.dims();
+        let dtype = z.dtype();
+        let y = self.norm.forward(y.reshape([bs, l, h * p]), z.cast(DType::F32)).cast(dtype);
         self.out_proj.forward(y)
+    }
+
+    /// One decoding token through the fused step of `distill-kernels` (conv, state update and
+    /// read-out in one launch on the GPU once its parity is proven there; its plain-tensor twin
+    /// meanwhile, the same arithmetic as `scan_inputs` + `scan` + the skip).
+    ///
+    /// # Shapes
+    /// - `u`: `[batch, 1, d_model]` -> same
+    fn step(&self, u: Tensor<3>, state: &mut MambaState) -> Tensor<3> {
+        let [bs, _, _] = u.dims();
+        let (h, p) = (self.n_heads, self.d_state);
+        let lay = self.layout();
+        let zxbcdt = self.in_proj.forward(u).reshape([bs, lay.rows()]);
+        let part = |r: std::ops::Range<usize>| zxbcdt.clone().narrow(1, r.start, r.len());
+        let (z, xbc, dt) = (part(lay.z.clone()), part(lay.xbc()), part(lay.dt.clone()));
+        let [channels, _, k] = self.conv1d.weight.dims();
+        let device = xbc.device();
+        let window = state.conv.take().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));
+        let s0 = state.ssm.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
+        let weights = Mamba2StepWeights {
+            conv_weight: self.conv1d.weight.val().reshape([channels, k]),
+            conv_bias: self.conv1d.bias.val(),
+            dt_bias: self.dt_bias.val(),
+            a: self.a(),
+            d: self.d.val(),
+            heads: h,
+            kv_heads: self.n_kv_heads,
+            head_dim: p,
+            d_state: self.d_state,
+        };
+        let out = mamba2_step_reference(xbc, dt, window, s0, &weights);
+        state.conv = Some(out.window);
+        state.ssm = Some(out.state);
+        self.gate_out(out.y.reshape([bs, 1, h, p]), z.reshape([bs, 1, h * p]))
     }
 }
 
