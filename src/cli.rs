@@ -268,6 +268,13 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },
+    /// Each GPU kernel of `distill-kernels` against its plain-tensor twin on random inputs, over
+    /// shapes (batch 1..64, SmolLM2 / Llama-3-8B / Mamba-2 layer shapes) in f32 and bf16: the
+    /// largest relative difference, both times, and the kernel's time against its memory floor.
+    Kernels {
+        #[arg(long, default_value_t = 50)]
+        repeats: usize,
+    },
     /// Our logits on golden fixtures (`tests/golden/NAME`) against transformers' f32 logits.
     Parity {
         fixtures: Vec<PathBuf>,

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use burn::tensor::DType;
+use distill_kernels::parity as kernel_parity;
 use distill_stages::bench::{decode, matmul, parity, train, BenchModel, ModelSource};
 use distill_stages::runtime::Runtime;
 
@@ -45,6 +47,28 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             for &shape in shapes {
                 let r = matmul::run(shape, &runtime, *repeats)?;
                 out.row(&r, format!("matmul | {} | {} | {:.3} ms | {:.1} TFLOP/s", r.shape, r.dtype, r.ms, r.tflops))?;
+            }
+        }
+        BenchWhat::Kernels { repeats } => {
+            let dtypes: &[DType] = if runtime.dtype == DType::BF16 { &[DType::F32, DType::BF16] } else { &[DType::F32] };
+            let mut failed = 0;
+            for &dtype in dtypes {
+                for case in kernel_parity::default_cases() {
+                    let r = kernel_parity::mamba2_step_parity(case, dtype, &runtime.device, *repeats);
+                    failed += usize::from(!r.within_tolerance);
+                    let c = r.case;
+                    out.row(&r, format!(
+                        "mamba2_step | b{} h{}/{} p{} n{} | {} | rel y {:.1e} state {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us ({:.0}% of bandwidth)",
+                        c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.dtype, r.y_rel, r.state_rel,
+                        if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.floor_us, 100.0 * r.floor_us / r.kernel_us
+                    ))?;
+                }
+            }
+            if failed > 0 {
+                for line in &out.table {
+                    println!("{line}");
+                }
+                anyhow::bail!("{failed} kernel cases outside tolerance");
             }
         }
         BenchWhat::Parity { fixtures } => {
