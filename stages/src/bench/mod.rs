@@ -96,7 +96,7 @@ fn random_hybrid(llama: &LlamaConfig, attention_fraction: f64, runtime: &Runtime
             .ok_or_else(|| Error::Config(format!("no interleaving keeps {attention_fraction} of {n} layers as attention")))?
     };
     let teacher = weights_of(&llama.init(&Device::flex()));
-    let opts = ConvertOptions { attention_layers, mixer: MixerChoice::Mamba2, init: InitFrom::Attention, d_state: Some(llama.head_dim), chunk_size: 256, seed: 0 };
+    let opts = ConvertOptions { attention_layers, mixer: MixerChoice::Mamba2, init: InitFrom::Attention, d_state: Some(llama.head_dim), chunk_size: 256, seed: 0, output_scale: 1.0 };
     let (weights, config) = convert_teacher(&teacher, llama, &opts)?;
     Ok((Hybrid::from_weights(&config, weights, runtime.dtype, &runtime.device)?, config))
 }

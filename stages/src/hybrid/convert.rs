@@ -41,6 +41,12 @@ pub struct ConvertOptions {
     pub d_state: Option<usize>,
     pub chunk_size: usize,
     pub seed: u64,
+    /// Scales each converted layer's output at init: Mamba-2's gated-norm weight starts at this
+    /// instead of 1 (the reference code's value), Mamba-1's `out_proj` is multiplied by it. The
+    /// normalized output of a fresh mixer is far louder than the attention it replaces: on
+    /// SmolLM2-135M's 50% hybrid, held-out perplexity before training is 303,439 at 1 and 1,098
+    /// at 0.03 (BENCHMARKS.md), below the 1,704 of dropping those layers' mixers altogether.
+    pub output_scale: f32,
 }
 
 /// The hybrid's config for a teacher and these options.
@@ -102,8 +108,8 @@ pub fn convert_teacher(teacher: &Weights, llama: &LlamaConfig, opts: &ConvertOpt
         };
         let prefix = format!("model.layers.{layer}.mamba.");
         let tensors = match &config.mixer {
-            MixerConfig::Mamba2(m) => super::init_mamba2::tensors(m, attn.as_ref(), &mut rng),
-            MixerConfig::Mamba1(m) => super::init_mamba1::tensors(m, attn.as_ref(), &mut rng),
+            MixerConfig::Mamba2(m) => super::init_mamba2::tensors(m, attn.as_ref(), &mut rng, opts.output_scale),
+            MixerConfig::Mamba1(m) => super::init_mamba1::tensors(m, attn.as_ref(), &mut rng, opts.output_scale),
         };
         for (name, shape, values) in tensors {
             out.insert_f32(format!("{prefix}{name}"), shape, values);

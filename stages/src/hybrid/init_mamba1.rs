@@ -5,8 +5,9 @@ use rand::rngs::StdRng;
 use super::convert::{dt_bias, linear, uniform, AttentionWeights};
 use crate::mamba::Mamba1Config;
 
-/// `(name, shape, values)` of every parameter; `attn` fills in_proj_x, B_proj, C_proj, out_proj.
-pub(crate) fn tensors(m: &Mamba1Config, attn: Option<&AttentionWeights>, rng: &mut StdRng) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// `(name, shape, values)` of every parameter; `attn` fills in_proj_x, B_proj, C_proj, out_proj,
+/// and `out_proj` is multiplied by `output_scale` (Mamba-1 has no norm to carry it).
+pub(crate) fn tensors(m: &Mamba1Config, attn: Option<&AttentionWeights>, rng: &mut StdRng, output_scale: f32) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let (d_model, d_inner, d_xb, n, r) = (m.d_model, m.d_inner, m.d_xb, m.d_state, m.dt_rank());
     let mut from = |src: Option<&Vec<f32>>, rows: usize, fan_in: usize| match src {
         Some(v) => v.clone(),
@@ -15,7 +16,7 @@ pub(crate) fn tensors(m: &Mamba1Config, attn: Option<&AttentionWeights>, rng: &m
     let x = from(attn.map(|a| &a.v), d_xb, d_model);
     let b = from(attn.map(|a| &a.k), d_xb, d_model);
     let c = from(attn.map(|a| &a.q), d_inner, d_model);
-    let out = from(attn.map(|a| &a.o), d_model, d_inner);
+    let out: Vec<f32> = from(attn.map(|a| &a.o), d_model, d_inner).into_iter().map(|w| w * output_scale).collect();
     let z = linear(rng, d_inner, d_model);
     let bound = 1.0 / (m.d_conv as f32).sqrt();
     let conv_w = uniform(rng, d_inner * m.d_conv, -bound, bound);

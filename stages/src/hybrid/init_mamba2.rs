@@ -5,8 +5,9 @@ use rand::rngs::StdRng;
 use super::convert::{dt_bias, linear, uniform, AttentionWeights};
 use crate::mamba::Mamba2Config;
 
-/// `(name, shape, values)` of every parameter; `attn` fills x, B, C and out_proj.
-pub(crate) fn tensors(m: &Mamba2Config, attn: Option<&AttentionWeights>, rng: &mut StdRng) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// `(name, shape, values)` of every parameter; `attn` fills x, B, C and out_proj; the gated
+/// norm's weight starts at `output_scale`.
+pub(crate) fn tensors(m: &Mamba2Config, attn: Option<&AttentionWeights>, rng: &mut StdRng, output_scale: f32) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let (d_model, d_inner, h) = (m.d_model, m.d_inner(), m.n_heads);
     let lay = m.layout();
     // in_proj: a default init of every row, then the teacher's rows where they go.
@@ -33,7 +34,7 @@ pub(crate) fn tensors(m: &Mamba2Config, attn: Option<&AttentionWeights>, rng: &m
         ("dt_bias".into(), vec![h], dt),
         ("A_log".into(), vec![h], a_log),
         ("D".into(), vec![h], vec![1.0; h]),
-        ("norm.weight".into(), vec![d_inner], vec![1.0; d_inner]),
+        ("norm.weight".into(), vec![d_inner], vec![output_scale; d_inner]),
         ("out_proj.weight".into(), vec![d_model, d_inner], out_proj),
     ]
 }

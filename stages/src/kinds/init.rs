@@ -8,7 +8,7 @@
 //! kind = "init"
 //! params = { teacher = "@teacher", attention_fraction = 0.5, mixer = "mamba2", init = "attention" }
 //! # or attention_layers = [1, 3, 5] (which keep attention), or convert_layers = [4] (which of
-//! # the input's attention layers become Mamba); and d_state, chunk_size, seed
+//! # the input's attention layers become Mamba); and d_state, chunk_size, seed, output_scale
 //! ```
 
 use std::collections::BTreeMap;
@@ -45,6 +45,10 @@ struct Params {
     chunk_size: usize,
     #[serde(default)]
     seed: u64,
+    /// The converted layers' output at init (`hybrid::ConvertOptions::output_scale`); 1 is
+    /// the reference code's.
+    #[serde(default = "default_output_scale")]
+    output_scale: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -70,6 +74,9 @@ fn default_interleave() -> bool {
 fn default_chunk() -> usize {
     256
 }
+fn default_output_scale() -> f32 {
+    1.0
+}
 
 fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
     let p: Params = parse_strict(params)?;
@@ -88,6 +95,9 @@ fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
     }
     if p.chunk_size == 0 {
         return Err(ParamError::new("params.chunk_size", "must be at least 1"));
+    }
+    if !(p.output_scale.is_finite() && p.output_scale >= 0.0) {
+        return Err(ParamError::new("params.output_scale", format!("must be a finite number >= 0, got {}", p.output_scale)));
     }
     if p.d_state == Some(0) {
         return Err(ParamError::new("params.d_state", "must be at least 1"));
@@ -133,6 +143,7 @@ fn options(p: &Params, input: &HybridConfig) -> Result<ConvertOptions, ParamErro
         d_state,
         chunk_size,
         seed: p.seed,
+        output_scale: p.output_scale,
     })
 }
 
