@@ -9,8 +9,8 @@ pub enum DataError {
     Read { path: PathBuf, message: String },
     #[error("{what}: {bad} of {total} rows are bad ({counts:?}); fix the data or raise max_bad_fraction")]
     MostlyBad { what: String, bad: usize, total: usize, counts: BTreeMap<String, usize> },
-    #[error("{0}: no usable rows")]
-    Empty(String),
+    #[error("{what}: no usable rows among {total} ({counts:?})")]
+    Empty { what: String, total: usize, counts: BTreeMap<String, usize> },
     #[error(transparent)]
     Stage(#[from] crate::Error),
 }
@@ -39,7 +39,7 @@ impl BadRows {
     pub fn check(&self, what: &str, max_fraction: f64) -> Result<(), DataError> {
         let bad = self.bad_count();
         if self.total == bad {
-            return Err(DataError::Empty(what.to_string()));
+            return Err(DataError::Empty { what: what.to_string(), total: self.total, counts: self.counts.clone() });
         }
         if bad as f64 > max_fraction * self.total as f64 {
             return Err(DataError::MostlyBad { what: what.to_string(), bad, total: self.total, counts: self.counts.clone() });

@@ -25,8 +25,13 @@ pub(crate) fn prompt_of(v: Option<&serde_json::Value>) -> Result<Vec<Message>, &
     }
 }
 
-fn answer_of(v: Option<&serde_json::Value>) -> Result<String, &'static str> {
+/// A side's answer. An empty *rejected* answer is kept: a model that ends its turn at once gave
+/// a real answer to reject (the pair teaches it to answer; the end-of-turn token is the masked
+/// target), which is what `preference_pairs` records when the student says nothing. An empty
+/// chosen answer is a bad row.
+fn answer_of(v: Option<&serde_json::Value>, empty_ok: bool) -> Result<String, &'static str> {
     match v {
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() && empty_ok => Ok(String::new()),
         Some(serde_json::Value::String(s)) if s.trim().is_empty() => Err("empty_text"),
         Some(serde_json::Value::String(s)) => Ok(s.clone()),
         other => {
@@ -38,7 +43,7 @@ fn answer_of(v: Option<&serde_json::Value>) -> Result<String, &'static str> {
 
 /// Both sides of a row tokenized as prompt + answer with the answer masked in.
 pub fn preference_pair(tok: &TextTokenizer, row: &serde_json::Value, max_prompt: usize, max_len: usize) -> crate::Result<Result<PreferencePair, &'static str>> {
-    let parts = prompt_of(row.get("prompt")).and_then(|p| Ok((p, answer_of(row.get("chosen"))?, answer_of(row.get("rejected"))?)));
+    let parts = prompt_of(row.get("prompt")).and_then(|p| Ok((p, answer_of(row.get("chosen"), false)?, answer_of(row.get("rejected"), true)?)));
     let (prompt, chosen, rejected) = match parts {
         Ok(p) => p,
         Err(reason) => return Ok(Err(reason)),
@@ -58,6 +63,16 @@ pub fn preference_pair(tok: &TextTokenizer, row: &serde_json::Value, max_prompt:
 mod tests {
     use super::*;
     use crate::data::fixtures::tokenizer;
+
+    #[test]
+    fn an_empty_rejected_answer_is_kept_and_an_empty_chosen_one_is_bad() {
+        let tok = tokenizer();
+        let pair = preference_pair(&tok, &serde_json::json!({ "prompt": "2+2?", "chosen": "4", "rejected": "" }), 100, 100).unwrap().unwrap();
+        assert!(pair.rejected.mask.iter().any(|&m| m), "the end of the empty turn is the rejected target");
+        assert!(pair.chosen.tokens.len() > pair.rejected.tokens.len());
+        let bad = serde_json::json!({ "prompt": "2+2?", "chosen": " ", "rejected": "5" });
+        assert_eq!(preference_pair(&tok, &bad, 100, 100).unwrap(), Err("empty_text"));
+    }
 
     #[test]
     fn strings_and_message_lists_give_the_same_pair() {

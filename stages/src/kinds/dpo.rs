@@ -108,7 +108,8 @@ pub struct DpoStage;
 
 impl Stage for DpoStage {
     fn kind(&self) -> &'static str { "dpo" }
-    fn version(&self) -> u32 { 1 }
+    // 2: an empty rejected answer is a pair, no longer a bad row.
+    fn version(&self) -> u32 { 2 }
     fn summary(&self) -> &'static str { "direct preference optimization against a frozen reference (the student's copy or the teacher)" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
