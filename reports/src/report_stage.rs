@@ -1,7 +1,7 @@
 //! The `report` stage kind: renders the current run's report at the end of a pipeline, into
 //! the stage's output folder (`report.html` is the main output, `report.json` beside it).
 
-use distill_engine::record::RunRecord;
+use distill_engine::record::{RunRecord, RunStatus, StageStatus};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 
 use crate::render::write_run_report;
@@ -56,7 +56,7 @@ impl Stage for ReportStage {
     }
 
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
-        let mut run = current_record(ctx)?;
+        let mut run = settled(current_record(ctx)?);
         if let Some(t) = ctx.spec.params.get("title").and_then(|t| t.as_str()) {
             run.experiment.name = t.to_string();
         }
@@ -65,6 +65,19 @@ impl Stage for ReportStage {
         ctx.log(format!("report written to {}", paths.html.display()));
         Ok(())
     }
+}
+
+/// The record as the report stage sees it, the run's other stages all settled: it runs last
+/// (it waits for every stage that does not depend on it), so what they did is final and the
+/// run's outcome is known. Left `running`, the report a user opens at the end of `distill run`
+/// would call a finished run unfinished.
+fn settled(mut run: RunRecord) -> RunRecord {
+    if run.status == RunStatus::Running {
+        let failed = run.stages.iter().any(|s| matches!(s.status, StageStatus::Failed | StageStatus::Skipped));
+        run.status = if failed { RunStatus::Failed } else { RunStatus::Succeeded };
+        run.finished_at = Some(chrono::Utc::now());
+    }
+    run
 }
 
 /// The current run's record so far, as the engine last saved it (upstream stages included).
@@ -87,6 +100,19 @@ mod tests {
             name: "report".into(), kind: "report".into(), params, device: "cpu".into(),
             dtype: "f32".into(), threads: 1, manifest_dir: ".".into(), ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_report_made_inside_its_run_shows_the_run_settled() {
+        use crate::testdata::{run, stage};
+        let ok = |name: &str| stage(name, "eval", StageStatus::Ran, serde_json::json!({}));
+        let mut r = run("x", vec![ok("a"), ok("b")], &[]);
+        (r.status, r.finished_at) = (RunStatus::Running, None);
+        let s = settled(r.clone());
+        assert_eq!(s.status, RunStatus::Succeeded);
+        assert!(s.finished_at.is_some());
+        r.stages.push(stage("c", "eval", StageStatus::Failed, serde_json::json!({})));
+        assert_eq!(settled(r).status, RunStatus::Failed);
     }
 
     #[test]
