@@ -20,7 +20,9 @@ cd "$work/h200"
 export DISTILL_FETCH_MIRROR=$mirror
 m=smollm2-hybrid.toml
 deadline=$(( $(date +%s) + ${PIPELINE_SECONDS:-540} ))
-for until in 'heldout[distill[hybrid50]]' 'heldout[teacher]' speculative ''; do
+# One process per phase: each starts with the whole GPU (session 3's `draft` ran out of memory
+# after four chat stages had run in the same process).
+for until in 'heldout[distill[hybrid50]]' 'heldout[teacher]' sft dpo draft speculative ''; do
   sel=()
   [ -n "$until" ] && sel=(--until "$until")
   start=$(date +%s)
