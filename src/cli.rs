@@ -265,6 +265,9 @@ pub enum BenchWhat {
     Matmul {
         #[arg(long, value_delimiter = ',', default_value = "16384x576x576,16384x576x192,16384x576x1536,16384x1536x576,16384x576x49152,576x16384x1536t,1536x16384x576t,576x16384x49152t")]
         shapes: Vec<distill_stages::bench::matmul::MatmulShape>,
+        /// cubek routines to time on each shape (`default` is burn's own choice).
+        #[arg(long, value_delimiter = ',', default_value = "default")]
+        kernels: Vec<distill_kernels::matmul::MatmulKernel>,
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },

@@ -3,12 +3,15 @@
 //!
 //! - [`mamba2_step`]: one decoding step of a Mamba-2 mixer (conv over the carried window,
 //!   the state update, the read-out) in one launch.
+//! - [`matmul::matmul_with`]: a matrix product with a named cubek routine instead of burn's
+//!   untuned default.
 //!
 //! The kernels exist with the `cuda` feature; without it every function is its reference.
 //! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
 //! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
 
 pub mod mamba2_step;
+pub mod matmul;
 pub mod parity;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};

@@ -43,10 +43,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 out.row(&r, format!("{} | {} | batch {} x {} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.batch, r.seq, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
             }
         }
-        BenchWhat::Matmul { shapes, repeats } => {
+        BenchWhat::Matmul { shapes, kernels, repeats } => {
             for &shape in shapes {
-                let r = matmul::run(shape, &runtime, *repeats)?;
-                out.row(&r, format!("matmul | {} | {} | {:.3} ms | {:.1} TFLOP/s", r.shape, r.dtype, r.ms, r.tflops))?;
+                for &kernel in kernels {
+                    let r = matmul::run(shape, kernel, &runtime, *repeats)?;
+                    out.row(&r, format!("matmul | {} | {} | {} | {:.3} ms | {:.1} TFLOP/s | rel diff {:.1e}", r.shape, r.kernel, r.dtype, r.ms, r.tflops, r.rel_diff_vs_default))?;
+                }
             }
         }
         BenchWhat::Kernels { repeats } => {

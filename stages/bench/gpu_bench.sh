@@ -5,7 +5,8 @@
 #   stages/bench/gpu_bench.sh DISTILL_BIN OUT_DIR [PART...]
 #
 # PART: parity, decode, train, long, matmul, each also as PART-peer (the transformers / PyTorch
-# side); default: all but matmul, in that order. `profile` times every kernel of one hybrid
+# side); default: all but matmul, in that order. `matmul-kernels` times every named cubek routine
+# of `distill bench matmul --kernels`, one step each. `profile` times every kernel of one hybrid
 # distillation step through cubecl's profiling logger (a cubecl.toml in the working directory)
 # and writes the kernels that cost most to OUT_DIR/profile.txt (slower than `train`: it is for
 # where the time goes, not how much). Every step appends its JSON
@@ -43,6 +44,10 @@ for part in $parts; do
         --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
     long-peer) step long 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
     matmul) step matmul 120 "$bin" bench --device cuda matmul ;;
+    # Each cubek routine alone, with its own limit: a TMA or warp-specialized kernel that hangs
+    # must cost only its own step.
+    matmul-kernels) for k in double-cyclic-mma double-cyclic-mma-specialized ordered-double-mma tiled-cmma-async tiled-cmma-tma specialized-tma-mma double-tma-mma; do
+        step "matmul $k" 60 "$bin" bench --device cuda matmul --kernels $k; done ;;
     matmul-peer) step matmul 60 python3 stages/bench/matmul_torch.py ;;
     profile)
       printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/kernels.log" > cubecl.toml
@@ -68,7 +73,7 @@ for r in rows:
     if r["bench"] == "parity":
         print(f"parity {impl:12} {r['fixture']:18} max rel L2 {r['max_rel_l2']:.4f}  max abs {r['max_abs']:.4f}")
     elif r["bench"] == "matmul":
-        print(f"matmul {impl:12} {r['shape']:22} {r['ms']:8.3f} ms  {r['tflops']:6.1f} TFLOP/s")
+        print(f"matmul {impl:12} {r.get('kernel', 'cublas'):30} {r['shape']:22} {r['ms']:8.3f} ms  {r['tflops']:6.1f} TFLOP/s  rel diff {r.get('rel_diff_vs_default', 0):.1e}")
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
     else:

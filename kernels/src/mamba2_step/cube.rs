@@ -6,8 +6,8 @@
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, DispatchDevice, TensorMetadata};
-use burn::tensor::{DType, Device, Shape, Tensor};
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::tensor::{DType, Shape, Tensor as BurnTensor};
 use burn_cubecl::cubecl;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -19,16 +19,12 @@ use super::{Mamba2StepWeights, StepOut};
 /// Units per cube.
 const CUBE_UNITS: u32 = 128;
 
-pub fn runs_on(device: &Device) -> bool {
-    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Cube(_))
-}
-
-pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
+pub fn mamba2_step(xbc: BurnTensor<2>, dt: BurnTensor<2>, window: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights) -> StepOut {
     let k = w.conv_weight.dims()[1];
     let dtype = xbc.dtype();
-    let padded = Tensor::cat(vec![window, xbc.unsqueeze_dim::<3>(1)], 1); // [bs, K, C]
+    let padded = BurnTensor::cat(vec![window, xbc.unsqueeze_dim::<3>(1)], 1); // [bs, K, C]
     let window = padded.clone().narrow(1, 1, k - 1);
-    let same = |t: &Tensor<1>| t.clone().cast(dtype).into_dispatch();
+    let same = |t: &BurnTensor<1>| t.clone().cast(dtype).into_dispatch();
     let (y, state) = <Dispatch as Mamba2StepOps>::mamba2_step(
         padded.into_dispatch(),
         w.conv_weight.clone().cast(dtype).into_dispatch(),
@@ -40,7 +36,7 @@ pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tens
         state.cast(DType::F32).into_dispatch(),
         [w.heads, w.kv_heads, w.head_dim, w.d_state],
     );
-    StepOut { y: Tensor::from_dispatch(y), state: Tensor::from_dispatch(state), window }
+    StepOut { y: BurnTensor::from_dispatch(y), state: BurnTensor::from_dispatch(state), window }
 }
 
 #[backend_extension(Cube, Fusion)]

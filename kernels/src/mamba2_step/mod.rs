@@ -14,6 +14,12 @@ use burn::tensor::Tensor;
 
 pub use reference::mamba2_step_reference;
 
+/// True for a CubeCL device (CUDA here), where the kernels run.
+#[cfg(feature = "cuda")]
+pub(crate) fn runs_on_cube(device: &burn::tensor::Device) -> bool {
+    matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Cube(_))
+}
+
 /// A Mamba-2 layer's parameters the step reads, already in the dtypes the step computes in.
 ///
 /// Conv channels are `[x (kv_heads·head_dim) | B (kv_heads·d_state) | C (heads·d_state)]`;
@@ -53,7 +59,7 @@ pub struct StepOut {
 /// others, [`mamba2_step_reference`].
 pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     #[cfg(feature = "cuda")]
-    if cube::runs_on(&xbc.device()) {
+    if runs_on_cube(&xbc.device()) {
         return cube::mamba2_step(xbc, dt, window, state, w);
     }
     mamba2_step_reference(xbc, dt, window, state, w)

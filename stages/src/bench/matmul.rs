@@ -7,7 +7,8 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{DType, Distribution, Tensor};
+use distill_kernels::matmul::{matmul_with, MatmulKernel};
 use serde::Serialize;
 
 use super::{median, sync};
@@ -47,12 +48,16 @@ pub struct MatmulResult {
     pub device: String,
     pub dtype: &'static str,
     pub shape: String,
+    pub kernel: String,
     pub ms: f64,
     pub tflops: f64,
+    /// Largest |this kernel - burn's default| over the largest |default| (a kernel that failed
+    /// to launch shows here as NaN, not as a fast time).
+    pub rel_diff_vs_default: f64,
 }
 
-/// Median time of `repeats` products after 3 untimed ones (kernel compilation, autotune).
-pub fn run(shape: MatmulShape, runtime: &Runtime, repeats: usize) -> Result<MatmulResult> {
+/// Median time of `repeats` products with `kernel` after 3 untimed ones (kernel compilation).
+pub fn run(shape: MatmulShape, kernel: MatmulKernel, runtime: &Runtime, repeats: usize) -> Result<MatmulResult> {
     let MatmulShape { m, k, n, lhs_transposed } = shape;
     let dev = &runtime.device;
     let random = |dims: [usize; 2]| Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), dev).cast(runtime.dtype);
@@ -62,7 +67,7 @@ pub fn run(shape: MatmulShape, runtime: &Runtime, repeats: usize) -> Result<Matm
     for i in 0..repeats + 3 {
         sync(runtime)?;
         let t = Instant::now();
-        let out = lhs.clone().matmul(rhs.clone());
+        let out = matmul_with(lhs.clone(), rhs.clone(), kernel);
         sync(runtime)?;
         if i >= 3 {
             times.push(t.elapsed().as_secs_f64());
@@ -73,14 +78,20 @@ pub fn run(shape: MatmulShape, runtime: &Runtime, repeats: usize) -> Result<Matm
         return Err(Error::Config("matmul bench: repeats must be at least 1".into()));
     }
     let secs = median(times);
+    let reference = lhs.clone().matmul(rhs.clone()).cast(DType::F32);
+    let got = matmul_with(lhs, rhs, kernel).cast(DType::F32);
+    let scale = reference.clone().abs().max().into_scalar::<f32>() as f64;
+    let rel_diff_vs_default = (got - reference).abs().max().into_data().convert::<f32>().try_to_vec::<f32>().map_or(f64::NAN, |v| v[0] as f64 / scale.max(1e-30));
     Ok(MatmulResult {
         bench: "matmul",
         impl_: "distill",
         device: format!("{dev:?}"),
         dtype: runtime.dtype_name(),
         shape: format!("{m}x{k}x{n}{}", if lhs_transposed { "t" } else { "" }),
+        kernel: kernel.name().to_string(),
         ms: secs * 1e3,
         tflops: 2.0 * (m * k * n) as f64 / secs / 1e12,
+        rel_diff_vs_default,
     })
 }
 
@@ -98,8 +109,8 @@ mod tests {
 
     #[test]
     fn a_cpu_product_runs_and_reports_its_rate() {
-        let r = run("64x32x16t".parse().unwrap(), &Runtime::cpu(), 2).unwrap();
-        assert_eq!(r.shape, "64x32x16t");
-        assert!(r.tflops > 0.0 && r.ms > 0.0);
+        let r = run("64x32x16t".parse().unwrap(), MatmulKernel::DoubleCyclicMma, &Runtime::cpu(), 2).unwrap();
+        assert_eq!((r.shape.as_str(), r.kernel.as_str()), ("64x32x16t", "double-cyclic-mma"));
+        assert!(r.tflops > 0.0 && r.ms > 0.0 && r.rel_diff_vs_default == 0.0, "{r:?}");
     }
 }

@@ -1,0 +1,86 @@
+//! [`super::matmul_with`] on CubeCL: cubek's `launch_ref` with the named routine, through
+//! burn's backend extension (queued in burn's fusion stream like any op). Inference and
+//! benchmarks only: no autodiff yet.
+
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::tensor::{DType, Tensor};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeBackend;
+use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems, MatmulSetupError};
+use cubek::matmul::launch::launch_ref;
+use cubek::matmul::multi_level::components::tile::TileMatmulKind;
+use cubek::matmul::multi_level::routines::batch::double_buffering::DoubleBufferingArgs;
+use cubek::matmul::multi_level::routines::batch::ordered_double_buffering::OrderedSelectionArgs;
+use cubek::matmul::routine::BlueprintStrategy::Inferred;
+use cubek::matmul::strategy::Strategy;
+use cubek::matmul::tiled::cmma::CmmaStrategy;
+use cubek::std::InputBinding;
+
+use super::MatmulKernel;
+
+pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernel: MatmulKernel) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as MatmulWithOps>::matmul_with(lhs.into_dispatch(), rhs.into_dispatch(), code(kernel)))
+}
+
+/// The kernel as a plain number: the extension trait's arguments must be ordinary values.
+fn code(kernel: MatmulKernel) -> u32 {
+    MatmulKernel::ALL.iter().position(|k| *k == kernel).unwrap_or(0) as u32
+}
+
+fn strategy(code: u32) -> Strategy {
+    use cubek::matmul::multi_level::Strategy as Ml;
+    use cubek::matmul::tiled::Strategy as Tiled;
+    let mma = TileMatmulKind::Mma;
+    match MatmulKernel::ALL.get(code as usize).copied().unwrap_or(MatmulKernel::Default) {
+        MatmulKernel::Default => Strategy::Auto,
+        MatmulKernel::DoubleCyclicMma => Ml::DoubleCyclicMma(Inferred(DoubleBufferingArgs { tile_matmul: mma, specialized: false })).into(),
+        MatmulKernel::DoubleCyclicMmaSpecialized => Ml::DoubleCyclicMma(Inferred(DoubleBufferingArgs { tile_matmul: mma, specialized: true })).into(),
+        MatmulKernel::OrderedDoubleMma => {
+            Ml::OrderedDoubleMma(Inferred(OrderedSelectionArgs { tile_matmul: mma, partition_k: Some(2), row_count: Some(8), rows_per_plane: Some(2) })).into()
+        }
+        MatmulKernel::TiledCmmaAsync => Tiled::Cmma(Inferred(CmmaStrategy::async_copy())).into(),
+        MatmulKernel::TiledCmmaTma => Tiled::Cmma(Inferred(CmmaStrategy::tma())).into(),
+        MatmulKernel::SpecializedTmaMma => Ml::SpecializedTmaMma(Inferred(Default::default())).into(),
+        MatmulKernel::DoubleTmaMma => Ml::DoubleTmaMma(Inferred(Default::default())).into(),
+    }
+}
+
+#[backend_extension(Cube, Fusion)]
+pub trait MatmulWithOps: Backend {
+    #[fusion(meta = product_meta)]
+    fn matmul_with(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, code: u32) -> FloatTensor<Self>;
+}
+
+fn product_meta(lhs: &TensorSpec, rhs: &TensorSpec, _code: &u32) -> TensorSpec {
+    let mut shape = lhs.shape.clone();
+    let d = shape.num_dims();
+    shape[d - 1] = rhs.shape[d - 1];
+    TensorSpec::new(shape, lhs.dtype)
+}
+
+impl MatmulWithOps for CubeBackend {
+    fn matmul_with(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, code: u32) -> FloatTensor<Self> {
+        let dtype = lhs.dtype;
+        // A routine that cannot take the problem says so before anything is queued.
+        launch(&strategy(code), lhs.clone(), rhs.clone(), dtype).unwrap_or_else(|_| launch(&Strategy::Auto, lhs, rhs, dtype).expect("the default matmul takes every problem"))
+    }
+}
+
+fn launch(strategy: &Strategy, lhs: CubeTensor, rhs: CubeTensor, out_dtype: DType) -> Result<CubeTensor, MatmulSetupError> {
+    let mut shape = lhs.shape();
+    let d = shape.num_dims();
+    shape[d - 1] = rhs.shape()[d - 1];
+    let out = empty_device_contiguous_dtype(lhs.client.clone(), lhs.device.clone(), shape, out_dtype);
+    let mut elems = MatmulElems::from_globals(&MatmulGlobalElems {
+        lhs: dtype_to_storage_type(lhs.dtype),
+        rhs: dtype_to_storage_type(rhs.dtype),
+        out: dtype_to_storage_type(out_dtype),
+    });
+    let client = lhs.client.clone();
+    let (l, r) = (InputBinding::new(lhs.binding(), elems.lhs_global), InputBinding::new(rhs.binding(), elems.rhs_global));
+    launch_ref(strategy, &client, l, r, out.clone().binding(), &mut elems).map(|_| out)
+}
