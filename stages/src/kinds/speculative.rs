@@ -5,7 +5,7 @@
 //! [stages.spec]
 //! kind = "speculative"
 //! params = { verifier = "@distill50", draft = "@draft", k = [2, 4, 8], prompts = "@prompts",
-//!            max_new_tokens = 128, mode = "greedy", seed = 0 }
+//!            max_new_tokens = 128, mode = "greedy", seed = 0 }   # stop_at_eos = false
 //! ```
 //! Metrics: `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
 //! `plain/tokens_per_s`, and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
@@ -60,6 +60,11 @@ struct Params {
     max_prompt_tokens: usize,
     #[serde(default = "d_new")]
     max_new_tokens: usize,
+    /// Stop a prompt's decoding at the end-of-sequence token. Off by default: both decodings
+    /// then produce exactly `max_new_tokens` per prompt, so tokens/s compares equal work (a
+    /// verifier that ends its answers at once would otherwise time one prefill per prompt).
+    #[serde(default)]
+    stop_at_eos: bool,
     mode: Option<Mode>,
     #[serde(default = "d_temperature")]
     temperature: f32,
@@ -105,7 +110,8 @@ pub struct SpeculativeStage;
 
 impl Stage for SpeculativeStage {
     fn kind(&self) -> &'static str { "speculative" }
-    fn version(&self) -> u32 { 1 }
+    // 2: fixed-length decoding unless `stop_at_eos`.
+    fn version(&self) -> u32 { 2 }
     fn summary(&self) -> &'static str { "speculative decoding of a verifier with a draft: acceptance, tokens per round, speedup per K" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
@@ -135,7 +141,7 @@ impl Stage for SpeculativeStage {
             return Err(StageError::Failed("no non-empty prompts".into()));
         }
         let sampling = p.sampling();
-        let eos: Vec<u32> = verifier.tokenizer.eos_id().into_iter().collect();
+        let eos: Vec<u32> = if p.stop_at_eos { verifier.tokenizer.eos_id().into_iter().collect() } else { Vec::new() };
         let (v, d) = (SpecModel { model: &verifier.model, rope: &verifier.rope }, SpecModel { model: &draft.model, rope: &draft.rope });
         let spec_opts = |k, seed| SpeculativeOptions { k, max_new_tokens: p.max_new_tokens, sampling: sampling.clone(), seed, eos: eos.clone() };
         // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
