@@ -53,7 +53,6 @@ pub fn run(
     let mut pending: BTreeSet<usize> = sel.selected.clone();
     // Per running stage: threads, GPUs, and which GPUs (indices into this machine's).
     let mut running: BTreeMap<usize, (usize, usize, Vec<usize>)> = BTreeMap::new();
-    let mut gpu_free = vec![true; opts.gpus];
     let mut failed: BTreeSet<usize> = BTreeSet::new();
     let mut stop = false;
     let jobs = opts.jobs.max(1);
@@ -87,10 +86,8 @@ pub fn run(
                     }
                     pending.remove(&i);
                     // Two stages that each want a GPU get different ones.
-                    let gpu_ids: Vec<usize> = (0..gpu_free.len()).filter(|&k| gpu_free[k]).take(gpus).collect();
-                    for &k in &gpu_ids {
-                        gpu_free[k] = false;
-                    }
+                    let taken: BTreeSet<usize> = running.values().flat_map(|r| r.2.iter().copied()).collect();
+                    let gpu_ids: Vec<usize> = (0..opts.gpus).filter(|k| !taken.contains(k)).take(gpus).collect();
                     running.insert(i, (threads, gpus, gpu_ids.clone()));
                     let tx = tx.clone();
                     let job = &job;
@@ -112,9 +109,7 @@ pub fn run(
             match rx.recv().expect("workers hold a sender") {
                 Msg::Started(i) => progress.started(&plan.stages[i].spec.name),
                 Msg::Done(done) => {
-                    for k in running.remove(&done.idx).map(|r| r.2).unwrap_or_default() {
-                        gpu_free[k] = true;
-                    }
+                    running.remove(&done.idx);
                     if let Some(st) = &done.state {
                         states.lock().expect("not poisoned").insert(done.run.name.clone(), st.clone());
                     }

@@ -179,7 +179,9 @@ impl Stage for InitStage {
                 "init": { "enum": ["attention", "random"], "default": "attention" },
                 "d_state": { "type": "integer", "minimum": 1, "description": "Mamba-2: head_dim; Mamba-1: 16" },
                 "chunk_size": { "type": "integer", "minimum": 1, "default": 256 },
-                "seed": { "type": "integer", "minimum": 0, "default": 0 }
+                "seed": { "type": "integer", "minimum": 0, "default": 0 },
+                "output_scale": { "type": "number", "minimum": 0, "default": 1.0,
+                    "description": "the converted layers' output gain at init (Mamba-2 gated-norm weight); 1 is the reference code's" }
             }
         })
     }
