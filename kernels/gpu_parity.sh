@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Every kernel of distill-kernels against its plain-tensor twin on the GPU, in one command:
 # f32 and bf16, batch 1..64, SmolLM2 / Llama-3-8B / Mamba-2 layer shapes; each case's relative
-# difference, the kernel's and the twin's time, and the kernel's time against the bytes it must
+# difference, the kernel's and the twin's host time per call, and (from cubecl's per-kernel
+# profiling log, kernels/device_times.py) the kernel's device time against the bytes it must
 # move at the H200's 4.3 TB/s. Exits non-zero when a case is out of tolerance.
 #
 #   kernels/gpu_parity.sh DISTILL_BIN OUT_DIR     (the binary built with --features cuda)
 set -euo pipefail
-bin=$1 out=$2
-mkdir -p "$out"
-"$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels 2> "$out/kernels.log" | tee "$out/kernels.txt"
+bin=$(realpath "$1") out=$(mkdir -p "$2" && cd "$2" && pwd)
+repeats=${REPEATS:-50}
+here=$(cd "$(dirname "$0")" && pwd)
+# The profiling logger reads cubecl.toml from the working directory.
+run=$(mktemp -d)
+printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/profile.log" > "$run/cubecl.toml"
+status=0
+(cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats") 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
+python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt"
+xz -f "$out/profile.log"
+exit $status

@@ -1,8 +1,10 @@
 //! The fused decode step as one CubeCL kernel, launched through burn's backend extension (which
-//! also queues it in burn's fusion stream). One unit per `(batch, head, row of the head)`: it
-//! convolves its `x` channel and, redundantly across the head's rows, the head's `B` and `C`
-//! channels (a few hundred multiply-adds that stay in cache), then walks its state row.
-//! Accumulation is f32 whatever the model dtype.
+//! also queues it in burn's fusion stream). A cube holds `ROWS` rows of one head; each row is
+//! walked by `LANES` units along the state dimension, so a warp reads consecutive state entries
+//! (one unit per row, walking it alone, read with a stride of `n` and reached 10% of the H200's
+//! bandwidth). The cube's units first convolve the head's `B` and `C` channels together into
+//! shared memory, each channel once per cube rather than once per row; each row's `y` is the sum
+//! of its lanes' partials through shared memory. Accumulation is f32 whatever the model dtype.
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -16,8 +18,24 @@ use cubecl::prelude::*;
 
 use super::{Mamba2StepWeights, StepOut};
 
-/// Units per cube.
-const CUBE_UNITS: u32 = 128;
+/// Units per cube, at most.
+const CUBE_UNITS: usize = 256;
+
+/// Whether the kernel takes this layer: its lanes must split `n` evenly.
+pub fn supports(w: &Mamba2StepWeights) -> bool {
+    w.d_state % w.d_state.min(32) == 0
+}
+
+/// `(lanes, rows)` of a cube: lanes along `n` (a warp's width, or `n` when smaller), as many rows
+/// of the head as fit.
+fn cube_shape(p: usize, n: usize) -> (usize, usize) {
+    let lanes = n.min(32);
+    let mut rows = (CUBE_UNITS / lanes).min(p);
+    while p % rows != 0 {
+        rows -= 1;
+    }
+    (lanes, rows)
+}
 
 pub fn mamba2_step(xbc: BurnTensor<2>, dt: BurnTensor<2>, window: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights) -> StepOut {
     let k = w.conv_weight.dims()[1];
@@ -92,15 +110,16 @@ impl Mamba2StepOps for CubeBackend {
             [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
         let y = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([bs, h, p]), DType::F32);
         let state_out = empty_device_contiguous_dtype(client.clone(), device, state.shape(), DType::F32);
-        let rows = (bs * h * p) as u32;
-        let count = CubeCount::Static(rows.div_ceil(CUBE_UNITS), 1, 1);
-        // SAFETY: every index the kernel forms is below the sizes checked by `rows` and the
-        // contiguous shapes above, which `dims` and the checkpoint layout fix.
+        let (lanes, rows) = cube_shape(p, n);
+        let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
+        // SAFETY: every index the kernel forms is below the contiguous shapes above, which `dims`
+        // and the checkpoint layout fix; `rows` divides `p`, and `lanes` divides `n` (both
+        // powers of two in every Mamba-2 checkpoint; `supports` checks).
         unsafe {
             mamba2_step_kernel::launch_unchecked(
                 &client,
                 count,
-                CubeDim::new_1d(CUBE_UNITS),
+                CubeDim::new_2d(lanes as u32, rows as u32),
                 padded.into_tensor_arg(),
                 conv_weight.into_tensor_arg(),
                 conv_bias.into_tensor_arg(),
@@ -111,12 +130,13 @@ impl Mamba2StepOps for CubeBackend {
                 state.into_tensor_arg(),
                 y.clone().into_tensor_arg(),
                 state_out.clone().into_tensor_arg(),
-                rows as usize,
                 h,
                 kv,
                 p,
                 n,
                 k,
+                lanes,
+                rows,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -125,6 +145,8 @@ impl Mamba2StepOps for CubeBackend {
 }
 
 /// Contiguous layouts: `padded [bs, K, C]`, `conv_weight [C, K]`, `dt [bs, h]`, `state [bs, h, p, n]`.
+/// Cube `CUBE_POS` holds rows `chunk·rows ..` of head `(bi, hi)`; unit `(lane, r)` walks state
+/// entries `lane, lane + lanes, ..` of its row `r`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn mamba2_step_kernel<F: Float>(
@@ -138,38 +160,71 @@ fn mamba2_step_kernel<F: Float>(
     state: &Tensor<f32>,
     y: &mut Tensor<f32>,
     state_out: &mut Tensor<f32>,
-    rows: usize,
     #[comptime] h: usize,
     #[comptime] kv: usize,
     #[comptime] p: usize,
     #[comptime] n: usize,
     #[comptime] k: usize,
+    #[comptime] lanes: usize,
+    #[comptime] rows: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let row = ABSOLUTE_POS;
-    if row >= rows {
-        terminate!();
-    }
     let channels = kv * p + kv * n + h * n;
-    let pi = row % p;
-    let hi = (row / p) % h;
-    let bi = row / (p * h);
+    let lane = UNIT_POS_X as usize;
+    let r = UNIT_POS_Y as usize;
+    let hb = CUBE_POS / (p / rows); // bi * h + hi
+    let hi = hb % h;
+    let bi = hb / h;
     let g = hi / (h / kv);
+    let pi = (CUBE_POS % (p / rows)) * rows + r;
 
-    let x = conv_silu::<F>(padded, conv_weight, conv_bias, bi, g * p + pi, channels, k);
+    // bc[0..n] = B of the head's group, bc[n..2n] = C of the head; xs = this cube's x channels.
+    let mut bc = Shared::<[f32]>::new_slice(2 * n);
+    let mut xs = Shared::<[f32]>::new_slice(rows);
+    let mut partial = Shared::<[f32]>::new_slice(rows * lanes);
+    let unit = r * lanes + lane;
+    for j in 0..(2 * n).div_ceil(rows * lanes) {
+        let i = j * rows * lanes + unit;
+        if i < n {
+            bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi, kv * p + g * n + i, channels, k);
+        } else if i < 2 * n {
+            bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi, kv * (p + n) + hi * n + (i - n), channels, k);
+        }
+    }
+    if lane == 0 {
+        xs[r] = conv_silu::<F>(padded, conv_weight, conv_bias, bi, g * p + pi, channels, k);
+    }
+    sync_cube();
+
+    let x = xs[r];
     let dt_v = softplus_f32(f32::cast_from(dt[bi * h + hi]) + f32::cast_from(dt_bias[hi]));
     let decay = (dt_v * a[hi]).exp();
     let dx = dt_v * x;
-    let at = row * n;
-    let mut acc = f32::cast_from(d[hi]) * x;
-    for ni in 0..n {
-        let b = conv_silu::<F>(padded, conv_weight, conv_bias, bi, kv * p + g * n + ni, channels, k);
-        let c = conv_silu::<F>(padded, conv_weight, conv_bias, bi, kv * (p + n) + hi * n + ni, channels, k);
-        let s = state[at + ni] * decay + dx * b;
-        state_out[at + ni] = s;
-        acc += s * c;
+    let at = (hb * p + pi) * n + lane;
+    // All loads before any store: the compiler cannot tell `state_out` from `state`, so an
+    // interleaved loop would wait out one memory latency per entry.
+    let mut old = Array::<f32>::new(n / lanes);
+    #[unroll]
+    for j in 0..n / lanes {
+        old[j] = state[at + j * lanes];
     }
-    y[row] = acc;
+    let mut acc = 0.0f32;
+    #[unroll]
+    for j in 0..n / lanes {
+        let ni = j * lanes + lane;
+        let s = old[j] * decay + dx * bc[ni];
+        state_out[at + j * lanes] = s;
+        acc += s * bc[n + ni];
+    }
+    partial[unit] = acc;
+    sync_cube();
+    if lane == 0 {
+        let mut sum = f32::cast_from(d[hi]) * x;
+        for l in 0..lanes {
+            sum += partial[r * lanes + l];
+        }
+        y[hb * p + pi] = sum;
+    }
 }
 
 /// `silu(bias + Σ_j w[ch, j] · padded[bi, j, ch])` in f32, rounded to `F` after the sum as the

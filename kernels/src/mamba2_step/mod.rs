@@ -55,11 +55,11 @@ pub struct StepOut {
 
 /// One step from this token's conv input `xbc` (`[batch, channels]`) and raw `dt`
 /// (`[batch, heads]`), after `window` (`[batch, K - 1, channels]`) and `state`
-/// (`[batch, heads, head_dim, d_state]`, f32). On a CubeCL device the fused kernel runs; on
-/// others, [`mamba2_step_reference`].
+/// (`[batch, heads, head_dim, d_state]`, f32). On a CubeCL device the fused kernel runs (for
+/// every layer whose `d_state` splits over its lanes); elsewhere, [`mamba2_step_reference`].
 pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     #[cfg(feature = "cuda")]
-    if runs_on_cube(&xbc.device()) {
+    if runs_on_cube(&xbc.device()) && cube::supports(w) {
         return cube::mamba2_step(xbc, dt, window, state, w);
     }
     mamba2_step_reference(xbc, dt, window, state, w)

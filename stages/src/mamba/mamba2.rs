@@ -8,7 +8,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{DType, Device, Tensor};
 
-use distill_kernels::{mamba2_step_reference, Mamba2StepWeights};
+use distill_kernels::{mamba2_step, Mamba2StepWeights};
 
 use crate::channels::{add_channels, mul_channels};
 
@@ -195,9 +195,9 @@ impl Mamba2 {
         self.out_proj.forward(y)
     }
 
-    /// One decoding token through the fused step of `distill-kernels` (conv, state update and
-    /// read-out in one launch on the GPU once its parity is proven there; its plain-tensor twin
-    /// meanwhile, the same arithmetic as `scan_inputs` + `scan` + the skip).
+    /// One decoding token through the fused step of `distill-kernels`: conv, state update and
+    /// read-out in one launch on a CUDA device (parity-tested there by `kernels/gpu_parity.sh`),
+    /// its plain-tensor twin elsewhere (the same arithmetic as `scan_inputs` + `scan` + the skip).
     ///
     /// # Shapes
     /// - `u`: `[batch, 1, d_model]` -> same
@@ -223,7 +223,7 @@ impl Mamba2 {
             head_dim: p,
             d_state: self.d_state,
         };
-        let out = mamba2_step_reference(xbc, dt, window, s0, &weights);
+        let out = mamba2_step(xbc, dt, window, s0, &weights);
         state.conv = Some(out.window);
         state.ssm = Some(out.state);
         self.gate_out(out.y.reshape([bs, 1, h, p]), z.reshape([bs, 1, h * p]))
