@@ -25,6 +25,7 @@ def main():
         if m and "mamba2step" in m.group(3).lower().replace("_", ""):
             times.append(float(m.group(1)) * UNITS[m.group(2)])
     cases = [json.loads(l) for l in open(jsonl) if l.startswith("{")]
+    cases = [c for c in cases if c["bench"] == "kernel_mamba2_step"]
     per = repeats + 2
     if len(times) != per * len(cases):
         print(f"device times: {len(times)} launches for {len(cases)} cases of {per}; not matched", file=sys.stderr)

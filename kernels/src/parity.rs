@@ -8,6 +8,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights};
+use crate::matmul::{matmul_with, ProductKernels};
 
 /// The H200's measured device-to-device copy rate (KINDS.md), the floor's denominator.
 pub const COPY_BYTES_PER_S: f64 = 4.3e12;
@@ -117,6 +118,77 @@ pub fn mamba2_step_parity(case: StepCase, dtype: DType, device: &Device, repeats
     }
 }
 
+/// A projection of `rows` tokens from `d_in` to `d_out` features.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProjectionCase {
+    pub rows: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+}
+
+/// SmolLM2's hybrid projections at 2048 tokens: q/o, k/v, gate/up, down, the Mamba-2 `in_proj`
+/// (1545 outputs: rows of an odd byte length, which TMA loads cannot describe) and the tied head.
+pub fn projection_cases() -> Vec<ProjectionCase> {
+    [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 1545), (1545, 576), (576, 49152)]
+        .map(|(d_in, d_out)| ProjectionCase { rows: 2048, d_in, d_out })
+        .to_vec()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionParity {
+    pub bench: &'static str,
+    pub case: ProjectionCase,
+    pub dtype: &'static str,
+    pub kernels: String,
+    /// Largest |named - default| over the largest |default|, for the product and both gradients.
+    pub y_rel: f64,
+    pub x_grad_rel: f64,
+    pub w_grad_rel: f64,
+    pub within_tolerance: bool,
+}
+
+/// `y = x·w` and the gradients of `sum(y ⊙ r)` through [`matmul_with`] with `kernels` against
+/// burn's default product, on `device` with autodiff: proves the named routines' backward.
+pub fn projection_parity(case: ProjectionCase, dtype: DType, device: &Device, kernels: ProductKernels) -> ProjectionParity {
+    let ProjectionCase { rows, d_in, d_out } = case;
+    let ad = device.clone().autodiff();
+    let normal = |std: f64| Distribution::Normal(0.0, std);
+    let x = Tensor::<2>::random([rows, d_in], normal(1.0), (&ad, dtype)).require_grad();
+    let w = Tensor::<2>::random([d_in, d_out], normal(1.0 / (d_in as f64).sqrt()), (&ad, dtype)).require_grad();
+    let r = Tensor::<2>::random([rows, d_out], normal(1.0), (&ad, dtype));
+    let run = |k: ProductKernels| {
+        let y = matmul_with(x.clone(), w.clone(), k);
+        let grads = (y.clone().cast(DType::F32) * r.clone().cast(DType::F32)).sum().backward();
+        (y.inner(), x.grad(&grads).expect("x is tracked"), w.grad(&grads).expect("w is tracked"))
+    };
+    let (y0, dx0, dw0) = run(ProductKernels::DEFAULT);
+    let (y1, dx1, dw1) = run(kernels);
+    let (y_rel, x_grad_rel, w_grad_rel) = (rel_diff(y1, y0), rel_diff(dx1, dx0), rel_diff(dw1, dw0));
+    // f32 products may run on TF32 tensor cores in either routine.
+    let tol = if dtype == DType::BF16 { 3e-2 } else { 5e-3 };
+    ProjectionParity {
+        bench: "kernel_projection",
+        case,
+        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        kernels: format!("{},{},{}", kernels.forward, kernels.lhs_grad, kernels.rhs_grad),
+        y_rel,
+        x_grad_rel,
+        w_grad_rel,
+        within_tolerance: y_rel <= tol && x_grad_rel <= tol && w_grad_rel <= tol,
+    }
+}
+
+/// Largest |a - b| over the largest |b|, in f32; NaN anywhere gives NaN.
+fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
+    let (a, b) = (a.cast(DType::F32), b.cast(DType::F32));
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6) as f64;
+    let diff = (a - b).abs();
+    if diff.clone().is_nan().any().into_scalar::<bool>() {
+        return f64::NAN;
+    }
+    diff.max().into_scalar::<f32>() as f64 / scale
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +199,12 @@ mod tests {
         let r = mamba2_step_parity(case, DType::F32, &Device::flex(), 2);
         assert!(r.within_tolerance && r.y_rel == 0.0 && r.state_rel == 0.0, "{r:?}");
         assert!(r.bytes > 0.0 && r.kernel_us > 0.0 && r.reference_us > 0.0);
+    }
+
+    #[test]
+    fn the_projection_harness_differentiates_on_the_cpu() {
+        let case = ProjectionCase { rows: 5, d_in: 4, d_out: 3 };
+        let r = projection_parity(case, DType::F32, &Device::flex(), ProductKernels::TUNED);
+        assert!(r.within_tolerance && r.y_rel == 0.0 && r.x_grad_rel == 0.0 && r.w_grad_rel == 0.0, "{r:?}");
     }
 }

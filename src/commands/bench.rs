@@ -67,6 +67,17 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     ))?;
                 }
             }
+            let kernels = distill_kernels::matmul::ProductKernels::for_projections();
+            for case in kernel_parity::projection_cases() {
+                let r = kernel_parity::projection_parity(case, runtime.dtype, &runtime.device, kernels);
+                out_of_tolerance += usize::from(!r.within_tolerance);
+                let c = r.case;
+                out.row(&r, format!(
+                    "projection | {}x{}->{} | {} | {} | rel y {:.1e} dx {:.1e} dw {:.1e} {}",
+                    c.rows, c.d_in, c.d_out, r.dtype, r.kernels, r.y_rel, r.x_grad_rel, r.w_grad_rel,
+                    if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }
+                ))?;
+            }
         }
         BenchWhat::Parity { fixtures } => {
             for f in fixtures {

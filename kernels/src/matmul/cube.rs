@@ -1,12 +1,20 @@
 //! [`super::matmul_with`] on CubeCL: cubek's `launch_ref` with the named routine, through
-//! burn's backend extension (queued in burn's fusion stream like any op). Inference and
-//! benchmarks only: no autodiff yet.
+//! burn's backend extension (queued in burn's fusion stream like any op). Under autodiff the
+//! product records its own backward, whose two products (`dA = dC·Bᵀ`, `dB = Aᵀ·dC`) run with
+//! their own named routines: burn's backward of a plain matmul would run the default kernel,
+//! slowest of all on the weight gradients' transposed shapes.
 
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
 use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::tensor::{DType, Tensor};
+use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
@@ -20,22 +28,24 @@ use cubek::matmul::strategy::Strategy;
 use cubek::matmul::tiled::cmma::CmmaStrategy;
 use cubek::std::InputBinding;
 
-use super::MatmulKernel;
+use super::{MatmulKernel, ProductKernels};
 
-pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernel: MatmulKernel) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as MatmulWithOps>::matmul_with(lhs.into_dispatch(), rhs.into_dispatch(), code(kernel)))
+pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernels: ProductKernels) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as MatmulWithOps>::matmul_with(lhs.into_dispatch(), rhs.into_dispatch(), pack(kernels)))
 }
 
-/// The kernel as a plain number: the extension trait's arguments must be ordinary values.
-fn code(kernel: MatmulKernel) -> u32 {
-    MatmulKernel::ALL.iter().position(|k| *k == kernel).unwrap_or(0) as u32
+/// The kernels as a plain number (the extension trait's arguments must be ordinary values):
+/// one byte each for the product, its left gradient and its right gradient.
+fn pack(k: ProductKernels) -> u32 {
+    let code = |kernel: MatmulKernel| MatmulKernel::ALL.iter().position(|k| *k == kernel).unwrap_or(0) as u32;
+    code(k.forward) | code(k.lhs_grad) << 8 | code(k.rhs_grad) << 16
 }
 
 fn strategy(code: u32) -> Strategy {
     use cubek::matmul::multi_level::Strategy as Ml;
     use cubek::matmul::tiled::Strategy as Tiled;
     let mma = TileMatmulKind::Mma;
-    match MatmulKernel::ALL.get(code as usize).copied().unwrap_or(MatmulKernel::Default) {
+    match MatmulKernel::ALL.get((code & 0xff) as usize).copied().unwrap_or(MatmulKernel::Default) {
         MatmulKernel::Default => Strategy::Auto,
         MatmulKernel::DoubleCyclicMma => Ml::DoubleCyclicMma(Inferred(DoubleBufferingArgs { tile_matmul: mma, specialized: false })).into(),
         MatmulKernel::DoubleCyclicMmaSpecialized => Ml::DoubleCyclicMma(Inferred(DoubleBufferingArgs { tile_matmul: mma, specialized: true })).into(),
@@ -49,7 +59,7 @@ fn strategy(code: u32) -> Strategy {
     }
 }
 
-#[backend_extension(Cube, Fusion)]
+#[backend_extension(Cube, Fusion, Autodiff)]
 pub trait MatmulWithOps: Backend {
     #[fusion(meta = product_meta)]
     fn matmul_with(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, code: u32) -> FloatTensor<Self>;
@@ -65,6 +75,10 @@ fn product_meta(lhs: &TensorSpec, rhs: &TensorSpec, _code: &u32) -> TensorSpec {
 impl MatmulWithOps for CubeBackend {
     fn matmul_with(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, code: u32) -> FloatTensor<Self> {
         let dtype = lhs.dtype;
+        // A transposed right operand (a weight's `Bᵀ` in `dA = dC·Bᵀ`) is copied row-major: the
+        // TMA loaders have not been validated on it, and weights are small.
+        let d = rhs.shape().num_dims();
+        let rhs = if rhs.meta.strides()[d - 1] == 1 { rhs } else { into_contiguous(rhs) };
         // A routine that cannot take the problem says so before anything is queued.
         launch(&strategy(code), lhs.clone(), rhs.clone(), dtype).unwrap_or_else(|_| launch(&Strategy::Auto, lhs, rhs, dtype).expect("the default matmul takes every problem"))
     }
@@ -83,4 +97,40 @@ fn launch(strategy: &Strategy, lhs: CubeTensor, rhs: CubeTensor, out_dtype: DTyp
     let client = lhs.client.clone();
     let (l, r) = (InputBinding::new(lhs.binding(), elems.lhs_global), InputBinding::new(rhs.binding(), elems.rhs_global));
     launch_ref(strategy, &client, l, r, out.clone().binding(), &mut elems).map(|_| out)
+}
+
+impl<B: Backend + MatmulWithOps, C: CheckpointStrategy> MatmulWithOps for Autodiff<B, C> {
+    fn matmul_with(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>, code: u32) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ProductBackward;
+
+        impl<B: Backend + MatmulWithOps> Backward<B, 2> for ProductBackward {
+            /// The operands and the packed kernels.
+            type State = (FloatTensor<B>, FloatTensor<B>, u32);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let [node_lhs, node_rhs] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (lhs, rhs, code) = ops.state;
+                let d = grad.shape().num_dims();
+                if let Some(node) = node_lhs {
+                    let rhs_t = B::float_swap_dims(rhs, d - 2, d - 1);
+                    grads.register::<B>(node.id, B::matmul_with(grad.clone(), rhs_t, (code >> 8) & 0xff));
+                }
+                if let Some(node) = node_rhs {
+                    let lhs_t = B::float_swap_dims(lhs, d - 2, d - 1);
+                    grads.register::<B>(node.id, B::matmul_with(lhs_t, grad, (code >> 16) & 0xff));
+                }
+            }
+        }
+
+        match ProductBackward.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (l, r) = (lhs.primitive().clone(), rhs.primitive().clone());
+                let out = B::matmul_with(l.clone(), r.clone(), code & 0xff);
+                prep.finish((l, r, code), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul_with(lhs.into_primitive(), rhs.into_primitive(), code & 0xff)),
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! training step's shapes (BENCHMARKS.md). cubek has faster routines (double-buffered,
 //! warp-specialized, TMA loads, the newer tiled Cmma) that only the tuner would pick; this
 //! module names them so `distill bench matmul --kernels ...` can measure each on each shape,
-//! and the model can use the winner.
+//! and [`linear`] runs the model's projections, forward and backward, with the winners.
 
 #[cfg(feature = "cuda")]
 mod cube;
@@ -11,6 +11,9 @@ mod cube;
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::OnceLock;
+
+use burn::nn::Linear;
 use burn::tensor::Tensor;
 
 /// A cubek matmul routine (the `Mma` ones use `mma.sync`, the `Cmma` ones the WMMA API).
@@ -74,15 +77,111 @@ impl FromStr for MatmulKernel {
     }
 }
 
-/// `lhs · rhs` (`[.., m, k] · [.., k, n]`) with `kernel` on a CubeCL device; a routine that
-/// refuses the problem (layout, sizes) runs the default instead. Elsewhere, burn's matmul.
-pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernel: MatmulKernel) -> Tensor<D> {
-    #[cfg(feature = "cuda")]
-    if kernel != MatmulKernel::Default && crate::mamba2_step::runs_on_cube(&lhs.device()) {
-        return cube::matmul_with(lhs, rhs, kernel);
+/// The routines of one product `C = A·B` and of its two gradients, `dA = dC·Bᵀ` and
+/// `dB = Aᵀ·dC` (for a projection: the input's and the weight's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProductKernels {
+    pub forward: MatmulKernel,
+    pub lhs_grad: MatmulKernel,
+    pub rhs_grad: MatmulKernel,
+}
+
+impl ProductKernels {
+    /// burn's default everywhere.
+    pub const DEFAULT: Self = Self { forward: MatmulKernel::Default, lhs_grad: MatmulKernel::Default, rhs_grad: MatmulKernel::Default };
+
+    /// The fastest measured on an H200 for SmolLM2's projections (BENCHMARKS.md, "Matmul"):
+    /// double-buffered TMA for the products and the input gradients (2.3-3.2x the default),
+    /// warp-specialized TMA for the weight gradients' transposed left operand (2.5-4.4x).
+    pub const TUNED: Self = Self { forward: MatmulKernel::DoubleTmaMma, lhs_grad: MatmulKernel::DoubleTmaMma, rhs_grad: MatmulKernel::SpecializedTmaMma };
+
+    /// What the model's projections use: `DISTILL_MATMUL` (`tuned`, `default`, or three kernel
+    /// names `forward,lhs_grad,rhs_grad`), else [`Self::TUNED`]. Read once per process.
+    pub fn for_projections() -> Self {
+        static CHOSEN: OnceLock<ProductKernels> = OnceLock::new();
+        *CHOSEN.get_or_init(|| match std::env::var("DISTILL_MATMUL") {
+            Ok(v) => v.parse().unwrap_or_else(|e| panic!("DISTILL_MATMUL: {e}")),
+            Err(_) => Self::TUNED,
+        })
     }
-    let _ = kernel;
+}
+
+impl From<MatmulKernel> for ProductKernels {
+    fn from(k: MatmulKernel) -> Self {
+        Self { forward: k, lhs_grad: k, rhs_grad: k }
+    }
+}
+
+impl FromStr for ProductKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tuned" => Ok(Self::TUNED),
+            "default" => Ok(Self::DEFAULT),
+            _ => match s.split(',').map(str::parse).collect::<Result<Vec<MatmulKernel>, _>>()?.as_slice() {
+                [forward, lhs_grad, rhs_grad] => Ok(Self { forward: *forward, lhs_grad: *lhs_grad, rhs_grad: *rhs_grad }),
+                _ => Err(format!("`{s}`: expected `tuned`, `default` or three kernel names `forward,lhs_grad,rhs_grad`")),
+            },
+        }
+    }
+}
+
+/// `lhs · rhs` (`[.., m, k] · [.., k, n]`) with the named routines on a CubeCL device,
+/// differentiable (its gradients' products run with theirs); a routine that refuses a problem
+/// (layout, sizes) runs the default instead. Elsewhere, burn's matmul.
+pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernels: impl Into<ProductKernels>) -> Tensor<D> {
+    let kernels = kernels.into();
+    #[cfg(feature = "cuda")]
+    if kernels != ProductKernels::DEFAULT && crate::mamba2_step::runs_on_cube(&lhs.device()) {
+        return cube::matmul_with(lhs, rhs, kernels);
+    }
+    let _ = kernels;
     lhs.matmul(rhs)
+}
+
+/// `lin.forward(x)` with [`ProductKernels::for_projections`] on a CubeCL device for inputs of
+/// at least [`MIN_TUNED_ROWS`] rows (see [`project`]). Otherwise exactly `lin.forward(x)`.
+pub fn linear<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "cuda")]
+    if on_cube(&x) {
+        let y = project(x, lin.weight.val());
+        return match &lin.bias {
+            Some(b) => y + b.val().unsqueeze::<D>(),
+            None => y,
+        };
+    }
+    lin.forward(x)
+}
+
+/// Fewer rows than this take burn's own product: decoding (1-64 rows) and short prefills ran
+/// slower through the TMA routines on the H200 (a 50% hybrid's decode step 35 -> 53 ms at batch
+/// 1), and a training micro-batch has thousands.
+pub const MIN_TUNED_ROWS: usize = 1024;
+
+/// `x · weight` for `x: [.., d_in]`, `weight: [d_in, d_out]`. On a CubeCL device, with at least
+/// [`MIN_TUNED_ROWS`] rows, the leading dimensions fold into rows for one
+/// `[rows, d_in] · [d_in, d_out]` product with [`ProductKernels::for_projections`]; otherwise
+/// burn's broadcast matmul, as before.
+pub fn project<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
+    #[cfg(feature = "cuda")]
+    if on_cube(&x) {
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let y = matmul_with(x.reshape([rows, dims[D - 1]]), weight, ProductKernels::for_projections());
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        return y.reshape(out);
+    }
+    x.matmul(weight.unsqueeze())
+}
+
+#[cfg(feature = "cuda")]
+fn on_cube<const D: usize>(x: &Tensor<D>) -> bool {
+    let dims = x.dims();
+    dims[..D - 1].iter().product::<usize>() >= MIN_TUNED_ROWS
+        && ProductKernels::for_projections() != ProductKernels::DEFAULT
+        && crate::mamba2_step::runs_on_cube(&x.device())
 }
 
 #[cfg(test)]
@@ -96,5 +195,29 @@ mod tests {
         }
         let err = "fast".parse::<MatmulKernel>().unwrap_err();
         assert!(err.contains("double-cyclic-mma") && err.contains("`fast`"), "{err}");
+    }
+
+    #[test]
+    fn product_kernels_parse_presets_and_triples() {
+        assert_eq!("tuned".parse::<ProductKernels>().unwrap(), ProductKernels::TUNED);
+        assert_eq!("default".parse::<ProductKernels>().unwrap(), ProductKernels::DEFAULT);
+        let k: ProductKernels = "double-tma-mma,default,specialized-tma-mma".parse().unwrap();
+        assert_eq!((k.forward, k.lhs_grad, k.rhs_grad), (MatmulKernel::DoubleTmaMma, MatmulKernel::Default, MatmulKernel::SpecializedTmaMma));
+        assert!("double-tma-mma".parse::<ProductKernels>().unwrap_err().contains("three kernel names"));
+        assert!("a,b,c".parse::<ProductKernels>().unwrap_err().contains("unknown matmul kernel"));
+    }
+
+    /// On the CPU the projection is `Linear::forward` itself, value and gradients.
+    #[test]
+    fn linear_on_the_cpu_is_the_module_forward() {
+        use burn::nn::LinearConfig;
+        use burn::tensor::{Device, Distribution};
+        let device = Device::default().autodiff();
+        let lin = LinearConfig::new(6, 4).init(&device);
+        let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let (a, b) = (linear(&lin, x.clone()), lin.forward(x.clone()));
+        a.clone().into_data().assert_eq(&b.clone().into_data(), true);
+        let (ga, gb) = (a.sum().backward(), b.sum().backward());
+        x.grad(&ga).unwrap().into_data().assert_eq(&x.grad(&gb).unwrap().into_data(), true);
     }
 }

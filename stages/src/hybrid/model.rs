@@ -1,6 +1,7 @@
 //! The hybrid model. Field names are the reference checkpoint's tensor names: attention layers
 //! keep `model.layers.{i}.self_attn.*`, converted layers hold `model.layers.{i}.mamba.*`.
 
+use distill_kernels::matmul::{linear, project};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
@@ -128,8 +129,8 @@ impl Hybrid {
         }
         let x = self.model.norm.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+            Some(head) => linear(head, x),
+            None => project(x, self.model.embed_tokens.weight.val().transpose()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Grouped-query self-attention with rotary embeddings and a KV cache (`LlamaAttention`).
 
+use distill_kernels::matmul::linear;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -65,9 +66,9 @@ impl Attention {
         let (h, kvh, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let g = h / kvh;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
-        let q = apply_rotary(heads(self.q_proj.forward(x.clone()), h), cos, sin);
-        let k = apply_rotary(heads(self.k_proj.forward(x.clone()), kvh), cos, sin);
-        let v = heads(self.v_proj.forward(x), kvh);
+        let q = apply_rotary(heads(linear(&self.q_proj, x.clone()), h), cos, sin);
+        let k = apply_rotary(heads(linear(&self.k_proj, x.clone()), kvh), cos, sin);
+        let v = heads(linear(&self.v_proj, x), kvh);
         let (old_k, old_v) = cache.take().unzip();
         let (k, v) = (store(old_k, k, step), store(old_v, v, step));
         *cache = Some((k.clone(), v.clone()));
@@ -89,6 +90,6 @@ impl Attention {
                 attention(q, k, v, Some(mask), None, opts).reshape([b, h, s, d])
             }
         };
-        self.o_proj.forward(y.swap_dims(1, 2).reshape([b, s, h * d]))
+        linear(&self.o_proj, y.swap_dims(1, 2).reshape([b, s, h * d]))
     }
 }

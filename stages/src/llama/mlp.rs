@@ -1,5 +1,6 @@
 //! The SwiGLU MLP: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
 
+use distill_kernels::matmul::linear;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -36,7 +37,7 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> same
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(linear(&self.gate_proj, x.clone()));
+        linear(&self.down_proj, gate * linear(&self.up_proj, x))
     }
 }

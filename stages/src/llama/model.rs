@@ -1,6 +1,7 @@
 //! `LlamaForCausalLM`: field names are the checkpoint's tensor names
 //! (`model.layers.0.self_attn.q_proj.weight`), so loading is a name table.
 
+use distill_kernels::matmul::{linear, project};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
@@ -107,8 +108,8 @@ impl Llama {
         }
         let x = self.model.norm.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+            Some(head) => linear(head, x),
+            None => project(x, self.model.embed_tokens.weight.val().transpose()),
         }
     }
 }

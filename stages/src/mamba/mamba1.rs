@@ -8,6 +8,7 @@
 //!   `dt_proj` already added it once;
 //! - `y = (scan + D x) * silu(z)`, no norm.
 
+use distill_kernels::matmul::linear;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -103,7 +104,7 @@ impl Mamba1 {
             let w = v.dims()[2];
             repeat_heads(v.reshape([bs, l, w / n, n]), d_inner / n)
         };
-        let mut conv_in = slices(self.in_proj_x.forward(u.clone())).reshape([bs, l, d_inner]);
+        let mut conv_in = slices(linear(&self.in_proj_x, u.clone())).reshape([bs, l, d_inner]);
         let keep = mask.map(|m| m.clone().cast(dtype).unsqueeze_dim::<3>(2)); // [bs, l, 1]
         if let Some(k) = &keep {
             conv_in = conv_in * k.clone();
@@ -111,10 +112,10 @@ impl Mamba1 {
         let x = silu(self.conv1d.forward(conv_in.clone(), window)); // [bs, l, d_inner]
         // Channel i reads slice i / n of B and C: [bs, l, d_inner/n, n] -> [bs, l, d_inner, n].
         let per_channel = |v: Tensor<4>| v.unsqueeze_dim::<5>(3).expand([bs, l, d_inner / n, n, n]).reshape([bs, l, d_inner, n]);
-        let b = per_channel(slices(self.b_proj.forward(u.clone())));
-        let c = per_channel(self.c_proj.forward(u.clone()).reshape([bs, l, d_inner / n, n]));
+        let b = per_channel(slices(linear(&self.b_proj, u.clone())));
+        let c = per_channel(linear(&self.c_proj, u.clone()).reshape([bs, l, d_inner / n, n]));
         let bias = self.dt_proj.bias.as_ref().map(|b| b.val().cast(DType::F32));
-        let raw = self.dt_proj.forward(self.dt_proj_down.forward(u.clone())).cast(DType::F32);
+        let raw = linear(&self.dt_proj, linear(&self.dt_proj_down, u.clone())).cast(DType::F32);
         let mut dt = softplus(match bias { Some(b) => add_channels(raw, b), None => raw }, 1.0); // the second bias
         if let Some(k) = keep {
             dt = dt * k.cast(DType::F32);
@@ -150,8 +151,8 @@ impl Mamba1 {
     pub fn output(&self, y: Tensor<3>, i: Mamba1Inputs) -> Tensor<3> {
         let dtype = i.u.dtype();
         let y = y + mul_channels(i.x.cast(DType::F32), self.d.val().cast(DType::F32));
-        let y = y * silu(self.in_proj_z.forward(i.u).cast(DType::F32));
-        self.out_proj.forward(y.cast(dtype))
+        let y = y * silu(linear(&self.in_proj_z, i.u).cast(DType::F32));
+        linear(&self.out_proj, y.cast(dtype))
     }
 }
 

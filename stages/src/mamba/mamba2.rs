@@ -2,6 +2,7 @@
 //! one group per query head, `headdim = d_state` (= the teacher's `head_dim`), the conv over
 //! `[x | B | C]` before the grouped-query repeat of `x` and `B`.
 
+use distill_kernels::matmul::linear;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -128,7 +129,7 @@ impl Mamba2 {
         let (h, kv, p, n) = (self.n_heads, self.n_kv_heads, self.d_state, self.d_state);
         let lay = self.layout();
         let dtype = u.dtype();
-        let zxbcdt = self.in_proj.forward(u); // [bs, l, rows]
+        let zxbcdt = linear(&self.in_proj, u); // [bs, l, rows]
         let part = |r: &std::ops::Range<usize>| zxbcdt.clone().narrow(2, r.start, r.len());
         let (z, mut xbc, dt) = (part(&lay.z), part(&lay.xbc()), part(&lay.dt));
         let keep = mask.map(|m| m.clone().cast(dtype).unsqueeze_dim::<3>(2)); // [bs, l, 1]
@@ -192,7 +193,7 @@ impl Mamba2 {
         let [bs, l, h, p] = y.dims();
         let dtype = z.dtype();
         let y = self.norm.forward(y.reshape([bs, l, h * p]), z.cast(DType::F32)).cast(dtype);
-        self.out_proj.forward(y)
+        linear(&self.out_proj, y)
     }
 
     /// One decoding token through the fused step of `distill-kernels`: conv, state update and
@@ -205,7 +206,7 @@ impl Mamba2 {
         let [bs, _, _] = u.dims();
         let (h, p) = (self.n_heads, self.d_state);
         let lay = self.layout();
-        let zxbcdt = self.in_proj.forward(u).reshape([bs, lay.rows()]);
+        let zxbcdt = linear(&self.in_proj, u).reshape([bs, lay.rows()]);
         let part = |r: std::ops::Range<usize>| zxbcdt.clone().narrow(1, r.start, r.len());
         let (z, xbc, dt) = (part(lay.z.clone()), part(lay.xbc()), part(lay.dt.clone()));
         let [channels, _, k] = self.conv1d.weight.dims();
