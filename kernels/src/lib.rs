@@ -3,6 +3,8 @@
 //!
 //! - [`mamba2_step`]: one decoding step of a Mamba-2 mixer (conv over the carried window,
 //!   the state update, the read-out) in one launch.
+//! - [`mamba2_steps`]: several such steps in one launch for speculative verification, replaying
+//!   the accepted ones from the round's snapshot.
 //! - [`matmul::matmul_with`]: a matrix product with a named cubek routine instead of burn's
 //!   untuned default.
 //!
@@ -11,7 +13,9 @@
 //! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
 
 pub mod mamba2_step;
+pub mod mamba2_steps;
 pub mod matmul;
 pub mod parity;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};
+pub use mamba2_steps::{mamba2_steps, mamba2_steps_reference, StepsOut};

@@ -8,6 +8,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights};
+use crate::mamba2_steps::{mamba2_steps, mamba2_steps_reference};
 use crate::matmul::{matmul_with, ProductKernels};
 
 /// The H200's measured device-to-device copy rate (KINDS.md), the floor's denominator.
@@ -64,17 +65,7 @@ pub fn mamba2_step_parity(case: StepCase, dtype: DType, device: &Device, repeats
     let channels = kv * p + kv * n + h * n;
     let normal = Distribution::Normal(0.0, 0.5);
     let t = |dims: Vec<usize>| -> Tensor<1> { Tensor::<1>::random([dims.iter().product::<usize>()], normal, device).cast(dtype) };
-    let w = Mamba2StepWeights {
-        conv_weight: t(vec![channels, k]).reshape([channels, k]),
-        conv_bias: t(vec![channels]),
-        dt_bias: Tensor::<1>::random([h], Distribution::Uniform(-4.0, -1.0), device).cast(dtype),
-        a: Tensor::<1>::random([h], Distribution::Uniform(1.0, 16.0), device).neg(),
-        d: Tensor::<1>::ones([h], device).cast(dtype),
-        heads: h,
-        kv_heads: kv,
-        head_dim: p,
-        d_state: n,
-    };
+    let w = random_weights(case, k, dtype, device);
     let xbc: Tensor<2> = t(vec![bs, channels]).reshape([bs, channels]);
     let dt: Tensor<2> = t(vec![bs, h]).reshape([bs, h]);
     let window: Tensor<3> = t(vec![bs, k - 1, channels]).reshape([bs, k - 1, channels]);
@@ -111,6 +102,98 @@ pub fn mamba2_step_parity(case: StepCase, dtype: DType, device: &Device, repeats
         y_rel,
         state_rel,
         within_tolerance: y_rel <= tol && state_rel <= tol,
+        kernel_us,
+        reference_us,
+        bytes,
+        floor_us: bytes / COPY_BYTES_PER_S * 1e6,
+    }
+}
+
+/// A layer of `case`'s shape with random parameters in `dtype` (`A` in f32, as models keep it).
+fn random_weights(case: StepCase, k: usize, dtype: DType, device: &Device) -> Mamba2StepWeights {
+    let StepCase { heads: h, kv_heads: kv, head_dim: p, d_state: n, .. } = case;
+    let channels = kv * p + kv * n + h * n;
+    let normal = Distribution::Normal(0.0, 0.5);
+    let t = |len: usize| Tensor::<1>::random([len], normal, device).cast(dtype);
+    Mamba2StepWeights {
+        conv_weight: t(channels * k).reshape([channels, k]),
+        conv_bias: t(channels),
+        dt_bias: Tensor::<1>::random([h], Distribution::Uniform(-4.0, -1.0), device).cast(dtype),
+        a: Tensor::<1>::random([h], Distribution::Uniform(1.0, 16.0), device).neg(),
+        d: Tensor::<1>::ones([h], device).cast(dtype),
+        heads: h,
+        kv_heads: kv,
+        head_dim: p,
+        d_state: n,
+    }
+}
+
+/// Steps per multi-step case: one (a plain step through the multi-step kernel), then K + 1 = 5
+/// and 9 (speculative verification at K = 4 and 8).
+pub const STEPS: [usize; 3] = [1, 5, 9];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepsParity {
+    pub bench: &'static str,
+    pub case: StepCase,
+    pub steps: usize,
+    pub snap_at: usize,
+    pub emit_from: usize,
+    pub dtype: &'static str,
+    pub y_rel: f64,
+    pub snapshot_rel: f64,
+    pub within_tolerance: bool,
+    pub kernel_us: f64,
+    pub reference_us: f64,
+    /// The state read once and written once, the conv inputs, `dt`, the weights, `y`.
+    pub bytes: f64,
+    pub floor_us: f64,
+}
+
+/// [`mamba2_steps`] against its reference: `steps` steps from a random state, the snapshot
+/// after the first half, outputs from the middle on (a round that replays accepted steps, then
+/// verifies new ones).
+pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &Device, repeats: usize) -> StepsParity {
+    let StepCase { batch: bs, heads: h, kv_heads: kv, head_dim: p, d_state: n } = case;
+    let k = 4;
+    let channels = kv * p + kv * n + h * n;
+    let (snap_at, emit_from) = (steps / 2, steps / 2);
+    let normal = Distribution::Normal(0.0, 0.5);
+    let w = random_weights(case, k, dtype, device);
+    let padded = Tensor::<3>::random([bs, k - 1 + steps, channels], normal, (device, dtype));
+    let dt = Tensor::<3>::random([bs, steps, h], normal, (device, dtype));
+    let state = Tensor::<4>::random([bs, h, p, n], normal, device);
+    let time = |f: &dyn Fn()| {
+        f();
+        let _ = device.sync();
+        let start = Instant::now();
+        for _ in 0..repeats.max(1) {
+            f();
+        }
+        let _ = device.sync();
+        start.elapsed().as_secs_f64() * 1e6 / repeats.max(1) as f64
+    };
+    let kernel = || mamba2_steps(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
+    let reference = || mamba2_steps_reference(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
+    let kernel_us = time(&|| drop(kernel()));
+    let reference_us = time(&|| drop(reference()));
+    let (got, want) = (kernel(), reference());
+    let (y_rel, snapshot_rel) = (rel_diff(got.y, want.y), rel_diff(got.snapshot, want.snapshot));
+    let esize = if dtype == DType::BF16 { 2.0 } else { 4.0 };
+    let bytes = (2 * bs * h * p * n * 4 + bs * (steps - emit_from) * h * p * 4) as f64
+        + (bs * (k - 1 + steps) * channels + channels * (k + 1) + bs * steps * h + 2 * h) as f64 * esize
+        + (h * 4) as f64;
+    let tol = tolerance(dtype);
+    StepsParity {
+        bench: "kernel_mamba2_steps",
+        case,
+        steps,
+        snap_at,
+        emit_from,
+        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        y_rel,
+        snapshot_rel,
+        within_tolerance: y_rel <= tol && snapshot_rel <= tol,
         kernel_us,
         reference_us,
         bytes,
@@ -206,5 +289,15 @@ mod tests {
         let case = ProjectionCase { rows: 5, d_in: 4, d_out: 3 };
         let r = projection_parity(case, DType::F32, &Device::flex(), ProductKernels::TUNED);
         assert!(r.within_tolerance && r.y_rel == 0.0 && r.x_grad_rel == 0.0 && r.w_grad_rel == 0.0, "{r:?}");
+    }
+
+    #[test]
+    fn the_steps_harness_runs_on_the_cpu() {
+        let case = StepCase { batch: 2, heads: 4, kv_heads: 2, head_dim: 8, d_state: 4 };
+        for steps in STEPS {
+            let r = mamba2_steps_parity(case, steps, DType::F32, &Device::flex(), 1);
+            assert!(r.within_tolerance && r.y_rel == 0.0 && r.snapshot_rel == 0.0, "{r:?}");
+            assert_eq!((r.snap_at, r.emit_from), (steps / 2, steps / 2));
+        }
     }
 }

@@ -67,6 +67,20 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     ))?;
                 }
             }
+            for &dtype in dtypes {
+                for case in kernel_parity::default_cases() {
+                    for steps in kernel_parity::STEPS {
+                        let r = kernel_parity::mamba2_steps_parity(case, steps, dtype, &runtime.device, *repeats);
+                        out_of_tolerance += usize::from(!r.within_tolerance);
+                        let c = r.case;
+                        out.row(&r, format!(
+                            "mamba2_steps | b{} h{}/{} p{} n{} | {} steps (snapshot at {}, outputs from {}) | {} | rel y {:.1e} snapshot {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us",
+                            c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.steps, r.snap_at, r.emit_from, r.dtype, r.y_rel, r.snapshot_rel,
+                            if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.floor_us
+                        ))?;
+                    }
+                }
+            }
             let kernels = distill_kernels::matmul::ProductKernels::for_projections();
             for case in kernel_parity::projection_cases() {
                 let r = kernel_parity::projection_parity(case, runtime.dtype, &runtime.device, kernels);

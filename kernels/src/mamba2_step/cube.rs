@@ -28,7 +28,7 @@ pub fn supports(w: &Mamba2StepWeights) -> bool {
 
 /// `(lanes, rows)` of a cube: lanes along `n` (a warp's width, or `n` when smaller), as many rows
 /// of the head as fit.
-fn cube_shape(p: usize, n: usize) -> (usize, usize) {
+pub(crate) fn cube_shape(p: usize, n: usize) -> (usize, usize) {
     let lanes = n.min(32);
     let mut rows = (CUBE_UNITS / lanes).min(p);
     while p % rows != 0 {
@@ -186,13 +186,13 @@ fn mamba2_step_kernel<F: Float>(
     for j in 0..(2 * n).div_ceil(rows * lanes) {
         let i = j * rows * lanes + unit;
         if i < n {
-            bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi, kv * p + g * n + i, channels, k);
+            bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * k, kv * p + g * n + i, channels, k);
         } else if i < 2 * n {
-            bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi, kv * (p + n) + hi * n + (i - n), channels, k);
+            bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * k, kv * (p + n) + hi * n + (i - n), channels, k);
         }
     }
     if lane == 0 {
-        xs[r] = conv_silu::<F>(padded, conv_weight, conv_bias, bi, g * p + pi, channels, k);
+        xs[r] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * k, g * p + pi, channels, k);
     }
     sync_cube();
 
@@ -227,14 +227,14 @@ fn mamba2_step_kernel<F: Float>(
     }
 }
 
-/// `silu(bias + Σ_j w[ch, j] · padded[bi, j, ch])` in f32, rounded to `F` after the sum as the
-/// reference's conv output is.
+/// `silu(bias + Σ_j w[ch, j] · padded[row0 + j, ch])` in f32 (`padded` seen as rows of
+/// `channels`), rounded to `F` after the sum as the reference's conv output is.
 #[cube]
-fn conv_silu<F: Float>(padded: &Tensor<F>, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, bi: usize, ch: usize, channels: usize, #[comptime] k: usize) -> f32 {
+pub(crate) fn conv_silu<F: Float>(padded: &Tensor<F>, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, row0: usize, ch: usize, channels: usize, #[comptime] k: usize) -> f32 {
     let mut sum = f32::cast_from(conv_bias[ch]);
     #[unroll]
     for j in 0..k {
-        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(padded[(bi * k + j) * channels + ch]);
+        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(padded[(row0 + j) * channels + ch]);
     }
     let v = f32::cast_from(F::cast_from(sum));
     let s = v / (1.0 + (-v).exp());
@@ -242,7 +242,7 @@ fn conv_silu<F: Float>(padded: &Tensor<F>, conv_weight: &Tensor<F>, conv_bias: &
 }
 
 #[cube]
-fn softplus_f32(v: f32) -> f32 {
+pub(crate) fn softplus_f32(v: f32) -> f32 {
     // torch.nn.functional.softplus with threshold 20.
     if v > 20.0 { v } else { (1.0 + v.exp()).ln() }
 }

@@ -8,7 +8,7 @@
 
 mod reference;
 #[cfg(feature = "cuda")]
-mod cube;
+pub(crate) mod cube;
 
 use burn::tensor::Tensor;
 
@@ -18,6 +18,12 @@ pub use reference::mamba2_step_reference;
 #[cfg(feature = "cuda")]
 pub(crate) fn runs_on_cube(device: &burn::tensor::Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Cube(_))
+}
+
+/// Whether the kernels take this layer (its `d_state` must split over their lanes).
+#[cfg(feature = "cuda")]
+pub(crate) fn kernel_takes(w: &Mamba2StepWeights) -> bool {
+    cube::supports(w)
 }
 
 /// A Mamba-2 layer's parameters the step reads, already in the dtypes the step computes in.
@@ -59,14 +65,14 @@ pub struct StepOut {
 /// every layer whose `d_state` splits over its lanes); elsewhere, [`mamba2_step_reference`].
 pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     #[cfg(feature = "cuda")]
-    if runs_on_cube(&xbc.device()) && cube::supports(w) {
+    if runs_on_cube(&xbc.device()) && kernel_takes(w) {
         return cube::mamba2_step(xbc, dt, window, state, w);
     }
     mamba2_step_reference(xbc, dt, window, state, w)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use burn::tensor::activation::softplus;
     use burn::tensor::{Device, Distribution};
 

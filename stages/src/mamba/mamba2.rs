@@ -125,13 +125,28 @@ impl Mamba2 {
     /// # Shapes
     /// - `u`: `[batch, seq, d_model]`; `mask`: `[batch, seq]`; `window`: `[batch, K - 1, conv channels]`
     pub fn scan_inputs(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, window: &mut Option<Tensor<3>>) -> Mamba2Inputs {
-        let [bs, l, _] = u.dims();
-        let (h, kv, p, n) = (self.n_heads, self.n_kv_heads, self.d_state, self.d_state);
+        let (z, xbc, dt) = self.project(u);
+        self.inputs_from(z, xbc, dt, mask, window)
+    }
+
+    /// `in_proj` split into the gate `z`, the conv input `xbc` and the raw `dt` (before
+    /// `dt_bias` and softplus).
+    ///
+    /// # Shapes
+    /// - `u`: `[batch, seq, d_model]` -> `z` `[batch, seq, d_inner]`, `xbc` `[batch, seq, conv channels]`, `dt` `[batch, seq, heads]`
+    pub fn project(&self, u: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
         let lay = self.layout();
-        let dtype = u.dtype();
         let zxbcdt = linear(&self.in_proj, u); // [bs, l, rows]
         let part = |r: &std::ops::Range<usize>| zxbcdt.clone().narrow(2, r.start, r.len());
-        let (z, mut xbc, dt) = (part(&lay.z), part(&lay.xbc()), part(&lay.dt));
+        (part(&lay.z), part(&lay.xbc()), part(&lay.dt))
+    }
+
+    /// [`Self::scan_inputs`] after [`Self::project`].
+    pub fn inputs_from(&self, z: Tensor<3>, mut xbc: Tensor<3>, dt: Tensor<3>, mask: Option<&Tensor<2>>, window: &mut Option<Tensor<3>>) -> Mamba2Inputs {
+        let [bs, l, _] = xbc.dims();
+        let (h, kv, p, n) = (self.n_heads, self.n_kv_heads, self.d_state, self.d_state);
+        let lay = self.layout();
+        let dtype = xbc.dtype();
         let keep = mask.map(|m| m.clone().cast(dtype).unsqueeze_dim::<3>(2)); // [bs, l, 1]
         if let Some(k) = &keep {
             xbc = xbc * k.clone();
@@ -149,6 +164,22 @@ impl Mamba2 {
             dt = dt * k.cast(DType::F32);
         }
         Mamba2Inputs { z, xbc, x, b, c, dt }
+    }
+
+    /// The parameters the fused decode kernels of `distill-kernels` read.
+    pub fn step_weights(&self) -> Mamba2StepWeights {
+        let [channels, _, k] = self.conv1d.weight.dims();
+        Mamba2StepWeights {
+            conv_weight: self.conv1d.weight.val().reshape([channels, k]),
+            conv_bias: self.conv1d.bias.val(),
+            dt_bias: self.dt_bias.val(),
+            a: self.a(),
+            d: self.d.val(),
+            heads: self.n_heads,
+            kv_heads: self.n_kv_heads,
+            head_dim: self.d_state,
+            d_state: self.d_state,
+        }
     }
 
     /// `A = -exp(A_log)` in f32.
@@ -189,7 +220,7 @@ impl Mamba2 {
     }
 
     /// The gated norm and `out_proj` of `y` (f32, the skip added) under the gate `z`.
-    fn gate_out(&self, y: Tensor<4>, z: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn gate_out(&self, y: Tensor<4>, z: Tensor<3>) -> Tensor<3> {
         let [bs, l, h, p] = y.dims();
         let dtype = z.dtype();
         let y = self.norm.forward(y.reshape([bs, l, h * p]), z.cast(DType::F32)).cast(dtype);
@@ -205,29 +236,17 @@ impl Mamba2 {
     fn step(&self, u: Tensor<3>, state: &mut MambaState) -> Tensor<3> {
         let [bs, _, _] = u.dims();
         let (h, p) = (self.n_heads, self.d_state);
-        let lay = self.layout();
-        let zxbcdt = linear(&self.in_proj, u).reshape([bs, lay.rows()]);
-        let part = |r: std::ops::Range<usize>| zxbcdt.clone().narrow(1, r.start, r.len());
-        let (z, xbc, dt) = (part(lay.z.clone()), part(lay.xbc()), part(lay.dt.clone()));
-        let [channels, _, k] = self.conv1d.weight.dims();
+        let (z, xbc, dt) = self.project(u);
+        let channels = xbc.dims()[2];
+        let (xbc, dt) = (xbc.reshape([bs, channels]), dt.reshape([bs, h]));
+        let k = self.conv1d.kernel();
         let device = xbc.device();
         let window = state.conv.take().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));
         let s0 = state.ssm.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
-        let weights = Mamba2StepWeights {
-            conv_weight: self.conv1d.weight.val().reshape([channels, k]),
-            conv_bias: self.conv1d.bias.val(),
-            dt_bias: self.dt_bias.val(),
-            a: self.a(),
-            d: self.d.val(),
-            heads: h,
-            kv_heads: self.n_kv_heads,
-            head_dim: p,
-            d_state: self.d_state,
-        };
-        let out = mamba2_step(xbc, dt, window, s0, &weights);
+        let out = mamba2_step(xbc, dt, window, s0, &self.step_weights());
         state.conv = Some(out.window);
         state.ssm = Some(out.state);
-        self.gate_out(out.y.reshape([bs, 1, h, p]), z.reshape([bs, 1, h * p]))
+        self.gate_out(out.y.reshape([bs, 1, h, p]), z)
     }
 }
 

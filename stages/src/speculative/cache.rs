@@ -6,6 +6,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::round::{Decay, MambaRound, StepInputs};
+use super::round2::Mamba2Round;
 use crate::hybrid::{Hybrid, MambaMixer};
 use crate::llama::{KvCache, Rope};
 
@@ -13,15 +14,17 @@ use crate::llama::{KvCache, Rope};
 #[derive(Debug, Clone, Default)]
 pub struct SpecCache {
     pub kv: KvCache,
-    /// Per layer (left empty at attention layers).
+    /// Per layer (left empty at attention and Mamba-2 layers).
     pub mamba: Vec<MambaRound>,
+    /// Per layer (left empty at attention and Mamba-1 layers).
+    pub mamba2: Vec<Mamba2Round>,
     /// Positions cached when the round started.
     pub round_start: usize,
 }
 
 impl SpecCache {
     pub fn new(n_layers: usize) -> Self {
-        Self { kv: KvCache::new(n_layers), mamba: vec![MambaRound::default(); n_layers], round_start: 0 }
+        Self { kv: KvCache::new(n_layers), mamba: vec![MambaRound::default(); n_layers], mamba2: vec![Mamba2Round::default(); n_layers], round_start: 0 }
     }
 
     /// Positions cached, the round's included.
@@ -39,19 +42,18 @@ impl SpecCache {
     }
 
     /// Keeps the first `keep` tokens of the round (clamped to `fed()`), drops the rest, and
-    /// starts the next round: KV caches are cut to length, Mamba layers replay `keep` steps from
-    /// their snapshot (or take the current state when all are kept).
+    /// starts the next round: KV caches are cut to length, Mamba-1 layers replay `keep` steps from
+    /// their snapshot (or take the current state when all are kept), Mamba-2 layers keep the
+    /// steps' inputs for their next forward call to replay in the same launch.
     pub fn commit(&mut self, model: &Hybrid, keep: usize) {
         let keep = keep.min(self.fed());
         let len = self.round_start + keep;
         self.kv.truncate(len);
-        for (layer, round) in model.model.layers.iter().zip(self.mamba.iter_mut()) {
-            if let Some(mixer) = &layer.mamba {
-                let (kernel, decay) = match mixer {
-                    MambaMixer::Mamba2(m) => (m.conv1d.kernel(), Decay::Heads(m.a())),
-                    MambaMixer::Mamba1(m) => (m.conv1d.kernel(), Decay::Channels(m.a())),
-                };
-                round.commit(keep, kernel, &decay);
+        for ((layer, round), round2) in model.model.layers.iter().zip(self.mamba.iter_mut()).zip(self.mamba2.iter_mut()) {
+            match &layer.mamba {
+                Some(MambaMixer::Mamba2(m)) => round2.commit(keep, m.conv1d.kernel()),
+                Some(MambaMixer::Mamba1(m)) => round.commit(keep, m.conv1d.kernel(), &Decay::Channels(m.a())),
+                None => {}
             }
         }
         self.round_start = len;
@@ -59,8 +61,9 @@ impl SpecCache {
 }
 
 /// Runs `tokens` after what `cache` holds, adding them to the current round. Attention layers
-/// see all of them at once against the KV cache; Mamba layers scan them in one chunked pass and
-/// record their scan inputs.
+/// see all of them at once against the KV cache; Mamba-2 layers run them (after replaying what
+/// the last commit kept) in one multi-step launch; Mamba-1 layers scan them in one chunked pass
+/// and record their scan inputs.
 ///
 /// # Shapes
 /// - `tokens`: `[seq]`, non-empty; returns logits `[seq, vocab]`
@@ -69,8 +72,8 @@ pub fn forward_round(model: &Hybrid, rope: &Rope, tokens: &[u32], cache: &mut Sp
     let s = tokens.len();
     let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
     let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [1, s]), &device);
-    let rounds = &mut cache.mamba;
-    let logits = model.forward_with(ids, &[vec![true; s]], rope, &mut cache.kv, |i, mixer, u, _| mamba_round(mixer, u, &mut rounds[i]));
+    let (rounds, rounds2) = (&mut cache.mamba, &mut cache.mamba2);
+    let logits = model.forward_with(ids, &[vec![true; s]], rope, &mut cache.kv, |i, mixer, u, _| mamba_round(mixer, u, &mut rounds[i], &mut rounds2[i]));
     let v = logits.dims()[2];
     logits.reshape([s, v])
 }
@@ -79,16 +82,9 @@ pub fn forward_round(model: &Hybrid, rope: &Rope, tokens: &[u32], cache: &mut Sp
 ///
 /// # Shapes
 /// - `u`: `[1, seq, d_model]` -> same
-fn mamba_round(mixer: &MambaMixer, u: Tensor<3>, round: &mut MambaRound) -> Tensor<3> {
+fn mamba_round(mixer: &MambaMixer, u: Tensor<3>, round: &mut MambaRound, round2: &mut Mamba2Round) -> Tensor<3> {
     match mixer {
-        MambaMixer::Mamba2(m) => {
-            let k = m.conv1d.kernel();
-            let inputs = m.scan_inputs(u, None, &mut round.window(k));
-            let (y, s) = m.scan(&inputs, round.current.take());
-            let steps = StepInputs { x: inputs.x.clone(), dt: inputs.dt.clone(), b: inputs.b.clone() };
-            round.push(inputs.xbc.clone(), k, steps, s);
-            m.output(y, inputs)
-        }
+        MambaMixer::Mamba2(m) => round2.forward(m, u),
         MambaMixer::Mamba1(m) => {
             let k = m.conv1d.kernel();
             let inputs = m.scan_inputs(u, None, &mut round.window(k));
@@ -141,6 +137,34 @@ mod tests {
             let diff = max_diff(got, want);
             assert!(diff < 1e-4, "{diff:e}");
             assert_eq!(cache.len(), 10);
+        }
+    }
+
+    /// A prompt longer than one launch takes the chunked scan; rounds after it (all kept, or a
+    /// prefix kept, which then replays part of the prompt through the multi-step path) still
+    /// equal one plain forward over the kept tokens.
+    #[test]
+    fn rounds_after_a_long_prompt_equal_a_plain_forward() {
+        let device = Device::flex();
+        let llama = LlamaConfig::new(50, 16, 32, 3, 4, 2, 4);
+        let config = HybridConfig { llama: llama.clone(), attention_layers: vec![1], mixer: MixerConfig::Mamba2(Mamba2Config::new(16, 4, 2, 4).with_chunk_size(8)) };
+        let model = config.init(&device);
+        let rope = Rope::new(&llama);
+        let tokens: Vec<u32> = (0..48u32).map(|i| (i * 7 + 3) % 50).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(tokens.iter().map(|&t| t as i64).collect(), [1, 48]), &device);
+        let want = model.forward(ids, &[vec![true; 48]], &rope, &mut model.new_cache()).reshape([48, 50]);
+        for kept in [40, 37] {
+            let mut cache = SpecCache::new(3);
+            let mut got = vec![forward_round(&model, &rope, &tokens[..40], &mut cache).narrow(0, 0, kept)];
+            cache.commit(&model, kept); // 37: three prompt steps dropped, 37 left to replay
+            let round = forward_round(&model, &rope, &[tokens[kept], tokens[kept + 1], 1, 2], &mut cache);
+            got.push(round.narrow(0, 0, 2));
+            cache.commit(&model, 2);
+            got.push(forward_round(&model, &rope, &tokens[kept + 2..], &mut cache));
+            cache.commit(&model, 48 - kept - 2);
+            let diff = max_diff(Tensor::cat(got, 0), want.clone());
+            assert!(diff < 1e-4, "kept {kept}: {diff:e}");
+            assert_eq!(cache.len(), 48);
         }
     }
 }

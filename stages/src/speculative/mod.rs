@@ -5,7 +5,9 @@
 //! tokens replays only the accepted steps and nothing is recomputed from the prompt.
 //!
 //! - `round`: a Mamba layer's round (conv inputs with an offset, snapshot, per-step inputs) and
-//!   the one-pass state advance of both Mamba variants;
+//!   the one-pass state advance of both Mamba variants, what Mamba-1 layers verify with;
+//! - `round2`: a Mamba-2 layer's round through the multi-step kernel (replay and verification in
+//!   one launch, each step the decode step's arithmetic);
 //! - `cache`: `SpecCache` (KV + rounds) with `commit(keep)`, and `forward_round`;
 //! - `accept`: greedy and rejection-sampling verdicts;
 //! - `decode`: the loop, `speculative_generate`;
@@ -20,6 +22,7 @@ mod draft;
 mod properties;
 mod request;
 mod round;
+mod round2;
 
 pub use accept::{verify, Verdict};
 pub use cache::{forward_round, SpecCache};
@@ -27,3 +30,4 @@ pub use decode::{speculative_generate, SpecModel, SpeculativeOptions, Speculativ
 pub use draft::{first_and_last, keep_layers, write_draft_dir};
 pub use request::{run_speculative, TextStream};
 pub use round::{selective_advance, ssd_advance, Decay, MambaRound, StepInputs};
+pub use round2::Mamba2Round;

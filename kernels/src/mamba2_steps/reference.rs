@@ -1,0 +1,30 @@
+//! The steps in plain tensor ops: the single-step reference in sequence, what the CPU runs and
+//! what the kernel must equal.
+
+use burn::tensor::Tensor;
+
+use super::StepsOut;
+use crate::{mamba2_step_reference, Mamba2StepWeights};
+
+/// See [`super::mamba2_steps`].
+pub fn mamba2_steps_reference(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
+    let [bs, steps, h] = dt.dims();
+    let channels = padded.dims()[2];
+    let k = w.conv_weight.dims()[1];
+    let mut snapshot = (snap_at == 0).then(|| state.clone());
+    let mut state = state;
+    let mut ys = Vec::with_capacity(steps - emit_from);
+    for t in 0..steps {
+        let xbc = padded.clone().narrow(1, k - 1 + t, 1).reshape([bs, channels]);
+        let window = padded.clone().narrow(1, t, k - 1);
+        let out = mamba2_step_reference(xbc, dt.clone().narrow(1, t, 1).reshape([bs, h]), window, state, w);
+        state = out.state;
+        if t + 1 == snap_at {
+            snapshot = Some(state.clone());
+        }
+        if t >= emit_from {
+            ys.push(out.y);
+        }
+    }
+    StepsOut { y: Tensor::stack(ys, 1), snapshot: snapshot.expect("snap_at <= steps") }
+}
