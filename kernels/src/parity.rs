@@ -71,16 +71,7 @@ pub fn mamba2_step_parity(case: StepCase, dtype: DType, device: &Device, repeats
     let window: Tensor<3> = t(vec![bs, k - 1, channels]).reshape([bs, k - 1, channels]);
     let state = Tensor::<4>::random([bs, h, p, n], normal, device);
 
-    let time = |f: &dyn Fn()| {
-        f(); // compiles the kernels
-        let _ = device.sync();
-        let start = Instant::now();
-        for _ in 0..repeats.max(1) {
-            f();
-        }
-        let _ = device.sync();
-        start.elapsed().as_secs_f64() * 1e6 / repeats.max(1) as f64
-    };
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
     let kernel = || mamba2_step(xbc.clone(), dt.clone(), window.clone(), state.clone(), &w);
     let reference = || mamba2_step_reference(xbc.clone(), dt.clone(), window.clone(), state.clone(), &w);
     let kernel_us = time(&|| drop(kernel()));
@@ -128,6 +119,19 @@ fn random_weights(case: StepCase, k: usize, dtype: DType, device: &Device) -> Ma
     }
 }
 
+/// Host time per call of `f` over `repeats` calls after one untimed call (which compiles the
+/// kernels), the device synchronized before and after.
+fn host_us(device: &Device, repeats: usize, f: &dyn Fn()) -> f64 {
+    f();
+    let _ = device.sync();
+    let start = Instant::now();
+    for _ in 0..repeats.max(1) {
+        f();
+    }
+    let _ = device.sync();
+    start.elapsed().as_secs_f64() * 1e6 / repeats.max(1) as f64
+}
+
 /// Steps per multi-step case: one (a plain step through the multi-step kernel), then K + 1 = 5
 /// and 9 (speculative verification at K = 4 and 8).
 pub const STEPS: [usize; 3] = [1, 5, 9];
@@ -163,16 +167,7 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
     let padded = Tensor::<3>::random([bs, k - 1 + steps, channels], normal, (device, dtype));
     let dt = Tensor::<3>::random([bs, steps, h], normal, (device, dtype));
     let state = Tensor::<4>::random([bs, h, p, n], normal, device);
-    let time = |f: &dyn Fn()| {
-        f();
-        let _ = device.sync();
-        let start = Instant::now();
-        for _ in 0..repeats.max(1) {
-            f();
-        }
-        let _ = device.sync();
-        start.elapsed().as_secs_f64() * 1e6 / repeats.max(1) as f64
-    };
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
     let kernel = || mamba2_steps(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
     let reference = || mamba2_steps_reference(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
     let kernel_us = time(&|| drop(kernel()));

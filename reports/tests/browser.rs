@@ -70,6 +70,25 @@ fn run_report_opens_in_chromium_with_sections_and_charts() {
     assert_eq!(link, json!("#stage-teacher"));
 }
 
+/// The committed example reports (`reports/examples/`), what README and BENCHMARKS send people
+/// to: each opens cleanly with every stage in its DAG, its evaluation and paper sections.
+#[test]
+fn committed_example_reports_open_in_chromium() {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for (name, stages) in [("default-cpu", 25), ("h200", 25)] {
+        let html = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.html"));
+        let Some(mut page) = open(&html) else { return };
+        assert_loaded_cleanly(&mut page, name);
+        for id in ["experiment", "dag", "stages", "evaluation", "paper"] {
+            assert_eq!(page.eval(&format!("!!document.getElementById('{id}')")), json!(true), "{name}: section #{id}");
+        }
+        let nodes = page.eval("document.querySelectorAll('svg.dag g.node').length");
+        assert_eq!(nodes, json!(stages), "{name}: stages in the DAG");
+        let charts = page.eval("document.querySelectorAll('svg.chart').length");
+        assert!(charts.as_u64().unwrap_or(0) >= 4, "{name}: charts drawn, got {charts}");
+    }
+}
+
 #[test]
 fn comparison_report_opens_in_chromium_with_overlaid_curves() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
