@@ -58,7 +58,7 @@ pub struct GenerateStage;
 
 impl Stage for GenerateStage {
     fn kind(&self) -> &'static str { "generate" }
-    fn version(&self) -> u32 { 1 }
+    fn version(&self) -> u32 { 2 }
     fn summary(&self) -> &'static str { "a model answers a prompt set: chat rows for sequence-level distillation" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {

@@ -78,7 +78,7 @@ pub struct PreferencePairsStage;
 
 impl Stage for PreferencePairsStage {
     fn kind(&self) -> &'static str { "preference_pairs" }
-    fn version(&self) -> u32 { 1 }
+    fn version(&self) -> u32 { 2 }
     fn summary(&self) -> &'static str { "preference pairs: the teacher's answer chosen, the student's (or a degraded one) rejected" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {

@@ -111,7 +111,7 @@ pub struct SpeculativeStage;
 impl Stage for SpeculativeStage {
     fn kind(&self) -> &'static str { "speculative" }
     // 2: fixed-length decoding unless `stop_at_eos`.
-    fn version(&self) -> u32 { 2 }
+    fn version(&self) -> u32 { 3 }
     fn summary(&self) -> &'static str { "speculative decoding of a verifier with a draft: acceptance, tokens per round, speedup per K" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {

@@ -108,8 +108,8 @@ impl Mamba2 {
     /// - `u`: `[batch, seq, d_model]` -> same
     /// - `mask`: `[batch, seq]`
     pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
-        if u.dims()[1] == 1 && mask.is_none() {
-            return self.step(u, state);
+        if u.dims()[1] == 1 {
+            return self.step(u, mask, state);
         }
         let inputs = self.scan_inputs(u, mask, &mut state.conv);
         let s0 = state.ssm.take();
@@ -232,13 +232,21 @@ impl Mamba2 {
     /// its plain-tensor twin elsewhere (the same arithmetic as `scan_inputs` + `scan` + the skip).
     ///
     /// # Shapes
-    /// - `u`: `[batch, 1, d_model]` -> same
-    fn step(&self, u: Tensor<3>, state: &mut MambaState) -> Tensor<3> {
+    /// - `u`: `[batch, 1, d_model]` -> same; `mask`: `[batch, 1]`
+    fn step(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
         let [bs, _, _] = u.dims();
         let (h, p) = (self.n_heads, self.d_state);
         let (z, xbc, dt) = self.project(u);
         let channels = xbc.dims()[2];
-        let (xbc, dt) = (xbc.reshape([bs, channels]), dt.reshape([bs, h]));
+        let (mut xbc, mut dt) = (xbc.reshape([bs, channels]), dt.reshape([bs, h]));
+        if let Some(m) = mask {
+            // A padded row: zero conv input, and a raw dt so negative that softplus gives
+            // exactly 0 (exp underflows), so the state passes through, as in the masked scan.
+            let keep = m.clone().reshape([bs, 1]);
+            let (xd, dd) = (xbc.dtype(), dt.dtype());
+            xbc = xbc * keep.clone().cast(xd);
+            dt = dt + ((keep - 1.0) * 1e4).cast(dd);
+        }
         let k = self.conv1d.kernel();
         let device = xbc.device();
         let window = state.conv.take().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));

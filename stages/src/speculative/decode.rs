@@ -90,9 +90,12 @@ pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         return Err(Error::Config("k must be at least 1".into()));
     }
     let (mut vc, mut dc) = (SpecCache::new(verifier.model.model.layers.len()), SpecCache::new(draft.model.model.layers.len()));
+    // The verifier reads the whole prompt in one pass, as plain decoding's prefill does (same
+    // arithmetic, so greedy output can match it exactly in bf16 too); its last row is the first
+    // round's first verdict row. The draft reads all but the last token.
+    let mut prefill_row = verifier.rows(prompt, &mut vc).pop();
+    vc.commit(verifier.model, prompt.len());
     if !prefix.is_empty() {
-        verifier.rows(prefix, &mut vc);
-        vc.commit(verifier.model, prefix.len());
         draft.rows(prefix, &mut dc);
         dc.commit(draft.model, prefix.len());
     }
@@ -121,11 +124,24 @@ pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32
             drafts.push(t);
             feed = vec![t];
         }
-        let mut checked = vec![verifier_last];
-        checked.extend(&drafts);
-        let rows = verifier.rows(&checked, &mut vc);
+        // The row before the first draft: the prefill's in the first round, else this round's
+        // first fed token's (the last round's verdict token).
+        let (rows, fed_before) = match prefill_row.take() {
+            Some(first) => {
+                let mut rows = vec![first];
+                if !drafts.is_empty() {
+                    rows.extend(verifier.rows(&drafts, &mut vc));
+                }
+                (rows, 0)
+            }
+            None => {
+                let mut checked = vec![verifier_last];
+                checked.extend(&drafts);
+                (verifier.rows(&checked, &mut vc), 1)
+            }
+        };
         let verdict = verify(&drafts, &draft_probs, &rows, &mut processor);
-        vc.commit(verifier.model, 1 + verdict.accepted);
+        vc.commit(verifier.model, fed_before + verdict.accepted);
         // The draft fed `pending` and all drafts but the last; keep what was accepted.
         let sequence: Vec<u32> = pending.iter().chain(&drafts[..verdict.accepted]).copied().collect();
         let fed = if k == 0 { 0 } else { pending.len() + k - 1 };

@@ -5,7 +5,8 @@
 //! runs the new ones in the same launch, leaving the state after the kept ones as the new
 //! snapshot. Each step is the decode step's own arithmetic, so verification agrees with plain
 //! decoding's Mamba layers exactly (on the GPU too, where the chunked scan would round
-//! differently). Long inputs (a prompt) take the chunked scan instead.
+//! differently). The first input of a fresh round (the prompt) and long inputs take the chunked
+//! scan, as plain decoding's prefill does.
 
 use burn::tensor::{DType, Tensor};
 use distill_kernels::mamba2_steps;
@@ -57,7 +58,8 @@ impl Mamba2Round {
             Some(old) => Tensor::cat(vec![old, dt.clone()], 1),
             None => dt.clone(),
         };
-        let chunked = l > MAX_STEPS_PER_LAUNCH && self.pending == 0 && (self.fed == 0 || self.current.is_some());
+        let fresh = unfolded == 0 && self.snapshot.is_none() && self.current.is_none();
+        let chunked = (fresh && l > 1) || (l > MAX_STEPS_PER_LAUNCH && self.pending == 0 && (self.fed == 0 || self.current.is_some()));
         let out = if chunked {
             let s0 = if self.fed == 0 { self.snapshot.clone() } else { self.current.take() };
             let mut window = Some(padded.clone().narrow(1, unfolded, k - 1));
