@@ -1,6 +1,13 @@
 //! The training loop: for each optimizer step, draw the global batch from the seeded order,
 //! run it in micro-batches (accumulating gradients), check loss and gradient for NaN/inf,
 //! clip by global norm, step AdamW, report, checkpoint every N steps.
+//!
+//! Data parallelism ([`Trainer::with_replicas`]): copies of the model on further devices take
+//! every other micro-batch of the step; their gradients are summed onto the main device, one
+//! AdamW update runs there (one optimizer state, one checkpoint), and the updated weights are
+//! copied back to each replica. The micro-batches are the single device's, so the result is the
+//! single device's up to the order the gradients are summed in (bit for bit when each device
+//! takes one micro-batch per step).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,6 +71,8 @@ pub struct Trainer<M> {
     order: DataOrder,
     /// True when the run continued from a checkpoint.
     pub resumed: bool,
+    /// Copies of `model` on further devices (data parallelism), refreshed after every update.
+    replicas: Vec<M>,
 }
 
 impl<M: TrainableLm> Trainer<M> {
@@ -87,7 +96,23 @@ impl<M: TrainableLm> Trainer<M> {
         // Loaded parameters are inactive (plain tensors); activate all, then freeze some.
         let model = freeze(model.train().set_require_grad(true), &config.freeze);
         let order = DataOrder { examples, seed: config.seed };
-        Ok(Self { config, model, opt, state, order, resumed })
+        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new() })
+    }
+
+    /// Trains over `devices` besides the main one: micro-batch `i` of each step runs on device
+    /// `i % (1 + devices.len())` (0: the main device). `batch / micro_batch` should be a
+    /// multiple of the device count to keep them all busy.
+    pub fn with_replicas(mut self, devices: &[Device]) -> Self {
+        self.replicas = devices.iter().map(|d| self.model.clone().fork(d)).collect();
+        self
+    }
+
+    /// The model for micro-batch `i`.
+    fn model_for(&self, i: usize) -> &M {
+        match i % (1 + self.replicas.len()) {
+            0 => &self.model,
+            r => &self.replicas[r - 1],
+        }
     }
 
     /// Trains until `config.steps`; `stop()` is asked before every step (Ctrl-C, tests that
@@ -122,11 +147,22 @@ impl<M: TrainableLm> Trainer<M> {
         // Loss and its parts stay on the device until the step's one host read: reading them
         // per micro-batch would stall the GPU queue between forward and backward.
         let mut sums: Vec<(&'static str, Tensor<1>)> = Vec::new();
-        for micro in draws.chunks(c.micro_batch) {
+        // Per device: the gradients of its micro-batches, summed where they were computed.
+        let mut by_device: Vec<BTreeMap<String, Tensor<1>>> = vec![BTreeMap::new(); self.replicas.len()];
+        // Where replicas' values are brought (plain, as detached values and gradients are).
+        let main = if self.replicas.is_empty() { None } else { self.model.devices().first().map(|d| d.clone().inner()) };
+        for (i, micro) in draws.chunks(c.micro_batch).enumerate() {
             let weight = micro.len() as f64 / c.batch as f64;
-            let out = loss_fn(&self.model, micro)?;
+            let model = self.model_for(i);
+            let out = loss_fn(model, micro)?;
             tokens += out.tokens;
-            let detached = |t: &Tensor<1>| t.clone().inner().cast(DType::F32) * weight;
+            let detached = |t: &Tensor<1>| {
+                let t = t.clone().inner().cast(DType::F32) * weight;
+                match &main {
+                    Some(d) => t.to_device(d),
+                    None => t,
+                }
+            };
             for (name, t) in std::iter::once(("loss", &out.total)).chain(out.parts.iter().map(|(n, t)| (*n, t))) {
                 match sums.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, v)) => *v = v.clone() + detached(t),
@@ -134,7 +170,21 @@ impl<M: TrainableLm> Trainer<M> {
                 }
             }
             let mut g = (out.total * weight).backward();
-            collect_grads(&self.model, &mut g, &mut grads);
+            let r = i % (1 + self.replicas.len());
+            collect_grads(model, &mut g, if r == 0 { &mut grads } else { &mut by_device[r - 1] });
+        }
+        for replica_grads in by_device {
+            for (name, g) in replica_grads {
+                let g = match &main {
+                    Some(d) => g.to_device(d),
+                    None => g,
+                };
+                let sum = match grads.remove(&name) {
+                    Some(prev) => prev + g,
+                    None => g,
+                };
+                grads.insert(name, sum);
+            }
         }
         let norm = squared_norm(&grads);
         let mut values = read_all(sums.iter().map(|(_, t)| t.clone()).chain(norm.clone()));
@@ -159,6 +209,10 @@ impl<M: TrainableLm> Trainer<M> {
         }
         let lr = c.schedule.at(self.state.step);
         self.model = self.opt.update(self.model.clone(), &mut grads, lr);
+        for replica in &mut self.replicas {
+            let device = replica.devices().first().cloned().expect("a replica has parameters");
+            *replica = self.model.clone().fork(&device);
+        }
         self.state.step = step;
         self.state.tokens += tokens as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -325,5 +379,50 @@ pub(crate) mod tests {
         };
         let err = t.run(poisoned, |_| Ok(()), || false).unwrap_err();
         assert!(matches!(&err, TrainError::NonFinite { step: 3, .. }), "{err}");
+    }
+
+    /// Two devices (here two replicas on the CPU, the code path multi-GPU training takes), one
+    /// micro-batch each per step: the same weights as one device, bit for bit, with the frozen
+    /// embedding untouched; four micro-batches over two devices: equal up to summation order.
+    #[test]
+    fn replicas_train_like_one_device() {
+        let device = Device::flex();
+        let cfg = tiny(32, 16, 2);
+        let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
+        for (micro, exact) in [(2, true), (1, false)] {
+            let run = |replicas: &[Device]| {
+                let config = TrainConfig { micro_batch: micro, checkpoint_every: 0, ..config(None) };
+                let mut t = Trainer::new(model.clone(), config, 8, DType::F32, &device).unwrap().with_replicas(replicas);
+                let mut losses = Vec::new();
+                t.run(replica_loss(&rope), |r| Ok(losses.push(r.loss)), || false).unwrap();
+                (weights_of(&t.into_model()), losses)
+            };
+            let ((one, l1), (two, l2)) = (run(&[]), run(&[Device::flex()]));
+            assert!(l1[5] < l1[0], "trains: {l1:?}");
+            for (a, b) in l1.iter().zip(&l2) {
+                assert!((a - b).abs() <= 1e-6 * a.abs(), "losses {l1:?} vs {l2:?}");
+            }
+            for (name, e) in &one.entries {
+                let (a, b) = (one.bytes(e), two.bytes(&two.entries[name]));
+                if exact {
+                    assert_eq!(a, b, "{name} differs with a replica");
+                } else {
+                    let f = |v: &[u8]| v.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+                    let diff = f(a).iter().zip(f(b)).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                    assert!(diff < 1e-5, "{name}: {diff:e}");
+                }
+            }
+            let before = weights_of(&model);
+            let name = "model.embed_tokens.weight";
+            assert_eq!(before.bytes(&before.entries[name]), two.bytes(&two.entries[name]), "the frozen embedding stays put on replicas too");
+        }
+    }
+
+    /// [`lm_loss`] with its inputs on the device of the model it is given (a replica's).
+    fn replica_loss(rope: &Rope) -> impl FnMut(&Llama, &[usize]) -> TrainResult<Loss> + '_ {
+        move |model, ids| {
+            let device = model.devices()[0].clone();
+            lm_loss(rope, &device)(model, ids)
+        }
     }
 }
