@@ -36,6 +36,22 @@ impl Runtime {
     }
 }
 
+/// The devices besides `device` that a training stage with `resources.gpus = gpus` trains on
+/// (data parallelism): the engine places such a stage on `cuda:FIRST` with
+/// `CUDA_VISIBLE_DEVICES` naming all of its GPUs (`visible`), so these are the others. None on
+/// the CPU or with one GPU.
+pub fn replica_devices(device: &str, gpus: usize, visible: Option<&str>) -> Result<Vec<Device>> {
+    if gpus <= 1 || !device.starts_with("cuda") {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<usize> = match visible {
+        Some(v) => v.split(',').map(|i| i.trim().parse().map_err(|_| Error::Device(device.into(), format!("CUDA_VISIBLE_DEVICES `{v}` is not a list of GPU numbers")))).collect::<Result<_>>()?,
+        None => (0..gpus).collect(),
+    };
+    let first = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).unwrap_or(ids[0]);
+    ids.into_iter().filter(|&i| i != first).take(gpus - 1).map(|i| cuda(device, i)).collect()
+}
+
 fn parse_device(s: &str) -> Result<Device> {
     if s == "cpu" {
         return Ok(Device::flex());
@@ -71,5 +87,16 @@ mod tests {
         assert!(Runtime::parse("cpu", Some("bf16")).is_err());
         assert!(Runtime::parse("tpu", None).is_err());
         assert!(Runtime::parse("cuda:x", None).is_err());
+    }
+
+    #[test]
+    fn replicas_are_the_stages_other_gpus() {
+        assert!(replica_devices("cpu", 4, None).unwrap().is_empty());
+        assert!(replica_devices("cuda:1", 1, Some("1")).unwrap().is_empty());
+        let e = replica_devices("cuda:1", 2, Some("1,x")).unwrap_err();
+        assert!(e.to_string().contains("CUDA_VISIBLE_DEVICES"), "{e}");
+        // Without the cuda feature a second GPU is an error that says so.
+        #[cfg(not(feature = "cuda"))]
+        assert!(replica_devices("cuda:1", 2, Some("1,2")).unwrap_err().to_string().contains("cuda"));
     }
 }

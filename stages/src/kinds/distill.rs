@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use super::training::{checkpoint_dir, data_err, run_trainer, train_err, OptimPar
 use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlReduction};
-use crate::runtime::Runtime;
+use crate::runtime::{replica_devices, Runtime};
 use crate::teacher::LoadedModel;
 use crate::text::TextTokenizer;
 use crate::train::{Loss, TrainableLm, Trainer};
@@ -156,6 +157,8 @@ pub(super) fn packed_windows(
 /// frozen `target`'s logits computed alongside.
 pub(super) struct KdLoss<'a> {
     pub target: &'a LoadedModel,
+    /// The target forked to each replica device of data-parallel training (empty: one device).
+    pub target_replicas: &'a [Hybrid],
     /// The rope the trained model runs with.
     pub rope: &'a crate::llama::Rope,
     pub train: &'a [Vec<u32>],
@@ -166,15 +169,21 @@ pub(super) struct KdLoss<'a> {
 
 impl KdLoss<'_> {
     pub fn micro_batch(&self, model: &Hybrid, ids: &[usize]) -> crate::train::TrainResult<Loss> {
-        let device = &self.target.runtime.device;
+        // The micro-batch runs where `model` is: the main device or a replica's.
+        let here = model.devices().first().map(|d| d.clone().inner());
+        let (device, target) = match self.target_replicas.iter().find(|t| t.devices().first().map(|d| d.clone().inner()) == here) {
+            Some(t) => (here.clone().expect("a replica has parameters"), t),
+            None => (self.target.runtime.device.clone(), &self.target.model),
+        };
+        let device = &device;
         let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &self.train[i]).collect();
-        let (input, target) = windows(&w, device);
+        let (input, labels) = windows(&w, device);
         let [b, s] = input.dims();
-        let t_logits = self.target.model.train_logits(input.clone(), &self.target.rope).cast(burn::tensor::DType::F32);
+        let t_logits = target.train_logits(input.clone(), &self.target.rope).cast(burn::tensor::DType::F32);
         let s_logits = model.train_logits(input.autodiff(), self.rope).cast(burn::tensor::DType::F32);
         let mask = Tensor::<2>::ones([b, s], &device.clone().autodiff());
         let kl = kl_divergence(s_logits.clone(), t_logits.autodiff(), mask.clone(), &self.kl);
-        let ce = cross_entropy(s_logits, target.autodiff(), mask);
+        let ce = cross_entropy(s_logits, labels.autodiff(), mask);
         let total = kl.clone() * self.kl_weight + ce.clone() * self.ce_weight;
         Ok(Loss { total, parts: vec![("loss/kl", kl.detach()), ("loss/ce", ce.detach())], tokens: b * s })
     }
@@ -208,9 +217,15 @@ impl Stage for DistillStage {
         }
         let before = validation_kl(&student.model, &teacher, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
-        let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
+        let replicas = replica_devices(&ctx.spec.device, ctx.spec.gpus, ctx.spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(failed)?;
+        let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
+        let teacher_replicas: Vec<Hybrid> = replicas.iter().map(|d| teacher.model.clone().to_device(d)).collect();
+        if !replicas.is_empty() {
+            ctx.log(format!("data parallel over {} GPUs: the teacher and the student on each, gradients summed on {}", 1 + replicas.len(), ctx.spec.device));
+        }
         let kd = KdLoss {
             target: &teacher,
+            target_replicas: &teacher_replicas,
             rope: &teacher.rope,
             train: &train,
             kl: KlOptions { direction: p.kl_direction, reduction: p.kl_reduction, temperature: p.temperature },

@@ -107,7 +107,7 @@ impl Stage for DraftStage {
         let before = validation_kl(&draft.model, &target_model, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
-        let kd = KdLoss { target: &target_model, rope: &draft.rope, train: &train, kl: KlOptions::default(), kl_weight: p.kl_weight, ce_weight: p.ce_weight };
+        let kd = KdLoss { target: &target_model, target_replicas: &[], rope: &draft.rope, train: &train, kl: KlOptions::default(), kl_weight: p.kl_weight, ce_weight: p.ce_weight };
         let loss_fn = |model: &Hybrid, ids: &[usize]| kd.micro_batch(model, ids);
         run_trainer(ctx, &mut trainer, loss_fn)?;
         let trained = Trained::new(trainer);
