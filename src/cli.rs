@@ -259,6 +259,10 @@ pub enum BenchWhat {
         /// The device's dense bf16 peak, TFLOP/s (H100/H200 SXM datasheet: 989).
         #[arg(long, default_value_t = 989.0)]
         peak_tflops: f64,
+        /// Train data-parallel on this many GPUs (`--device`'s and the next ones), `--batch`
+        /// examples on each.
+        #[arg(long, default_value_t = 1)]
+        gpus: usize,
     },
     /// Matrix-product TFLOP/s on given shapes (`MxKxN`, `t` suffix: left operand transposed);
     /// the default shapes are a SmolLM2 training step's at 8 x 2048 tokens.

@@ -32,7 +32,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops } => {
+        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops, gpus } => {
+            let replicas = replica_gpus(&args.device, *gpus)?;
             let teacher = match (distill, &model.random, &model.model) {
                 (false, _, _) => None,
                 (true, Some(config), _) => Some(BenchModel::load(&ModelSource::Random(config.clone()), 1.0, &runtime)?),
@@ -41,8 +42,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             };
             let case = train::TrainCase { batch: *batch, micro_batch: micro_batch.unwrap_or(*batch), seq: *seq, steps: *steps, warmup: *warmup, peak_tflops: *peak_tflops };
             for m in models(model, &runtime)? {
-                let r = train::run(m, teacher.as_ref(), &runtime, case)?;
-                out.row(&r, format!("{} | {} | batch {} x {} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.batch, r.seq, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+                let r = train::run(m, teacher.as_ref(), &runtime, case, &replicas)?;
+                out.row(&r, format!("{} | {} | batch {} x {} on {} device(s) | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.batch, r.seq, r.devices, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
             }
         }
         BenchWhat::Matmul { shapes, kernels, repeats } => {
@@ -116,6 +117,19 @@ fn models(args: &BenchModelArgs, runtime: &Runtime) -> anyhow::Result<Vec<BenchM
         (None, None) => anyhow::bail!("give --model or --random"),
     };
     args.attention_fraction.iter().map(|&f| Ok(BenchModel::load(&source, f, runtime)?)).collect()
+}
+
+/// The GPUs after `device`'s that `--gpus N` trains on: `cuda` / `cuda:K` and the next N - 1.
+fn replica_gpus(device: &str, gpus: usize) -> anyhow::Result<Vec<burn::tensor::Device>> {
+    if gpus <= 1 {
+        return Ok(Vec::new());
+    }
+    let first = match device.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(k) => k.trim_start_matches(':').parse::<usize>().map_err(|_| anyhow::anyhow!("--device {device}: expected cuda or cuda:N"))?,
+        None => anyhow::bail!("--gpus {gpus} needs --device cuda (data parallelism runs on GPUs)"),
+    };
+    (first + 1..first + gpus).map(|k| Ok(Runtime::parse(&format!("cuda:{k}"), None)?.device)).collect()
 }
 
 /// JSON lines as they come (stdout and `--json`), table rows for the end.

@@ -5,7 +5,8 @@
 #   stages/bench/gpu_bench.sh DISTILL_BIN OUT_DIR [PART...]
 #
 # PART: parity, decode, train, long, matmul, each also as PART-peer (the transformers / PyTorch
-# side); default: all but matmul, in that order. `matmul-kernels` times every named cubek routine
+# side); default: all but matmul, in that order. `train-scaling` runs the distillation step
+# data-parallel on each GPU count in TRAIN_GPUS (default "1 2"; issue 10). `matmul-kernels` times every named cubek routine
 # of `distill bench matmul --kernels`, one step each. `profile` times every kernel of one hybrid
 # distillation step through cubecl's profiling logger (a cubecl.toml in the working directory)
 # and writes the kernels that cost most to OUT_DIR/profile.txt (slower than `train`: it is for
@@ -39,6 +40,9 @@ for part in $parts; do
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
+    # Issue 10: the 50% hybrid's distillation step on 1, 2, 4, ... GPUs at 16 sequences per GPU.
+    train-scaling) for g in ${TRAIN_GPUS:-1 2}; do step "train on $g GPUs" 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+        --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 --gpus $g; done ;;
     train-peer) step train 100 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     long) step long 150 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
         --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;

@@ -3,6 +3,7 @@
 //! it is the distillation step (teacher forward, student forward and backward on
 //! KL(teacher || student)); without, next-token cross-entropy.
 
+use burn::module::Module;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::Serialize;
 
@@ -35,6 +36,7 @@ pub struct TrainResult {
     pub micro_batch: usize,
     pub seq: usize,
     pub steps: u64,
+    pub devices: usize,
     pub tokens_per_s: f64,
     pub ms_per_step: f64,
     /// Model FLOPs per token (PaLM's count: 6·P + 12·L·d_attn·seq for the student, plus the
@@ -50,16 +52,20 @@ fn attention_flops(m: &BenchModel, seq: usize) -> f64 {
 }
 
 /// Runs `case.warmup + case.steps` optimizer steps of `student`; medians over the timed ones.
-pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime, case: TrainCase) -> Result<TrainResult> {
+/// With `replicas`, data-parallel over `runtime`'s device and those, `case.batch` examples per
+/// device (issue 10's fixed per-GPU batch).
+pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime, case: TrainCase, replicas: &[burn::tensor::Device]) -> Result<TrainResult> {
+    let devices = 1 + replicas.len();
     let vocab = student.config.llama.vocab_size;
     let flops_per_token = 6.0 * student.matmul_params() as f64
         + 12.0 * attention_flops(&student, case.seq)
         + teacher.map_or(0.0, |t| 2.0 * t.matmul_params() as f64 + 4.0 * attention_flops(t, case.seq));
     let (label, rope) = (student.label.clone(), student.rope.clone());
     let total = case.warmup + case.steps;
+    let batch = case.batch * devices;
     let config = TrainConfig {
         steps: total,
-        batch: case.batch,
+        batch,
         micro_batch: case.micro_batch,
         schedule: LrSchedule { lr: 1e-5, warmup: 0, total, min_ratio: 1.0 },
         adamw: AdamWConfig::default(),
@@ -69,12 +75,14 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         checkpoint_dir: None,
         freeze: Freeze::Nothing,
     };
-    let examples = (case.batch * total as usize).max(1);
-    let mut trainer = Trainer::new(student.model, config, examples, runtime.dtype, &runtime.device).map_err(|e| Error::Config(e.to_string()))?;
-    let device = runtime.device.clone();
-    let train_device = device.clone().autodiff();
+    let examples = (batch * total as usize).max(1);
+    let mut trainer = Trainer::new(student.model, config, examples, runtime.dtype, &runtime.device).map_err(|e| Error::Config(e.to_string()))?.with_replicas(replicas);
+    let teachers: Vec<crate::hybrid::Hybrid> = teacher.map(|t| replicas.iter().map(|d| t.model.clone().to_device(d)).collect()).unwrap_or_default();
     let kl = KlOptions::default();
     let loss_fn = |model: &crate::hybrid::Hybrid, ids: &[usize]| {
+        // Where this micro-batch runs: the main device or a replica's.
+        let device = model.devices().first().map(|d| d.clone().inner()).expect("a model has parameters");
+        let train_device = device.clone().autodiff();
         let s = case.seq;
         let tokens: Vec<i64> = ids.iter().flat_map(|&i| (0..=s).map(move |j| ((i * 104_729 + j * 7919) % (vocab - 1)) as i64)).collect();
         let all: Tensor<2, Int> = Tensor::from_data(TensorData::new(tokens, [ids.len(), s + 1]), &device);
@@ -83,7 +91,8 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         let logits = model.train_logits(input.clone().autodiff(), &rope).cast(DType::F32);
         let total = match teacher {
             Some(t) => {
-                let t_logits = t.model.train_logits(input, &t.rope).cast(DType::F32);
+                let copy = teachers.iter().find(|c| c.devices().first().map(|d| d.clone().inner()).as_ref() == Some(&device));
+                let t_logits = copy.unwrap_or(&t.model).train_logits(input, &t.rope).cast(DType::F32);
                 kl_divergence(logits, t_logits.autodiff(), mask, &kl)
             }
             None => cross_entropy(logits, all.slice([0..ids.len(), 1..s + 1]).autodiff(), mask),
@@ -102,14 +111,15 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         teacher: teacher.map(|t| t.label.clone()),
         device: format!("{:?}", runtime.device),
         dtype: runtime.dtype_name(),
-        batch: case.batch,
+        batch,
         micro_batch: case.micro_batch,
         seq: case.seq,
         steps: case.steps,
+        devices,
         tokens_per_s,
-        ms_per_step: 1e3 * (case.batch * case.seq) as f64 / tokens_per_s,
+        ms_per_step: 1e3 * (batch * case.seq) as f64 / tokens_per_s,
         flops_per_token,
         tflops,
-        mfu: tflops / case.peak_tflops,
+        mfu: tflops / (case.peak_tflops * devices as f64),
     })
 }

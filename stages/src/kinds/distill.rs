@@ -11,17 +11,16 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
+use super::training::{checkpoint_dir, copies_on, copy_on, data_err, device_of, replicas, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlReduction};
-use crate::runtime::{replica_devices, Runtime};
+use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
 use crate::text::TextTokenizer;
 use crate::train::{Loss, TrainableLm, Trainer};
@@ -170,12 +169,8 @@ pub(super) struct KdLoss<'a> {
 impl KdLoss<'_> {
     pub fn micro_batch(&self, model: &Hybrid, ids: &[usize]) -> crate::train::TrainResult<Loss> {
         // The micro-batch runs where `model` is: the main device or a replica's.
-        let here = model.devices().first().map(|d| d.clone().inner());
-        let (device, target) = match self.target_replicas.iter().find(|t| t.devices().first().map(|d| d.clone().inner()) == here) {
-            Some(t) => (here.clone().expect("a replica has parameters"), t),
-            None => (self.target.runtime.device.clone(), &self.target.model),
-        };
-        let device = &device;
+        let device = &device_of(model);
+        let target = copy_on(&self.target.model, self.target_replicas, device);
         let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &self.train[i]).collect();
         let (input, labels) = windows(&w, device);
         let [b, s] = input.dims();
@@ -217,12 +212,9 @@ impl Stage for DistillStage {
         }
         let before = validation_kl(&student.model, &teacher, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
-        let replicas = replica_devices(&ctx.spec.device, ctx.spec.gpus, ctx.spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(failed)?;
+        let replicas = replicas(ctx)?;
         let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
-        let teacher_replicas: Vec<Hybrid> = replicas.iter().map(|d| teacher.model.clone().to_device(d)).collect();
-        if !replicas.is_empty() {
-            ctx.log(format!("data parallel over {} GPUs: the teacher and the student on each, gradients summed on {}", 1 + replicas.len(), ctx.spec.device));
-        }
+        let teacher_replicas = copies_on(&teacher.model, &replicas);
         let kd = KdLoss {
             target: &teacher,
             target_replicas: &teacher_replicas,

@@ -17,7 +17,7 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
+use super::training::{batch_tensors, checkpoint_dir, data_err, device_of, replicas, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, preference_pair, read_rows, BadRows, PreferencePair};
 use crate::hybrid::Hybrid;
 use crate::llama::Rope;
@@ -173,9 +173,10 @@ impl Stage for DpoStage {
         let before = margin_accuracy(&pair_logps(&student.model, &student.rope, &val, pad, &device), &ref_val, p.beta);
         let mean_len = train.iter().map(|x| x.chosen.tokens.len() + x.rejected.tokens.len()).sum::<usize>() / train.len().max(1);
         let config = p.optim.config(train.len(), mean_len, seed, checkpoint_dir(ctx));
-        let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &device).map_err(train_err)?;
-        let train_device = device.clone().autodiff();
+        let replicas = replicas(ctx)?;
+        let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &device).map_err(train_err)?.with_replicas(&replicas);
         let loss_fn = |model: &Hybrid, ids: &[usize]| {
+            let train_device = device_of(model).autodiff(); // a data-parallel replica's, or the main device
             let picked = ids.iter().map(|&i| &train[i]);
             let lp = side_logps(model, &student.rope, picked.clone(), pad, &train_device);
             let b = ids.len();

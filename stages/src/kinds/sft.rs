@@ -15,7 +15,7 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
+use super::training::{batch_tensors, checkpoint_dir, copies_on, copy_on, data_err, device_of, replicas, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{chat_example, in_validation, parse_messages, read_rows, BadRows, Example};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlOptions, KlReduction};
@@ -135,20 +135,23 @@ impl Stage for SftStage {
         let before = assistant_loss(&student.model, &student, &val);
         let mean_len = train.iter().map(|e| e.tokens.len()).sum::<usize>() / train.len().max(1);
         let config = p.optim.config(train.len(), mean_len, seed, checkpoint_dir(ctx));
-        let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
+        let replicas = replicas(ctx)?;
+        let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
+        let teacher_replicas = teacher.as_ref().map(|t| copies_on(&t.model, &replicas)).unwrap_or_default();
         let kl_opts = KlOptions { reduction: p.kl_reduction, ..KlOptions::default() };
         let pad = student.tokenizer.pad_id();
         let loss_fn = |model: &Hybrid, ids: &[usize]| {
             let rows: Vec<&[u32]> = ids.iter().map(|&i| train[i].tokens.as_slice()).collect();
             let masks: Vec<&[bool]> = ids.iter().map(|&i| train[i].mask.as_slice()).collect();
-            let (input, target, mask) = batch_tensors(&rows, &masks, pad, &runtime.device);
+            let here = device_of(model); // a data-parallel replica's, or the main device
+            let (input, target, mask) = batch_tensors(&rows, &masks, pad, &here);
             let tokens = rows.iter().map(|r| r.len()).sum();
             let logits = model.train_logits(input.clone().autodiff(), &student.rope).cast(DType::F32);
             let ce = cross_entropy(logits.clone(), target.autodiff(), mask.clone().autodiff());
             let mut total = ce.clone() * p.alpha;
             let mut parts = vec![("loss/ce", ce.detach())];
             if let (Some(t), true) = (&teacher, p.beta > 0.0) {
-                let t_logits = t.model.train_logits(input, &t.rope).cast(DType::F32).autodiff();
+                let t_logits = copy_on(&t.model, &teacher_replicas, &here).train_logits(input, &t.rope).cast(DType::F32).autodiff();
                 let kl = kl_divergence(logits, t_logits, mask.autodiff(), &kl_opts);
                 total = total + kl.clone() * p.beta;
                 parts.push(("loss/kl", kl.detach()));

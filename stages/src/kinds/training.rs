@@ -7,13 +7,15 @@ use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use distill_engine::stage::{StageContext, StageError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
 use crate::data::DataError;
 use crate::hybrid::Hybrid;
+use crate::runtime::replica_devices;
 use crate::train::{save_weights, AdamWConfig, Freeze, Loss, LrSchedule, StepReport, TrainConfig, TrainError, Trainer};
 
 fn d_lr() -> f64 { 8e-5 }
@@ -113,6 +115,34 @@ pub fn train_err(e: TrainError) -> StageError {
 /// Where a stage's resumable checkpoints live: the workspace, keyed by everything that makes
 /// the run (params, seed, input paths, which are content-addressed), so only the same run
 /// resumes.
+/// The plain device a model's parameters are on: where a data-parallel micro-batch runs.
+pub fn device_of(model: &Hybrid) -> Device {
+    model.devices().first().map(|d| d.clone().inner()).expect("a model has parameters")
+}
+
+/// The copy of a frozen model (teacher, reference) on `here`: `main`, or the one of `copies`
+/// (one per replica device of data-parallel training) that is there.
+pub fn copy_on<'a>(main: &'a Hybrid, copies: &'a [Hybrid], here: &Device) -> &'a Hybrid {
+    copies.iter().find(|c| device_of(c) == *here).unwrap_or(main)
+}
+
+/// A frozen model copied to each replica device.
+pub fn copies_on(model: &Hybrid, devices: &[Device]) -> Vec<Hybrid> {
+    devices.iter().map(|d| model.clone().to_device(d)).collect()
+}
+
+/// The training stage's replica devices (`resources.gpus` > 1 on CUDA), see
+/// [`crate::runtime::replica_devices`], logged when there are any.
+pub fn replicas(ctx: &mut StageContext) -> Result<Vec<Device>, StageError> {
+    let spec = &ctx.spec;
+    let devices = replica_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(|e| StageError::Failed(e.to_string()))?;
+    if !devices.is_empty() {
+        let msg = format!("data parallel over {} GPUs: frozen models copied to each, gradients summed on {}", 1 + devices.len(), ctx.spec.device);
+        ctx.log(msg);
+    }
+    Ok(devices)
+}
+
 pub fn checkpoint_dir(ctx: &StageContext) -> PathBuf {
     let key = format!("{}|{}|{}|{:?}", ctx.spec.kind, ctx.spec.params, ctx.spec.seed, ctx.inputs());
     let hash = crate::data::fnv1a(key.as_bytes());
