@@ -61,15 +61,20 @@ fn noisy_copy(model: &Hybrid, scale: f32, seed: u64) -> Hybrid {
     m
 }
 
-#[test]
-fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
-    let vocab = 64;
-    let verifiers = [
+/// The verifiers every greedy property runs: pure attention, both hybrids, pure Mamba.
+fn verifiers(vocab: usize) -> [(&'static str, HybridConfig); 4] {
+    [
         ("attention", config(vocab, 3, &[0, 1, 2], false)),
         ("hybrid mamba2", config(vocab, 3, &[1], false)),
         ("hybrid mamba1", config(vocab, 3, &[1], true)),
         ("pure mamba", config(vocab, 2, &[], false)),
-    ];
+    ]
+}
+
+#[test]
+fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
+    let vocab = 64;
+    let verifiers = verifiers(vocab);
     let mut rng = StdRng::seed_from_u64(6);
     let prompts: Vec<Vec<u32>> = [1, 5].iter().map(|&n| (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
     let mut by_draft = [SpeculativeStats::default(); 3];
@@ -204,12 +209,7 @@ fn greedy_speculative_output_equals_the_verifiers_greedy_output_in_bf16() {
         }
     }
     let vocab = 64;
-    let verifiers = [
-        ("attention", config(vocab, 3, &[0, 1, 2], false)),
-        ("hybrid mamba2", config(vocab, 3, &[1], false)),
-        ("hybrid mamba1", config(vocab, 3, &[1], true)),
-        ("pure mamba", config(vocab, 2, &[], false)),
-    ];
+    let verifiers = verifiers(vocab);
     let mut rng = StdRng::seed_from_u64(6);
     let prompts: Vec<Vec<u32>> = [1, 5, 40].iter().map(|&n| (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
     for (name, cfg) in verifiers {
