@@ -105,30 +105,36 @@ impl<B: Backend + MatmulWithOps, C: CheckpointStrategy> MatmulWithOps for Autodi
         struct ProductBackward;
 
         impl<B: Backend + MatmulWithOps> Backward<B, 2> for ProductBackward {
-            /// The operands and the packed kernels.
-            type State = (FloatTensor<B>, FloatTensor<B>, u32);
+            /// The left operand when the right one needs a gradient, the right one when the left
+            /// one does (a frozen weight keeps no activation alive), and the packed kernels.
+            type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>, u32);
 
             fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
                 let [node_lhs, node_rhs] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (lhs, rhs, code) = ops.state;
                 let d = grad.shape().num_dims();
-                if let Some(node) = node_lhs {
+                if let (Some(node), Some(rhs)) = (node_lhs, rhs) {
                     let rhs_t = B::float_swap_dims(rhs, d - 2, d - 1);
                     grads.register::<B>(node.id, B::matmul_with(grad.clone(), rhs_t, (code >> 8) & 0xff));
                 }
-                if let Some(node) = node_rhs {
+                if let (Some(node), Some(lhs)) = (node_rhs, lhs) {
                     let lhs_t = B::float_swap_dims(lhs, d - 2, d - 1);
                     grads.register::<B>(node.id, B::matmul_with(lhs_t, grad, (code >> 16) & 0xff));
                 }
             }
         }
 
+        // The backward has no broadcast reduction: batch dimensions must agree.
+        let (ls, rs) = (lhs.primitive().shape(), rhs.primitive().shape());
+        let d = ls.num_dims();
+        assert!((0..d - 2).all(|i| ls[i] == rs[i]), "matmul_with under autodiff needs equal batch dimensions, got {ls:?} and {rs:?}");
+        let (lhs_tracked, rhs_tracked) = (lhs.is_tracked(), rhs.is_tracked());
         match ProductBackward.prepare::<C>([lhs.node(), rhs.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (l, r) = (lhs.primitive().clone(), rhs.primitive().clone());
                 let out = B::matmul_with(l.clone(), r.clone(), code & 0xff);
-                prep.finish((l, r, code), out)
+                prep.finish((rhs_tracked.then_some(l), lhs_tracked.then_some(r), code), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::matmul_with(lhs.into_primitive(), rhs.into_primitive(), code & 0xff)),
         }

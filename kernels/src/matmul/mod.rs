@@ -179,9 +179,10 @@ pub fn project<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
 #[cfg(feature = "cuda")]
 fn on_cube<const D: usize>(x: &Tensor<D>) -> bool {
     let dims = x.dims();
+    // The device first: DISTILL_MATMUL means nothing (and is not read) off CUDA.
     dims[..D - 1].iter().product::<usize>() >= MIN_TUNED_ROWS
-        && ProductKernels::for_projections() != ProductKernels::DEFAULT
         && crate::mamba2_step::runs_on_cube(&x.device())
+        && ProductKernels::for_projections() != ProductKernels::DEFAULT
 }
 
 #[cfg(test)]

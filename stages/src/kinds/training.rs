@@ -112,9 +112,6 @@ pub fn train_err(e: TrainError) -> StageError {
     }
 }
 
-/// Where a stage's resumable checkpoints live: the workspace, keyed by everything that makes
-/// the run (params, seed, input paths, which are content-addressed), so only the same run
-/// resumes.
 /// The plain device a model's parameters are on: where a data-parallel micro-batch runs.
 pub fn device_of(model: &Hybrid) -> Device {
     model.devices().first().map(|d| d.clone().inner()).expect("a model has parameters")
@@ -143,6 +140,9 @@ pub fn replicas(ctx: &mut StageContext) -> Result<Vec<Device>, StageError> {
     Ok(devices)
 }
 
+/// Where a stage's resumable checkpoints live: the workspace, keyed by everything that makes
+/// the run (params, seed, input paths, which are content-addressed), so only the same run
+/// resumes.
 pub fn checkpoint_dir(ctx: &StageContext) -> PathBuf {
     let key = format!("{}|{}|{}|{:?}", ctx.spec.kind, ctx.spec.params, ctx.spec.seed, ctx.inputs());
     let hash = crate::data::fnv1a(key.as_bytes());

@@ -108,7 +108,8 @@ impl Mamba2 {
     /// - `u`: `[batch, seq, d_model]` -> same
     /// - `mask`: `[batch, seq]`
     pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
-        if u.dims()[1] == 1 {
+        // The fused step has no backward: a one-token input under autodiff takes the scan.
+        if u.dims()[1] == 1 && !u.device().is_autodiff() {
             return self.step(u, mask, state);
         }
         let inputs = self.scan_inputs(u, mask, &mut state.conv);

@@ -67,11 +67,25 @@ impl SpecModel<'_> {
     /// # Shapes
     /// - returns `[seq][vocab]`
     pub(super) fn rows(&self, tokens: &[u32], cache: &mut SpecCache) -> Vec<Vec<f32>> {
-        let logits: Tensor<2> = forward_round(self.model, self.rope, tokens, cache);
-        let v = logits.dims()[1];
-        let flat = logits.cast(DType::F32).into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-        flat.chunks(v).map(<[f32]>::to_vec).collect()
+        host_rows(forward_round(self.model, self.rope, tokens, cache))
     }
+
+    /// Host logits after the last of `tokens` only (a prompt's other rows never leave the device).
+    ///
+    /// # Shapes
+    /// - returns `[vocab]`
+    fn last_row(&self, tokens: &[u32], cache: &mut SpecCache) -> Vec<f32> {
+        let logits: Tensor<2> = forward_round(self.model, self.rope, tokens, cache);
+        let s = logits.dims()[0];
+        host_rows(logits.narrow(0, s - 1, 1)).pop().unwrap_or_default()
+    }
+}
+
+/// `[seq, vocab]` logits as host rows.
+fn host_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
+    let v = logits.dims()[1];
+    let flat = logits.cast(DType::F32).into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+    flat.chunks(v).map(<[f32]>::to_vec).collect()
 }
 
 /// Generates up to `max_new_tokens` after `prompt`. `on_token(id)` sees each new token in order
@@ -93,10 +107,10 @@ pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     // The verifier reads the whole prompt in one pass, as plain decoding's prefill does (same
     // arithmetic, so greedy output can match it exactly in bf16 too); its last row is the first
     // round's first verdict row. The draft reads all but the last token.
-    let mut prefill_row = verifier.rows(prompt, &mut vc).pop();
+    let mut prefill_row = Some(verifier.last_row(prompt, &mut vc));
     vc.commit(verifier.model, prompt.len());
     if !prefix.is_empty() {
-        draft.rows(prefix, &mut dc);
+        forward_round(draft.model, draft.rope, prefix, &mut dc); // only its cache is wanted
         dc.commit(draft.model, prefix.len());
     }
     let mut processor = LogitsProcessor::new(opts.sampling.clone(), opts.seed);
