@@ -46,8 +46,11 @@ impl Default for KlOptions {
 pub fn kl_divergence(student: Tensor<3>, teacher: Tensor<3>, mask: Tensor<2>, opts: &KlOptions) -> Tensor<1> {
     let [b, s, _] = student.dims();
     let t = opts.temperature;
-    let ls = log_softmax(student / t, 2);
-    let lt = log_softmax(teacher / t, 2);
+    // At the paper's temperature 1 the division is skipped: on [tokens, 49152] logits it is a
+    // full pass over the largest tensors of the step, forward and backward, for x / 1 = x.
+    let scaled = |x: Tensor<3>| if t == 1.0 { x } else { x / t };
+    let ls = log_softmax(scaled(student), 2);
+    let lt = log_softmax(scaled(teacher), 2);
     let per_token = match opts.direction {
         KlDirection::Forward => (lt.clone().exp() * (lt - ls)).sum_dim(2),
         KlDirection::Reverse => (ls.clone().exp() * (ls - lt)).sum_dim(2),
