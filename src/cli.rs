@@ -275,6 +275,15 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },
+    /// The training step's causal attention, forward and backward: burn's (its autodiff
+    /// fallback) against ours (softmax with its own backward), timed in the same run.
+    Attention {
+        /// `batch,heads,seq,head_dim` (default: one micro-batch of the SmolLM2 step).
+        #[arg(long, value_delimiter = ',', default_values_t = [8usize, 9, 2048, 64])]
+        shape: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// Each GPU kernel of `distill-kernels` against its plain-tensor twin on random inputs, over
     /// shapes (batch 1..64, SmolLM2 / Llama-3-8B / Mamba-2 layer shapes) in f32 and bf16: the
     /// largest relative difference, both times, and the kernel's time against its memory floor.

@@ -7,6 +7,8 @@
 //!   the accepted ones from the round's snapshot.
 //! - [`matmul::matmul_with`]: a matrix product with a named cubek routine instead of burn's
 //!   untuned default.
+//! - [`softmax::softmax_last`]: softmax with its own backward (three passes instead of burn's
+//!   composite's four or five), for the training step's attention scores.
 //!
 //! The kernels exist with the `cuda` feature; without it every function is its reference.
 //! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
@@ -16,6 +18,7 @@ pub mod mamba2_step;
 pub mod mamba2_steps;
 pub mod matmul;
 pub mod parity;
+pub mod softmax;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};
 pub use mamba2_steps::{mamba2_steps, mamba2_steps_reference, StepsOut};

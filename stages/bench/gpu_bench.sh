@@ -48,6 +48,8 @@ for part in $parts; do
         --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
     long-peer) step long 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1 --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
     matmul) step matmul 120 "$bin" bench --device cuda matmul ;;
+    # The training step's attention, burn's autodiff fallback against ours (issue 5).
+    attention) step attention 120 "$bin" bench --device cuda attention ;;
     # Each cubek routine alone, with its own limit: a TMA or warp-specialized kernel that hangs
     # must cost only its own step.
     matmul-kernels) for k in double-cyclic-mma double-cyclic-mma-specialized ordered-double-mma tiled-cmma-async tiled-cmma-tma specialized-tma-mma double-tma-mma; do
@@ -77,7 +79,9 @@ for r in rows:
     if r["bench"] == "parity":
         print(f"parity {impl:12} {r['fixture']:18} max rel L2 {r['max_rel_l2']:.4f}  max abs {r['max_abs']:.4f}")
     elif r["bench"] == "matmul":
-        print(f"matmul {impl:12} {r.get('kernel', 'cublas'):30} {r['shape']:22} {r['ms']:8.3f} ms  {r['tflops']:6.1f} TFLOP/s  rel diff {r.get('rel_diff_vs_default', 0):.1e}")
+        print(f"matmul {impl:12} {r.get('kernel', 'cublas'):30} {r['shape']:22} {r['ms']:8.3f} ms  {r['tflops']:6.1f} TFLOP/s  rel diff {r.get('rel_diff_vs_default') or float('nan'):.1e}")
+    elif r["bench"] == "train_attention":
+        print(f"attention {str(r['shape']):22} burn {r['burn_ms']:8.2f} ms  ours {r['ours_ms']:8.2f} ms  {r['speedup']:.2f}x  grad rel diff {r['grad_rel_diff']:.1e}")
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
     else:

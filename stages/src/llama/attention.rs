@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::cache::{store, KvStep, StepMask};
 use super::rope::apply_rotary;
+use super::train_attention::causal_attention;
 
 #[derive(Config, Debug)]
 pub struct AttentionConfig {
@@ -78,8 +79,13 @@ impl Attention {
             // repeat the KV heads (query head i uses KV head i / g).
             StepMask::Causal => {
                 let repeat = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).expand([b, kvh, g, t, d]).reshape([b, h, t, d]);
-                let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-                attention(q, repeat(k), repeat(v), None, None, opts)
+                if q.device().is_autodiff() {
+                    // Training: burn would differentiate its attention through the slow fallback.
+                    causal_attention(q, repeat(k), repeat(v))
+                } else {
+                    let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+                    attention(q, repeat(k), repeat(v), None, None, opts)
+                }
             }
             // GQA without copying the cache: the g query heads that share a KV head become
             // g·seq rows against it, each row keeping its token's mask.

@@ -8,6 +8,7 @@ mod mlp;
 mod model;
 mod norm;
 mod rope;
+mod train_attention;
 
 pub use attention::{Attention, AttentionConfig};
 pub use cache::{KvCache, KvStep, StepMask};
@@ -16,3 +17,4 @@ pub use mlp::{Mlp, MlpConfig};
 pub use model::{DecoderLayer, Llama, LlamaModel};
 pub use norm::{RmsNorm, RmsNormConfig};
 pub use rope::{apply_rotary, Rope};
+pub use train_attention::causal_attention;

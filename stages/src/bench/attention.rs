@@ -1,0 +1,74 @@
+//! The training step's causal attention, forward and backward: burn's `attention` differentiated
+//! through its fallback against ours (`llama::causal_attention`: the scale folded into q, an
+//! additive mask, softmax with its own backward), same inputs, same run, with the largest
+//! difference of their gradients.
+
+use std::time::Instant;
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Distribution, Tensor};
+use serde::Serialize;
+
+use super::{median, sync};
+use crate::error::Result;
+use crate::llama::causal_attention;
+use crate::runtime::Runtime;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttentionResult {
+    pub bench: &'static str,
+    pub device: String,
+    pub dtype: &'static str,
+    /// `[batch, heads, seq, head_dim]`.
+    pub shape: [usize; 4],
+    pub burn_ms: f64,
+    pub ours_ms: f64,
+    /// `burn_ms / ours_ms`.
+    pub speedup: f64,
+    /// Largest |ours - burn's| over the gradients of q, k and v, relative to the largest |burn's|.
+    pub grad_rel_diff: f64,
+}
+
+/// Median of `repeats` forward + backward passes of each, after 2 untimed ones.
+pub fn run(shape: [usize; 4], runtime: &Runtime, repeats: usize) -> Result<AttentionResult> {
+    let device = runtime.device.clone().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let tensor = || Tensor::<4>::random(shape, normal, (&device, runtime.dtype));
+    let (q, k, v, w) = (tensor().require_grad(), tensor().require_grad(), tensor().require_grad(), tensor());
+    let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+    let pass = |ours: bool| {
+        let out = if ours { causal_attention(q.clone(), k.clone(), v.clone()) } else { attention(q.clone(), k.clone(), v.clone(), None, None, opts) };
+        let grads = (out.cast(DType::F32) * w.clone().cast(DType::F32)).sum().backward();
+        [&q, &k, &v].map(|x| x.grad(&grads).expect("tracked").cast(DType::F32))
+    };
+    let time = |ours: bool| -> Result<f64> {
+        let mut ms = Vec::with_capacity(repeats);
+        for i in 0..repeats.max(1) + 2 {
+            sync(runtime)?;
+            let start = Instant::now();
+            drop(pass(ours));
+            sync(runtime)?;
+            if i >= 2 {
+                ms.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(median(ms))
+    };
+    let (burn_ms, ours_ms) = (time(false)?, time(true)?);
+    let (ours, theirs) = (pass(true), pass(false));
+    let grad_rel_diff = ours.into_iter().zip(theirs).map(|(a, b)| {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-12) as f64;
+        (a - b).abs().max().into_scalar::<f32>() as f64 / scale
+    }).fold(0.0, f64::max);
+    Ok(AttentionResult {
+        bench: "train_attention",
+        device: format!("{:?}", runtime.device),
+        dtype: runtime.dtype_name(),
+        shape,
+        burn_ms,
+        ours_ms,
+        speedup: burn_ms / ours_ms,
+        grad_rel_diff,
+    })
+}
