@@ -148,9 +148,15 @@ impl CausalLm for Hybrid {
 
     fn forward(&self, tokens: Tensor<2, Int>, valid: &[Vec<bool>], rope: &Rope, cache: &mut HybridCache) -> Tensor<3> {
         let states = &mut cache.mamba;
-        self.forward_with(tokens, valid, rope, &mut cache.kv, |i, mixer, u, keep| match mixer {
-            MambaMixer::Mamba2(m) => m.forward(u, Some(keep), &mut states[i]),
-            MambaMixer::Mamba1(m) => m.forward(u, Some(keep), &mut states[i]),
+        // Without padding the mask multiplies by one: leave it out (the same values, and a
+        // handful fewer ops per Mamba layer and token, which is what decoding at batch 1 costs).
+        let padded = valid.iter().flatten().any(|&v| !v);
+        self.forward_with(tokens, valid, rope, &mut cache.kv, |i, mixer, u, keep| {
+            let mask = padded.then_some(keep);
+            match mixer {
+                MambaMixer::Mamba2(m) => m.forward(u, mask, &mut states[i]),
+                MambaMixer::Mamba1(m) => m.forward(u, mask, &mut states[i]),
+            }
         })
     }
 }
