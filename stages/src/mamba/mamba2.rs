@@ -252,7 +252,8 @@ impl Mamba2 {
         let device = xbc.device();
         let window = state.conv.take().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));
         let s0 = state.ssm.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
-        let out = mamba2_step(xbc, dt, window, s0, &self.step_weights());
+        let weights = state.step_weights.get_or_insert_with(|| self.step_weights());
+        let out = mamba2_step(xbc, dt, window, s0, weights);
         state.conv = Some(out.window);
         state.ssm = Some(out.state);
         self.gate_out(out.y.reshape([bs, 1, h, p]), z)
