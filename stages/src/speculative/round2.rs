@@ -9,7 +9,7 @@
 //! scan, as plain decoding's prefill does.
 
 use burn::tensor::{DType, Tensor};
-use distill_kernels::mamba2_steps;
+use distill_kernels::{mamba2_steps, Mamba2StepWeights};
 
 use crate::mamba::Mamba2;
 
@@ -33,6 +33,8 @@ pub struct Mamba2Round {
     /// The state after all of them, when a chunked pass left it (`None` after a kernel pass,
     /// which never writes it).
     current: Option<Tensor<4>>,
+    /// The layer's parameters as the kernel reads them, derived at the first kernel pass.
+    weights: Option<Mamba2StepWeights>,
 }
 
 impl Mamba2Round {
@@ -71,7 +73,8 @@ impl Mamba2Round {
             m.output(y, inputs)
         } else {
             let s0 = self.snapshot.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
-            let steps = mamba2_steps(padded.clone(), dts.clone(), s0, &m.step_weights(), self.pending, unfolded);
+            let weights = self.weights.get_or_insert_with(|| m.step_weights());
+            let steps = mamba2_steps(padded.clone(), dts.clone(), s0, weights, self.pending, unfolded);
             self.snapshot = Some(steps.snapshot);
             // The kept steps are in the snapshot now.
             let rest = self.fed + l;
