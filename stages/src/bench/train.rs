@@ -3,7 +3,6 @@
 //! it is the distillation step (teacher forward, student forward and backward on
 //! KL(teacher || student)); without, next-token cross-entropy.
 
-use burn::module::Module;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::Serialize;
 
@@ -11,7 +10,7 @@ use super::{median, BenchModel};
 use crate::error::{Error, Result};
 use crate::losses::{cross_entropy, kl_divergence, KlOptions};
 use crate::runtime::Runtime;
-use crate::train::{AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
+use crate::train::{copies_on, copy_on, device_of, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrainCase {
@@ -77,11 +76,11 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
     };
     let examples = (batch * total as usize).max(1);
     let mut trainer = Trainer::new(student.model, config, examples, runtime.dtype, &runtime.device).map_err(|e| Error::Config(e.to_string()))?.with_replicas(replicas);
-    let teachers: Vec<crate::hybrid::Hybrid> = teacher.map(|t| replicas.iter().map(|d| t.model.clone().to_device(d)).collect()).unwrap_or_default();
+    let teachers = teacher.map(|t| copies_on(&t.model, replicas)).unwrap_or_default();
     let kl = KlOptions::default();
     let loss_fn = |model: &crate::hybrid::Hybrid, ids: &[usize]| {
         // Where this micro-batch runs: the main device or a replica's.
-        let device = model.devices().first().map(|d| d.clone().inner()).expect("a model has parameters");
+        let device = device_of(model);
         let train_device = device.clone().autodiff();
         let s = case.seq;
         let tokens: Vec<i64> = ids.iter().flat_map(|&i| (0..=s).map(move |j| ((i * 104_729 + j * 7919) % (vocab - 1)) as i64)).collect();
@@ -91,8 +90,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         let logits = model.train_logits(input.clone().autodiff(), &rope).cast(DType::F32);
         let total = match teacher {
             Some(t) => {
-                let copy = teachers.iter().find(|c| c.devices().first().map(|d| d.clone().inner()).as_ref() == Some(&device));
-                let t_logits = copy.unwrap_or(&t.model).train_logits(input, &t.rope).cast(DType::F32);
+                let t_logits = copy_on(&t.model, &teachers, &device).train_logits(input, &t.rope).cast(DType::F32);
                 kl_divergence(logits, t_logits.autodiff(), mask, &kl)
             }
             None => cross_entropy(logits, all.slice([0..ids.len(), 1..s + 1]).autodiff(), mask),

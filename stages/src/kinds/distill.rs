@@ -16,14 +16,14 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{checkpoint_dir, copies_on, copy_on, data_err, device_of, replicas, run_trainer, train_err, OptimParams, Trained};
+use super::training::{checkpoint_dir, data_err, replicas, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlReduction};
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
 use crate::text::TextTokenizer;
-use crate::train::{Loss, TrainableLm, Trainer};
+use crate::train::{copies_on, copy_on, device_of, Loss, TrainableLm, Trainer};
 
 fn one() -> f64 { 1.0 }
 fn d_seq() -> usize { 512 }

@@ -17,14 +17,14 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, device_of, replicas, run_trainer, train_err, OptimParams, Trained};
+use super::training::{batch_tensors, checkpoint_dir, data_err, replicas, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, preference_pair, read_rows, BadRows, PreferencePair};
 use crate::hybrid::Hybrid;
 use crate::llama::Rope;
 use crate::losses::{dpo_loss, sequence_logps};
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
-use crate::train::{Loss, TrainableLm, Trainer};
+use crate::train::{device_of, Loss, TrainableLm, Trainer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,7 +7,6 @@ use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use distill_engine::stage::{StageContext, StageError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -110,22 +109,6 @@ pub fn train_err(e: TrainError) -> StageError {
         TrainError::Interrupted(_) => StageError::Interrupted,
         other => StageError::other(other),
     }
-}
-
-/// The plain device a model's parameters are on: where a data-parallel micro-batch runs.
-pub fn device_of(model: &Hybrid) -> Device {
-    model.devices().first().map(|d| d.clone().inner()).expect("a model has parameters")
-}
-
-/// The copy of a frozen model (teacher, reference) on `here`: `main`, or the one of `copies`
-/// (one per replica device of data-parallel training) that is there.
-pub fn copy_on<'a>(main: &'a Hybrid, copies: &'a [Hybrid], here: &Device) -> &'a Hybrid {
-    copies.iter().find(|c| device_of(c) == *here).unwrap_or(main)
-}
-
-/// A frozen model copied to each replica device.
-pub fn copies_on(model: &Hybrid, devices: &[Device]) -> Vec<Hybrid> {
-    devices.iter().map(|d| model.clone().to_device(d)).collect()
 }
 
 /// The training stage's replica devices (`resources.gpus` > 1 on CUDA), see

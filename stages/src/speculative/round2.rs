@@ -38,11 +38,6 @@ pub struct Mamba2Round {
 }
 
 impl Mamba2Round {
-    /// Steps fed since the last commit.
-    pub fn fed(&self) -> usize {
-        self.fed
-    }
-
     /// `u` through the layer after everything the round holds.
     ///
     /// # Shapes

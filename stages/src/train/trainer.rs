@@ -19,6 +19,7 @@ use burn::tensor::{DType, Device, Gradients, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::base::{TrainError, TrainResult};
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
+use super::devices::device_of;
 use super::freeze::{freeze, Freeze};
 use super::model::TrainableLm;
 use super::names::PathTracker;
@@ -150,7 +151,7 @@ impl<M: TrainableLm> Trainer<M> {
         // Per device: the gradients of its micro-batches, summed where they were computed.
         let mut by_device: Vec<BTreeMap<String, Tensor<1>>> = vec![BTreeMap::new(); self.replicas.len()];
         // Where replicas' values are brought (plain, as detached values and gradients are).
-        let main = if self.replicas.is_empty() { None } else { self.model.devices().first().map(|d| d.clone().inner()) };
+        let main = (!self.replicas.is_empty()).then(|| device_of(&self.model));
         for (i, micro) in draws.chunks(c.micro_batch).enumerate() {
             let weight = micro.len() as f64 / c.batch as f64;
             let model = self.model_for(i);
@@ -210,8 +211,7 @@ impl<M: TrainableLm> Trainer<M> {
         let lr = c.schedule.at(self.state.step);
         self.model = self.opt.update(self.model.clone(), &mut grads, lr);
         for replica in &mut self.replicas {
-            let device = replica.devices().first().cloned().expect("a replica has parameters");
-            *replica = self.model.clone().fork(&device);
+            *replica = self.model.clone().fork(&device_of(replica));
         }
         self.state.step = step;
         self.state.tokens += tokens as u64;
@@ -421,8 +421,7 @@ pub(crate) mod tests {
     /// [`lm_loss`] with its inputs on the device of the model it is given (a replica's).
     fn replica_loss(rope: &Rope) -> impl FnMut(&Llama, &[usize]) -> TrainResult<Loss> + '_ {
         move |model, ids| {
-            let device = model.devices()[0].clone();
-            lm_loss(rope, &device)(model, ids)
+            lm_loss(rope, &device_of(model))(model, ids)
         }
     }
 }
