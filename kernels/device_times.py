@@ -17,8 +17,10 @@ import sys
 
 UNITS = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
 LINE = re.compile(r"^\| ([0-9.]+)(ns|µs|us|ms|s)\s*\| (.+)$")
-# Kernel name in the log -> the bench rows it times.
-FAMILIES = {"Mamba2StepKernel": "kernel_mamba2_step", "Mamba2StepsKernel": "kernel_mamba2_steps"}
+# Kernel names in the log, and the bench rows whose launches they are (the single step runs the
+# multi-step kernel with one step).
+KERNELS = {"Mamba2StepsKernel"}
+BENCHES = {"kernel_mamba2_step", "kernel_mamba2_steps"}
 
 
 def shape(c):
@@ -28,36 +30,33 @@ def shape(c):
 
 def main():
     log, jsonl, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    times = {name: [] for name in FAMILIES}
+    times = []
     for line in open(log, encoding="utf-8", errors="replace"):
         m = LINE.match(line.rstrip("\n"))
         if m:
             name = m.group(3).split("|")[0].strip()
             family = re.sub(r"_[0-9a-f]+$", "", name)
-            if family in times:
-                times[family].append(float(m.group(1)) * UNITS[m.group(2)])
+            if family in KERNELS:
+                times.append(float(m.group(1)) * UNITS[m.group(2)])
     rows = [json.loads(l) for l in open(jsonl) if l.startswith("{")]
     per = repeats + 2
-    status = 0
     single = {}
     print("device time per launch (median), against the floor at 4.3 TB/s:")
-    for family, bench in FAMILIES.items():
-        cases = [c for c in rows if c["bench"] == bench]
-        if len(times[family]) != per * len(cases):
-            print(f"{family}: {len(times[family])} launches for {len(cases)} cases of {per}; not matched", file=sys.stderr)
-            status = 1
-            continue
-        for i, c in enumerate(cases):
-            us = statistics.median(times[family][i * per + 1 : i * per + 1 + repeats])
-            steps = c.get("steps")
-            label = "mamba2_step " if steps is None else f"mamba2_steps x{steps}"
-            extra = ""
-            if steps is None:
-                single[(shape(c), c["dtype"])] = us
-            elif (shape(c), c["dtype"]) in single:
-                extra = f" | {us / single[(shape(c), c['dtype'])]:.2f}x one step"
-            print(f"{label} | {shape(c):20} | {c['dtype']:4} | device {us:8.2f} us | floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth{extra}")
-    return status
+    cases = [c for c in rows if c["bench"] in BENCHES]
+    if len(times) != per * len(cases):
+        print(f"{len(times)} launches of {sorted(KERNELS)} for {len(cases)} cases of {per}; not matched", file=sys.stderr)
+        return 1
+    for i, c in enumerate(cases):
+        us = statistics.median(times[i * per + 1 : i * per + 1 + repeats])
+        steps = c.get("steps")
+        label = "mamba2_step " if steps is None else f"mamba2_steps x{steps}"
+        extra = ""
+        if steps is None:
+            single[(shape(c), c["dtype"])] = us
+        elif (shape(c), c["dtype"]) in single:
+            extra = f" | {us / single[(shape(c), c['dtype'])]:.2f}x one step"
+        print(f"{label} | {shape(c):20} | {c['dtype']:4} | device {us:8.2f} us | floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth{extra}")
+    return 0
 
 
 if __name__ == "__main__":

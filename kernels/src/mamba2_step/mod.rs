@@ -4,11 +4,10 @@
 //!
 //! In plain tensor ops this is some thirty small launches per layer and token, and decoding a
 //! SmolLM2 hybrid at batch 1 is bound by launches, not bytes (BENCHMARKS.md); the kernel does it
-//! in one launch.
+//! in one launch: [`crate::mamba2_steps`]'s kernel with one step, so that decoding and
+//! speculative verification round alike.
 
 mod reference;
-#[cfg(feature = "cuda")]
-pub(crate) mod cube;
 
 use burn::tensor::Tensor;
 
@@ -23,7 +22,7 @@ pub(crate) fn runs_on_cube(device: &burn::tensor::Device) -> bool {
 /// Whether the kernels take this layer (its `d_state` must split over their lanes).
 #[cfg(feature = "cuda")]
 pub(crate) fn kernel_takes(w: &Mamba2StepWeights) -> bool {
-    cube::supports(w)
+    crate::mamba2_steps::cube::supports(w)
 }
 
 /// A Mamba-2 layer's parameters the step reads, already in the dtypes the step computes in.
@@ -66,9 +65,21 @@ pub struct StepOut {
 pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     #[cfg(feature = "cuda")]
     if runs_on_cube(&xbc.device()) && kernel_takes(w) {
-        return cube::mamba2_step(xbc, dt, window, state, w);
+        return one_of_the_steps(xbc, dt, window, state, w);
     }
     mamba2_step_reference(xbc, dt, window, state, w)
+}
+
+/// The step as the multi-step kernel's one step: the state after it is the "snapshot" after
+/// step 1.
+#[cfg(feature = "cuda")]
+fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
+    let k = w.conv_weight.dims()[1];
+    let [bs, h] = dt.dims();
+    let padded = Tensor::cat(vec![window, xbc.unsqueeze_dim::<3>(1)], 1); // [bs, K, C]
+    let window = padded.clone().narrow(1, 1, k - 1);
+    let out = crate::mamba2_steps::cube::mamba2_steps(padded, dt.unsqueeze_dim::<3>(1), state, w, 1, 0);
+    StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window }
 }
 
 #[cfg(test)]

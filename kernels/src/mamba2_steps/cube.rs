@@ -1,8 +1,19 @@
-//! The steps as one CubeCL kernel, laid out as the single step's (`crate::mamba2_step`'s cube
-//! module): a cube holds `rows` rows of one head, each row walked by `lanes` units along the
-//! state. The difference is time: each unit keeps its state entries in registers across all the
-//! steps, so the state is read once and written once (at `snap_at`), and each step's `B`, `C` and
-//! `x` convolutions go through shared memory as in the single step.
+//! The steps as one CubeCL kernel, launched through burn's backend extension (which also queues
+//! it in burn's fusion stream); a single decode step is its one-step case, so decoding and
+//! speculative verification share every rounding.
+//!
+//! A cube holds `rows` rows of one head; each row is walked by `lanes` units along the state
+//! dimension, so a warp reads consecutive state entries (one unit per row, walking it alone with a
+//! stride of `n`, reached 10% of the H200's bandwidth). Each unit keeps its state entries in
+//! registers across all the steps: the state is read once and written once (at `snap_at`).
+//! Before the steps, the cube's units convolve the conv inputs of up to `CHUNK` steps at once into
+//! shared memory (`B` and `C` of the head, `x` of its rows: loads issued together, and one barrier
+//! per chunk rather than three per step); a row's `y` is the sum over its lanes by warp shuffles.
+//! Cubes are large because every cube of a head convolves the same `B` and `C`: on Llama-3-8B's
+//! shape at batch 32 (bf16, H200, `DISTILL_STEPS_CUBE` sweep in BENCHMARKS.md) 5 steps cost
+//! 2.2x one step at 256 units, 1.9x at 1,024; one step is fastest at 512 (74.6 µs against 81-82
+//! at 256 and 1,024). The cube's shape never changes the arithmetic, so every shape rounds alike.
+//! Accumulation is f32 whatever the model dtype.
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -15,8 +26,42 @@ use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
 use super::StepsOut;
-use crate::mamba2_step::cube::{conv_silu, cube_shape, softplus_f32};
 use crate::Mamba2StepWeights;
+
+/// Units per cube, at most: for one step and for several. `DISTILL_STEPS_CUBE=ONE,SEVERAL`
+/// overrides both (powers of two up to CUDA's 1,024), to measure.
+fn cube_units(steps: usize) -> usize {
+    static UNITS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (one, several) = *UNITS.get_or_init(|| {
+        let parse = |v: &str| v.split_once(',').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+        std::env::var("DISTILL_STEPS_CUBE").ok().and_then(|v| parse(&v)).unwrap_or((512, 1024))
+    });
+    if steps == 1 { one } else { several }
+}
+/// Steps whose convolved inputs sit in shared memory at once, at most (fewer when there are
+/// fewer steps: a single step then holds only its own, as the shared memory a cube takes bounds
+/// how many cubes an SM runs at once).
+const CHUNK: usize = 16;
+
+/// Whether the kernel takes this layer: its lanes (a power of two, for the shuffle reduction) must
+/// split `n` evenly, and its cubes fill whole warps (a shuffle over absent lanes is undefined).
+pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
+    [1, 2].iter().all(|&steps| {
+        let (lanes, rows) = cube_shape(w.head_dim, w.d_state, cube_units(steps));
+        lanes.is_power_of_two() && w.d_state.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
+    })
+}
+
+/// `(lanes, rows)` of a cube: lanes along `n` (a warp's width, or `n` when smaller), as many rows
+/// of the head as fit in `units`.
+fn cube_shape(p: usize, n: usize, units: usize) -> (usize, usize) {
+    let lanes = n.min(32);
+    let mut rows = (units / lanes).clamp(1, p);
+    while !p.is_multiple_of(rows) {
+        rows -= 1;
+    }
+    (lanes, rows)
+}
 
 pub fn mamba2_steps(padded: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
     let dtype = padded.dtype();
@@ -92,7 +137,8 @@ impl Mamba2StepsOps for CubeBackend {
             [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
         let y = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([bs, steps - emit_from, h, p]), DType::F32);
         let snapshot = empty_device_contiguous_dtype(client.clone(), device, state.shape(), DType::F32);
-        let (lanes, rows) = cube_shape(p, n);
+        let (lanes, rows) = cube_shape(p, n, cube_units(steps));
+        let chunk = CHUNK.min(steps);
         let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
         // SAFETY: as the single step's launch: indices stay inside the contiguous shapes above
         // (`len = K - 1 + steps` rows of `padded` per batch), `rows` divides `p`, `lanes`
@@ -123,6 +169,7 @@ impl Mamba2StepsOps for CubeBackend {
                 k,
                 lanes,
                 rows,
+                chunk,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -131,7 +178,9 @@ impl Mamba2StepsOps for CubeBackend {
 }
 
 /// Contiguous layouts: `padded [bs, len, C]`, `conv_weight [C, K]`, `dt [bs, steps, h]`,
-/// `state` and `snapshot [bs, h, p, n]`, `y [bs, steps - emit_from, h, p]`.
+/// `state` and `snapshot [bs, h, p, n]`, `y [bs, steps - emit_from, h, p]`. Cube `CUBE_POS` holds
+/// rows `p0 .. p0 + rows` of head `(bi, hi)`; unit `(lane, r)` keeps state entries `lane, lane +
+/// lanes, ..` of row `p0 + r`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn mamba2_steps_kernel<F: Float>(
@@ -156,22 +205,29 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] k: usize,
     #[comptime] lanes: usize,
     #[comptime] rows: usize,
+    #[comptime] chunk: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
+    let units = comptime!(rows * lanes);
     let lane = UNIT_POS_X as usize;
     let r = UNIT_POS_Y as usize;
+    let unit = r * lanes + lane;
     let hb = CUBE_POS / (p / rows); // bi * h + hi
     let hi = hb % h;
     let bi = hb / h;
     let g = hi / (h / kv);
-    let pi = (CUBE_POS % (p / rows)) * rows + r;
-    let unit = r * lanes + lane;
-    let at = (hb * p + pi) * n + lane;
+    let p0 = (CUBE_POS % (p / rows)) * rows;
+    let at = (hb * p + p0 + r) * n + lane;
 
-    let mut bc = Shared::<[f32]>::new_slice(2 * n);
-    let mut xs = Shared::<[f32]>::new_slice(rows);
-    let mut partial = Shared::<[f32]>::new_slice(rows * lanes);
+    // Per step of the chunk: bc[t·2n ..][0..n] = B of the head's group, [n..2n] = C of the head;
+    // xs[t·rows + r] = x of row p0 + r; dts[t] = softplus(dt + bias), decays[t] = exp(dt·A).
+    // The step loop then reads only shared memory and registers: no global load, no
+    // transcendental in the chain of dependent steps.
+    let mut bc = Shared::<[f32]>::new_slice(chunk * 2 * n);
+    let mut xs = Shared::<[f32]>::new_slice(chunk * rows);
+    let mut dts = Shared::<[f32]>::new_slice(chunk);
+    let mut decays = Shared::<[f32]>::new_slice(chunk);
     let mut s = Array::<f32>::new(n / lanes);
     #[unroll]
     for j in 0..n / lanes {
@@ -187,50 +243,81 @@ fn mamba2_steps_kernel<F: Float>(
     let d_h = f32::cast_from(d[hi]);
     let bias_h = f32::cast_from(dt_bias[hi]);
 
-    for t in 0..steps {
-        let row0 = bi * len + t;
-        // The previous step's readers of `bc`, `xs` and `partial` are done.
+    for c in 0..steps.div_ceil(chunk) {
+        let c0 = c * chunk;
+        let m = min(chunk, steps - c0);
+        // The previous chunk's readers of `bc` and `xs` are done.
         sync_cube();
-        for jj in 0..(2 * n).div_ceil(rows * lanes) {
-            let i = jj * rows * lanes + unit;
-            if i < n {
-                bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, row0, kv * p + g * n + i, channels, k);
-            } else if i < 2 * n {
-                bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, row0, kv * (p + n) + hi * n + (i - n), channels, k);
+        for j in 0..(m * 2 * n).div_ceil(units) {
+            let i = j * units + unit;
+            if i < m * 2 * n {
+                let t = i / (2 * n);
+                let ci = i % (2 * n);
+                let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
+                bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + t, ch, channels, k);
             }
         }
-        if lane == 0 {
-            xs[r] = conv_silu::<F>(padded, conv_weight, conv_bias, row0, g * p + pi, channels, k);
+        for j in 0..(m * rows).div_ceil(units) {
+            let i = j * units + unit;
+            if i < m * rows {
+                xs[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + i / rows, g * p + p0 + i % rows, channels, k);
+            }
+        }
+        if unit < m {
+            let dt_v = softplus_f32(f32::cast_from(dt[(bi * steps + c0 + unit) * h + hi]) + bias_h);
+            dts[unit] = dt_v;
+            decays[unit] = (dt_v * a_h).exp();
         }
         sync_cube();
 
-        let x = xs[r];
-        let dt_v = softplus_f32(f32::cast_from(dt[(bi * steps + t) * h + hi]) + bias_h);
-        let decay = (dt_v * a_h).exp();
-        let dx = dt_v * x;
-        let mut acc = 0.0f32;
-        #[unroll]
-        for j in 0..n / lanes {
-            let ni = j * lanes + lane;
-            s[j] = s[j] * decay + dx * bc[ni];
-            acc += s[j] * bc[n + ni];
-        }
-        if t + 1 == snap_at {
+        for tt in 0..m {
+            let t = c0 + tt;
+            let x = xs[tt * rows + r];
+            let decay = decays[tt];
+            let dx = dts[tt] * x;
+            let base = tt * 2 * n + lane;
+            let mut acc = 0.0f32;
             #[unroll]
             for j in 0..n / lanes {
-                snapshot[at + j * lanes] = s[j];
+                s[j] = s[j] * decay + dx * bc[base + j * lanes];
+                acc += s[j] * bc[base + n + j * lanes];
             }
-        }
-        if t >= emit_from {
-            partial[unit] = acc;
-            sync_cube();
-            if lane == 0 {
-                let mut sum = d_h * x;
-                for l in 0..lanes {
-                    sum += partial[r * lanes + l];
+            if t + 1 == snap_at {
+                #[unroll]
+                for j in 0..n / lanes {
+                    snapshot[at + j * lanes] = s[j];
                 }
-                y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + pi] = sum;
+            }
+            // Uniform across the cube, so every lane of a warp takes part in the shuffles.
+            if t >= emit_from {
+                #[unroll]
+                for i in 0..comptime!(lanes.trailing_zeros() as usize) {
+                    acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                }
+                if lane == 0 {
+                    y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
+                }
             }
         }
     }
+}
+
+/// `silu(bias + Σ_j w[ch, j] · padded[row0 + j, ch])` in f32 (`padded` seen as rows of
+/// `channels`), rounded to `F` after the sum as the reference's conv output is.
+#[cube]
+fn conv_silu<F: Float>(padded: &Tensor<F>, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, row0: usize, ch: usize, channels: usize, #[comptime] k: usize) -> f32 {
+    let mut sum = f32::cast_from(conv_bias[ch]);
+    #[unroll]
+    for j in 0..k {
+        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(padded[(row0 + j) * channels + ch]);
+    }
+    let v = f32::cast_from(F::cast_from(sum));
+    let s = v / (1.0 + (-v).exp());
+    f32::cast_from(F::cast_from(s))
+}
+
+#[cube]
+fn softplus_f32(v: f32) -> f32 {
+    // torch.nn.functional.softplus with threshold 20.
+    if v > 20.0 { v } else { (1.0 + v.exp()).ln() }
 }

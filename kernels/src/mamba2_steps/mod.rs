@@ -11,7 +11,7 @@
 
 mod reference;
 #[cfg(feature = "cuda")]
-mod cube;
+pub(crate) mod cube;
 
 use burn::tensor::Tensor;
 
