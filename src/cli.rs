@@ -263,6 +263,10 @@ pub enum BenchWhat {
         /// examples on each.
         #[arg(long, default_value_t = 1)]
         gpus: usize,
+        /// The student's frozen parameters, as the stages' `freeze`: `none`, `non_mamba` (the
+        /// paper's layerwise step), or comma-separated name substrings.
+        #[arg(long, default_value = "none")]
+        freeze: distill_stages::train::Freeze,
     },
     /// Matrix-product TFLOP/s on given shapes (`MxKxN`, `t` suffix: left operand transposed);
     /// the default shapes are a SmolLM2 training step's at 8 x 2048 tokens.

@@ -3,6 +3,7 @@
 //! it is the distillation step (teacher forward, student forward and backward on
 //! KL(teacher || student)); without, next-token cross-entropy.
 
+use burn::module::Module;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::Serialize;
 
@@ -10,9 +11,9 @@ use super::{median, BenchModel};
 use crate::error::{Error, Result};
 use crate::losses::{cross_entropy, kl_divergence, KlOptions};
 use crate::runtime::Runtime;
-use crate::train::{copies_on, copy_on, device_of, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
+use crate::train::{copies_on, copy_on, device_of, freeze, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TrainCase {
     pub batch: usize,
     pub micro_batch: usize,
@@ -22,6 +23,8 @@ pub struct TrainCase {
     pub warmup: u64,
     /// Dense bf16 peak of the device in TFLOP/s, for model FLOPs utilization.
     pub peak_tflops: f64,
+    /// The student's frozen parameters (`non_mamba`: the paper's layerwise step).
+    pub freeze: Freeze,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,10 +39,12 @@ pub struct TrainResult {
     pub seq: usize,
     pub steps: u64,
     pub devices: usize,
+    pub freeze: String,
     pub tokens_per_s: f64,
     pub ms_per_step: f64,
-    /// Model FLOPs per token (PaLM's count: 6·P + 12·L·d_attn·seq for the student, plus the
-    /// teacher's forward 2·P + 4·L·d_attn·seq); SSM scan FLOPs are left out.
+    /// Model FLOPs per token (PaLM's count: 6·P + 12·L·d_attn·seq for the student, where a
+    /// frozen parameter costs 4 rather than 6 (no weight gradient), plus the teacher's forward
+    /// 2·P + 4·L·d_attn·seq); SSM scan FLOPs are left out.
     pub flops_per_token: f64,
     pub tflops: f64,
     pub mfu: f64,
@@ -56,7 +61,10 @@ fn attention_flops(m: &BenchModel, seq: usize) -> f64 {
 pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime, case: TrainCase, replicas: &[burn::tensor::Device]) -> Result<TrainResult> {
     let devices = 1 + replicas.len();
     let vocab = student.config.llama.vocab_size;
-    let flops_per_token = 6.0 * student.matmul_params() as f64
+    // An untied embedding is a lookup, not a product (`matmul_params` leaves it out too).
+    let untied_embedding = |name: &str| !student.config.llama.tie_embeddings && name.contains("embed_tokens");
+    let frozen_matmul: usize = param_sizes(&freeze(student.model.clone().train().set_require_grad(true), &case.freeze)).iter().filter(|(name, trainable, _)| !trainable && !untied_embedding(name)).map(|(_, _, n)| n).sum();
+    let flops_per_token = 6.0 * student.matmul_params() as f64 - 2.0 * frozen_matmul as f64
         + 12.0 * attention_flops(&student, case.seq)
         + teacher.map_or(0.0, |t| 2.0 * t.matmul_params() as f64 + 4.0 * attention_flops(t, case.seq));
     let (label, rope) = (student.label.clone(), student.rope.clone());
@@ -72,7 +80,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         seed: 0,
         checkpoint_every: 0,
         checkpoint_dir: None,
-        freeze: Freeze::Nothing,
+        freeze: case.freeze.clone(),
     };
     let examples = (batch * total as usize).max(1);
     let mut trainer = Trainer::new(student.model, config, examples, runtime.dtype, &runtime.device).map_err(|e| Error::Config(e.to_string()))?.with_replicas(replicas);
@@ -114,6 +122,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         seq: case.seq,
         steps: case.steps,
         devices,
+        freeze: format!("{:?}", case.freeze),
         tokens_per_s,
         ms_per_step: 1e3 * (batch * case.seq) as f64 / tokens_per_s,
         flops_per_token,

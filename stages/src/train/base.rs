@@ -11,6 +11,10 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, message: String },
     #[error("training config: {0}")]
     Config(String),
+    /// The device failed to run the step (out of memory, a kernel error): its values are not
+    /// to be trusted, so the stage fails rather than train on them.
+    #[error("device error at step {step}: {message}")]
+    Device { step: u64, message: String },
     #[error("interrupted at step {0}")]
     Interrupted(u64),
     #[error(transparent)]

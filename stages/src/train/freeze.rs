@@ -37,6 +37,19 @@ impl Freeze {
     }
 }
 
+/// The command line's spelling: `none`, `non_mamba`, or comma-separated name substrings.
+impl std::str::FromStr for Freeze {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "none" => Freeze::Preset(FreezePreset::None),
+            "non_mamba" => Freeze::Preset(FreezePreset::NonMamba),
+            _ => Freeze::Patterns(s.split(',').map(str::to_string).collect()),
+        })
+    }
+}
+
 struct Freezer<'a> {
     at: PathTracker,
     freeze: &'a Freeze,

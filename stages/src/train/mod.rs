@@ -19,7 +19,7 @@ pub use devices::{copies_on, copy_on, device_of};
 pub use checkpoint::{load_checkpoint, save_checkpoint, save_weights, weights_of, TrainState};
 pub use freeze::{freeze, Freeze};
 pub use model::TrainableLm;
-pub use names::param_names;
+pub use names::{param_names, param_sizes};
 pub use order::DataOrder;
 pub use schedule::LrSchedule;
 pub use trainer::{Loss, StepReport, TrainConfig, Trainer};

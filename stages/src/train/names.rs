@@ -43,7 +43,7 @@ impl PathTracker {
 #[derive(Default)]
 struct Names {
     at: PathTracker,
-    out: Vec<(String, bool)>,
+    out: Vec<(String, bool, usize)>,
 }
 
 impl ModuleVisitor for Names {
@@ -56,12 +56,17 @@ impl ModuleVisitor for Names {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.out.push((self.at.key(), param.is_require_grad()));
+        self.out.push((self.at.key(), param.is_require_grad(), param.dims().iter().product()));
     }
 }
 
 /// `(name, trainable)` of every float parameter, in module order.
 pub fn param_names<M: Module>(module: &M) -> Vec<(String, bool)> {
+    param_sizes(module).into_iter().map(|(name, trainable, _)| (name, trainable)).collect()
+}
+
+/// `(name, trainable, elements)` of every float parameter, in module order.
+pub fn param_sizes<M: Module>(module: &M) -> Vec<(String, bool, usize)> {
     let mut v = Names::default();
     module.visit(&mut v);
     v.out
