@@ -37,10 +37,14 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: T
     let dt = if pad == 0 { dt } else { Tensor::cat(vec![dt, Tensor::zeros([bs, pad, h], &device)], 1) };
     let (b, c) = (chunks(b, n), chunks(c, n));
     let da = mul_channels(dt, a).reshape([bs, nc, t, h]).swap_dims(2, 3); // [bs, nc, h, T]
-    let acum = da.clone().cumsum(3);
-    // seg[i, j] = sum_{j<k<=i} da_k (a cumulative sum down each column: no cancellation).
-    let below = Tensor::<2, Bool>::tril_mask([t, t], -1, &device).reshape([1, 1, 1, t, t]).expand([bs, nc, h, t, t]);
-    let seg = da.unsqueeze_dim::<5>(4).expand([bs, nc, h, t, t]).mask_fill(below, 0.0).cumsum(3);
+    let acum = da.cumsum(3);
+    // seg[i, j] = sum_{j<k<=i} da_k = acum_i - acum_j, as mamba_ssm's chunk-scan kernels form it.
+    // The cancellation costs little in f32: |acum| <= T·max|dt·A| (a few hundred for trained
+    // layers), so seg is off by ~1e-5 absolute, exp(seg) by ~1e-5 relative. The cancellation-free
+    // form (a cumulative sum down each column of a [T, T] mask, ssd_minimal's `segsum`) went
+    // through burn's cumulative kernel, which is O(T^2) per column on the GPU: 8% of a hybrid's
+    // distillation step on the H200 at T = 256 (BENCHMARKS.md).
+    let seg = acum.clone().unsqueeze_dim::<5>(4) - acum.clone().unsqueeze_dim::<5>(3); // [bs, nc, h, T, T]
     let above = Tensor::<2, Bool>::tril_mask([t, t], 0, &device).reshape([1, 1, 1, t, t]).expand([bs, nc, h, t, t]);
     let decay = seg.mask_fill(above.clone(), 0.0).exp().mask_fill(above, 0.0); // L: [bs, nc, h, T, T]
     // Inside each chunk.
