@@ -11,10 +11,11 @@
 # interrupted like Ctrl-C (its stage is not recorded, finished ones stay cached), and the
 # run record, the report and the logs are still written, inside the device's 10-minute call.
 #
-# KERNEL_CACHE=1 turns on cubecl's persistent compilation cache (a cubecl.toml in the
-# workspace; off by default in cubecl) and leaves it as OUT_DIR/kernel-cache.tgz;
-# KERNEL_CACHE_IN=FILE.tgz starts from such an archive. Each process's first training step
-# otherwise spends ~38 s compiling the TMA matmul kernels (BENCHMARKS.md). Not yet tried on a GPU.
+# cubecl's persistent compilation cache is on (a cubecl.toml in the workspace; off by default
+# in cubecl; KERNEL_CACHE=0 leaves it off) and is left as OUT_DIR/kernel-cache.tgz;
+# KERNEL_CACHE_IN=FILE.tgz starts from such an archive. Without it each process's first
+# training step spends ~38 s compiling the TMA matmul kernels; with it a second `distill bench
+# train` started in 22 s rather than 84 (BENCHMARKS.md).
 set -uo pipefail
 bin=$1 mirror=$2 work=$3 out=$4
 shift 4
@@ -23,7 +24,7 @@ mkdir -p "$work" "$out"
 cp -r "$here/manifests/." "$work/"
 cd "$work/h200"
 export DISTILL_FETCH_MIRROR=$mirror
-if [ "${KERNEL_CACHE:-0}" = 1 ]; then
+if [ "${KERNEL_CACHE:-1}" = 1 ]; then
   mkdir -p "$work/kernel-cache"
   if [ -n "${KERNEL_CACHE_IN:-}" ]; then tar xzf "$KERNEL_CACHE_IN" -C "$work/kernel-cache"; fi
   printf '[compilation]\ncache = true\n\n[environment]\npath = { directory = "%s" }\n' "$work/kernel-cache" > cubecl.toml
@@ -44,4 +45,4 @@ done
 "$bin" runs --json > "$out/runs.json" 2>/dev/null
 "$bin" report --out "$out/report" >> "$out/pipeline.log" 2>&1
 tar czf "$out/runs.tgz" -C .distill runs
-if [ "${KERNEL_CACHE:-0}" = 1 ]; then tar czf "$out/kernel-cache.tgz" -C "$work/kernel-cache" .; fi
+if [ "${KERNEL_CACHE:-1}" = 1 ]; then tar czf "$out/kernel-cache.tgz" -C "$work/kernel-cache" .; fi
