@@ -12,7 +12,7 @@ mod init;
 mod params;
 mod preference_pairs;
 mod sft;
-mod speculative;
+pub(crate) mod speculative;
 mod teacher;
 mod training;
 

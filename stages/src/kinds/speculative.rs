@@ -11,7 +11,10 @@
 //! `plain/tokens_per_s`, and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
 //! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
 //! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
-//! exact arithmetic; bf16 near-ties can flip a token).
+//! exact arithmetic; bf16 near-ties can flip a token), and `greedy_mismatch_max_gap`: where each
+//! departs, the verifier's logits for the two competing tokens, read again in one pass, differ
+//! by at most this (a near-tie when it is within a few bf16 steps of the logits' size; the log
+//! names each departure).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -159,13 +162,18 @@ impl Stage for SpeculativeStage {
         let plain_tps = plain.iter().map(Vec::len).sum::<usize>() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         ctx.metric("plain/tokens_per_s", plain_tps)?;
         let (mut all, mut all_secs, mut best) = (SpeculativeStats::default(), 0.0, (0usize, 0.0f64));
-        let mut mismatches = 0;
+        let (mut mismatches, mut max_gap) = (0, 0.0f32);
         for k in p.ks() {
             let (mut stats, started) = (SpeculativeStats::default(), Instant::now());
             for (i, prompt) in prompts.iter().enumerate() {
                 let (out, s) = speculative_generate(v, d, prompt, &spec_opts(k, p.seed + i as u64), |_| ctx.cancelled()).map_err(failed)?;
                 interrupted(ctx)?;
-                mismatches += usize::from(sampling == Sampling::Greedy && out != plain[i]);
+                if sampling == Sampling::Greedy && out != plain[i] {
+                    mismatches += 1;
+                    let d = departure(v, prompt, &plain[i], &out);
+                    ctx.log(format!("K {k}, prompt {i}: {d}"));
+                    max_gap = max_gap.max(d.gap);
+                }
                 stats.add(&s);
             }
             let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -188,9 +196,43 @@ impl Stage for SpeculativeStage {
         ctx.metric("best_speedup", best.1)?;
         if sampling == Sampling::Greedy {
             ctx.metric("greedy_mismatches", mismatches as f64)?;
+            ctx.metric("greedy_mismatch_max_gap", f64::from(max_gap))?;
         }
         Ok(())
     }
+}
+
+/// Where speculative output first departs from plain greedy output, and how near a tie the
+/// verifier had the two tokens there.
+pub(crate) struct Departure {
+    pub at: usize,
+    pub plain: Option<u32>,
+    pub speculative: Option<u32>,
+    /// `|logit(plain) - logit(speculative)|`; 0 when one output simply ended first.
+    pub gap: f32,
+    /// The larger of the two logits, for the bf16 step at that size (`|logit| / 128`).
+    pub logit: f32,
+}
+
+impl std::fmt::Display for Departure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "departs from plain greedy at new token {}: {:?} vs {:?}, logit gap {:.4} at logits near {:.2} (a bf16 step there: {:.4})", self.at, self.plain, self.speculative, self.gap, self.logit, self.logit.abs() / 128.0)
+    }
+}
+
+pub(crate) fn departure(v: SpecModel, prompt: &[u32], plain: &[u32], speculative: &[u32]) -> Departure {
+    let at = plain.iter().zip(speculative).take_while(|(a, b)| a == b).count();
+    let (p, s) = (plain.get(at).copied(), speculative.get(at).copied());
+    let (gap, logit) = match (p, s) {
+        (Some(p), Some(s)) => {
+            let prefix: Vec<u32> = prompt.iter().chain(&plain[..at]).copied().collect();
+            let row = v.logits_after(&prefix);
+            let (lp, ls) = (row.get(p as usize).copied().unwrap_or(f32::NAN), row.get(s as usize).copied().unwrap_or(f32::NAN));
+            ((lp - ls).abs(), lp.max(ls))
+        }
+        _ => (0.0, 0.0),
+    };
+    Departure { at, plain: p, speculative: s, gap, logit }
 }
 
 /// Decoding loops check between prompts (and the generators between tokens), so an
@@ -233,5 +275,6 @@ mod tests {
         }
         assert!(m["plain/tokens_per_s"] > 0.0 && m["tokens_per_round"] >= 1.0 && m["speedup"] > 0.0);
         assert_eq!(m["greedy_mismatches"], 0.0);
+        assert_eq!(m["greedy_mismatch_max_gap"], 0.0);
     }
 }

@@ -70,6 +70,14 @@ impl SpecModel<'_> {
         host_rows(forward_round(self.model, self.rope, tokens, cache))
     }
 
+    /// Host logits after `tokens`, read from scratch in one pass.
+    ///
+    /// # Shapes
+    /// - returns `[vocab]`
+    pub fn logits_after(&self, tokens: &[u32]) -> Vec<f32> {
+        self.last_row(tokens, &mut SpecCache::new(self.model.model.layers.len()))
+    }
+
     /// Host logits after the last of `tokens` only (a prompt's other rows never leave the device).
     ///
     /// # Shapes

@@ -227,3 +227,23 @@ fn greedy_speculative_output_equals_the_verifiers_greedy_output_in_bf16() {
         }
     }
 }
+
+/// The stage's account of a greedy mismatch: where the outputs part, and the verifier's logits of
+/// the two tokens there, read after the common prefix.
+#[test]
+fn a_departure_names_the_first_differing_token_and_the_logits_between_them() {
+    let cfg = config(11, 2, &[1], false);
+    let model = seeded(&cfg, 5);
+    let rope = Rope::new(&cfg.llama);
+    let v = SpecModel { model: &model, rope: &rope };
+    let prompt = [3u32, 7, 1];
+    let d = crate::kinds::speculative::departure(v, &prompt, &[4, 2, 9, 9], &[4, 2, 6]);
+    assert_eq!((d.at, d.plain, d.speculative), (2, Some(9), Some(6)));
+    let row = v.logits_after(&[3, 7, 1, 4, 2]);
+    assert_eq!(d.gap, (row[9] - row[6]).abs());
+    assert_eq!(d.logit, row[9].max(row[6]));
+    assert!(d.gap > 0.0);
+    // One output ending first is a departure with nothing to compare.
+    let d = crate::kinds::speculative::departure(v, &prompt, &[4, 2], &[4, 2, 6]);
+    assert_eq!((d.at, d.plain, d.speculative, d.gap), (2, None, Some(6), 0.0));
+}
