@@ -9,11 +9,14 @@
 //!   untuned default.
 //! - [`softmax::softmax_last`]: softmax with its own backward (three passes instead of burn's
 //!   composite's four or five), for the training step's attention scores.
+//! - [`attention::causal_self_attention`]: training's causal attention, the backend's (flash on
+//!   the GPU) forward with a backward that recomputes the probabilities once.
 //!
 //! The kernels exist with the `cuda` feature; without it every function is its reference.
 //! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
 //! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
 
+pub mod attention;
 pub mod mamba2_step;
 pub mod mamba2_steps;
 pub mod matmul;

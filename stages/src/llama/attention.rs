@@ -1,5 +1,6 @@
 //! Grouped-query self-attention with rotary embeddings and a KV cache (`LlamaAttention`).
 
+use distill_kernels::attention::{causal_self_attention, recompute_in_training};
 use distill_kernels::matmul::linear;
 use burn::config::Config;
 use burn::module::Module;
@@ -81,7 +82,11 @@ impl Attention {
                 let repeat = |x: Tensor<4>| x.unsqueeze_dim::<5>(2).expand([b, kvh, g, t, d]).reshape([b, h, t, d]);
                 if q.device().is_autodiff() {
                     // Training: burn would differentiate its attention through the slow fallback.
-                    causal_attention(q, repeat(k), repeat(v))
+                    if s == t && recompute_in_training() {
+                        causal_self_attention(q, repeat(k), repeat(v))
+                    } else {
+                        causal_attention(q, repeat(k), repeat(v))
+                    }
                 } else {
                     let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
                     attention(q, repeat(k), repeat(v), None, None, opts)
