@@ -52,16 +52,20 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: T
     // Each chunk's own contribution to the state at its end: sum_s L[T-1, s] xdt_s B_s^T.
     let to_end = decay.narrow(3, t - 1, 1).swap_dims(3, 4); // [bs, nc, h, T, 1]
     let local = (xdt * to_end).transpose().matmul(b); // [bs, nc, h, p, n]
-    let chunk_decay = acum.clone().narrow(3, t - 1, 1).exp(); // [bs, nc, h, 1]
-    // Across chunks: one recurrent step per chunk.
-    let mut s = state;
-    let mut entering = Vec::with_capacity(nc);
-    for k in 0..nc {
-        entering.push(s.clone());
-        let keep = chunk_decay.clone().narrow(1, k, 1).reshape([bs, h, 1, 1]);
-        s = s * keep + local.clone().narrow(1, k, 1).reshape([bs, h, p, n]);
-    }
-    let entering: Tensor<5> = Tensor::stack(entering, 1); // [bs, nc, h, p, n]
+    // Across chunks, all at once: with C_k the log decay from the start to chunk boundary k
+    // (C_0 = 0, C_k = the sum of chunks 0..k's), the state at boundary k is
+    // sum_{j<=k} exp(C_k - C_j) u_j, where u_0 is the initial state and u_j chunk j-1's own
+    // contribution. One [nc+1, nc+1] product per batch and head (as ssd_minimal does) rather
+    // than nc dependent steps of a few launches each, forward and backward, on the GPU.
+    let chunk_log = acum.clone().narrow(3, t - 1, 1).reshape([bs, nc, h]).swap_dims(1, 2); // [bs, h, nc]
+    let bounds = Tensor::cat(vec![Tensor::zeros([bs, h, 1], &device), chunk_log.cumsum(2)], 2); // C: [bs, h, nc+1]
+    let gap = bounds.clone().unsqueeze_dim::<4>(3) - bounds.unsqueeze_dim::<4>(2); // [bs, h, k, j] = C_k - C_j
+    let later = Tensor::<2, Bool>::tril_mask([nc + 1, nc + 1], 0, &device).reshape([1, 1, nc + 1, nc + 1]).expand([bs, h, nc + 1, nc + 1]);
+    let weights = gap.mask_fill(later.clone(), 0.0).exp().mask_fill(later, 0.0);
+    let u = Tensor::cat(vec![state.unsqueeze_dim::<5>(1), local], 1).swap_dims(1, 2).reshape([bs, h, nc + 1, p * n]);
+    let at_bounds = weights.matmul(u).reshape([bs, h, nc + 1, p, n]).swap_dims(1, 2); // [bs, nc+1, h, p, n]
+    let entering = at_bounds.clone().narrow(1, 0, nc);
+    let s = at_bounds.narrow(1, nc, 1).reshape([bs, h, p, n]);
     // The state entering a chunk, decayed to each position and read out through C.
     let y_off = c.matmul(entering.transpose()) * acum.exp().unsqueeze_dim::<5>(4); // [bs, nc, h, T, p]
     let y = (y_diag + y_off).swap_dims(2, 3).reshape([bs, nc * t, h, p]).narrow(1, 0, l);
