@@ -10,10 +10,15 @@
 # of `distill bench matmul --kernels`, one step each. `profile` times every kernel of one hybrid
 # distillation step through cubecl's profiling logger (a cubecl.toml in the working directory)
 # and writes the kernels that cost most to OUT_DIR/profile.txt (slower than `train`: it is for
-# where the time goes, not how much). Every step appends its JSON
+# where the time goes, not how much). `train-variants` times the 50% hybrid's step at
+# micro-batch 8 and 16, frozen as the pipeline trains it, with each training attention
+# (DISTILL_ATTENTION), then micro-batch 32 against two accumulated 16s on the same data: equal
+# first losses say the large micro-batch really computed its step (session 5 saw it report 3x the
+# throughput amid failed allocations). Every step appends its JSON
 # lines to OUT_DIR/results.jsonl and its stderr to OUT_DIR/bench.log, bounded by its own
-# timeout, so a slow step never costs the others. cubecl's kernel and autotune caches live in ./target/environment
-# (from the repository root); keep that folder between runs to skip recompilation.
+# timeout, so a slow step never costs the others. cubecl's compilation cache is on (a
+# cubecl.toml written here, in ./target/environment from the repository root: a process after
+# the first starts in ~20 s rather than ~80); keep that folder between runs.
 set -uo pipefail
 bin=$1 out=$2
 shift 2
@@ -22,6 +27,10 @@ fx="tests/golden/tiny-gqa-untied tests/golden/tiny-tied-llama3"
 cfg=stages/bench/smollm2-config.json
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$out/bench.log"
+
+cache='[compilation]\ncache = true\n'
+printf "$cache" > cubecl.toml
+trap 'rm -f cubecl.toml' EXIT
 
 step() { # name timeout command...
   local name=$1 limit=$2
@@ -43,6 +52,15 @@ for part in $parts; do
     # Issue 10: the 50% hybrid's distillation step on 1, 2, 4, ... GPUs at 16 sequences per GPU.
     train-scaling) for g in ${TRAIN_GPUS:-1 2}; do step "train on $g GPUs" 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 --gpus $g; done ;;
+    train-variants)
+      for v in "8 composite" "16 composite" "16 recompute"; do set -- $v
+        DISTILL_ATTENTION=$2 step "train mb $1 attention $2" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+          --batch 16 --micro-batch $1 --freeze non_mamba --seq 2048 --steps 5 --warmup 2
+      done
+      for v in "16 composite" "32 composite" "32 recompute"; do set -- $v
+        DISTILL_ATTENTION=$2 step "train batch 32 mb $1 attention $2" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+          --batch 32 --micro-batch $1 --freeze non_mamba --seq 2048 --steps 3 --warmup 1
+      done ;;
     train-peer) step train 100 python3 stages/bench/torch_train.py $cfg --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     long) step long 150 "$bin" bench --device cuda decode --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 \
         --prompt 1024,4096,16384 --decode 64 --repeats 1 ;;
@@ -56,10 +74,10 @@ for part in $parts; do
         step "matmul $k" 60 "$bin" bench --device cuda matmul --kernels $k; done ;;
     matmul-peer) step matmul 60 python3 stages/bench/matmul_torch.py ;;
     profile)
-      printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/kernels.log" > cubecl.toml
+      printf "$cache"'\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/kernels.log" > cubecl.toml
       step profile 240 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
-        --batch 16 --micro-batch 8 --seq 2048 --steps 1 --warmup 1
-      rm -f cubecl.toml
+        --batch 16 --micro-batch 16 --freeze non_mamba --seq 2048 --steps 1 --warmup 1
+      printf "$cache" > cubecl.toml
       python3 stages/bench/profile_summary.py "$out/kernels.log" > "$out/profile.txt"
       xz -f "$out/kernels.log" ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
@@ -81,9 +99,9 @@ for r in rows:
     elif r["bench"] == "matmul":
         print(f"matmul {impl:12} {r.get('kernel', 'cublas'):30} {r['shape']:22} {r['ms']:8.3f} ms  {r['tflops']:6.1f} TFLOP/s  rel diff {r.get('rel_diff_vs_default') or float('nan'):.1e}")
     elif r["bench"] == "train_attention":
-        print(f"attention {str(r['shape']):22} burn {r['burn_ms']:8.2f} ms  ours {r['ours_ms']:8.2f} ms  {r['speedup']:.2f}x  grad rel diff {r['grad_rel_diff']:.1e}")
+        print(f"attention {str(r['shape']):22} burn {r['burn_ms']:8.2f} ms  composite {r['composite_ms']:8.2f} ms  recomputing {r['ours_ms']:8.2f} ms  {r['speedup']:.2f}x  grad rel diff {r['grad_rel_diff']:.1e}")
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
     else:
-        print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step  MFU {r['mfu']:.3f}")
+        print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} mb {r.get('micro_batch', '-')} {r.get('freeze', '-')} first loss {r.get('first_loss', float('nan')):.4f} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step  MFU {r['mfu']:.3f}")
 PY

@@ -87,7 +87,8 @@ fn folder(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Random teacher weights (built on the CPU, then moved), converted the paper's way.
+/// Random teacher weights (built on the CPU from seed 0, so two runs measure the same model),
+/// converted the paper's way.
 fn random_hybrid(llama: &LlamaConfig, attention_fraction: f64, runtime: &Runtime) -> Result<(Hybrid, HybridConfig)> {
     let n = llama.n_layers;
     let attention_layers = if attention_fraction >= 1.0 {
@@ -96,7 +97,9 @@ fn random_hybrid(llama: &LlamaConfig, attention_fraction: f64, runtime: &Runtime
         interleaved_attention_layers(n, attention_fraction)
             .ok_or_else(|| Error::Config(format!("no interleaving keeps {attention_fraction} of {n} layers as attention")))?
     };
-    let teacher = weights_of(&llama.init(&Device::flex()));
+    let cpu = Device::flex();
+    cpu.seed(0);
+    let teacher = weights_of(&llama.init(&cpu));
     let opts = ConvertOptions { attention_layers, mixer: MixerChoice::Mamba2, init: InitFrom::Attention, d_state: Some(llama.head_dim), chunk_size: 256, seed: 0, output_scale: 1.0 };
     let (weights, config) = convert_teacher(&teacher, llama, &opts)?;
     Ok((Hybrid::from_weights(&config, weights, runtime.dtype, &runtime.device)?, config))

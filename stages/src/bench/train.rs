@@ -40,6 +40,9 @@ pub struct TrainResult {
     pub steps: u64,
     pub devices: usize,
     pub freeze: String,
+    /// The first step's loss: the same data at the same global batch gives the same value
+    /// whatever the micro-batch (a check that a large micro-batch really computed its step).
+    pub first_loss: f64,
     pub tokens_per_s: f64,
     pub ms_per_step: f64,
     /// Model FLOPs per token (PaLM's count: 6·P + 12·L·d_attn·seq for the student, where a
@@ -105,9 +108,18 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         };
         Ok(Loss { parts: Vec::new(), total, tokens: ids.len() * s })
     };
-    let mut rates = Vec::new();
+    let (mut rates, mut first_loss) = (Vec::new(), f64::NAN);
     trainer
-        .run(loss_fn, |r| Ok(if r.step > case.warmup { rates.push(r.tokens_per_s) }), || false)
+        .run(
+            loss_fn,
+            |r| {
+                if r.step == 1 {
+                    first_loss = r.loss;
+                }
+                Ok(if r.step > case.warmup { rates.push(r.tokens_per_s) })
+            },
+            || false,
+        )
         .map_err(|e| Error::Config(format!("training step: {e}")))?;
     let tokens_per_s = median(rates);
     let tflops = flops_per_token * tokens_per_s / 1e12;
@@ -123,6 +135,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         steps: case.steps,
         devices,
         freeze: format!("{:?}", case.freeze),
+        first_loss,
         tokens_per_s,
         ms_per_step: 1e3 * (batch * case.seq) as f64 / tokens_per_s,
         flops_per_token,
