@@ -268,7 +268,8 @@ pub enum BenchWhat {
         #[arg(long, default_value = "none")]
         freeze: distill_stages::train::Freeze,
     },
-    /// Matrix-product TFLOP/s on given shapes (`MxKxN`, `t` suffix: left operand transposed);
+    /// Matrix-product TFLOP/s on given shapes (`MxKxN`, or `BxMxKxN` for B products side by side,
+    /// `t` suffix: left operand transposed);
     /// the default shapes are a SmolLM2 training step's at 8 x 2048 tokens.
     Matmul {
         #[arg(long, value_delimiter = ',', default_value = "16384x576x576,16384x576x192,16384x576x1536,16384x1536x576,16384x576x49152,576x16384x1536t,1536x16384x576t,576x16384x49152t")]

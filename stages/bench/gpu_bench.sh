@@ -73,6 +73,10 @@ for part in $parts; do
     matmul-kernels) for k in double-cyclic-mma double-cyclic-mma-specialized ordered-double-mma tiled-cmma-async tiled-cmma-tma specialized-tma-mma double-tma-mma; do
         step "matmul $k" 60 "$bin" bench --device cuda matmul --kernels $k; done ;;
     matmul-peer) step matmul 60 python3 stages/bench/matmul_torch.py ;;
+    # Training attention's products at micro-batch 16 (16 x 9 = 144 heads side by side): q kᵀ,
+    # P v and dS k (and dO's), Pᵀ dO and dSᵀ q; the winners become DISTILL_ATTENTION_MATMUL.
+    matmul-attention) for k in default double-tma-mma specialized-tma-mma double-cyclic-mma ordered-double-mma; do
+        step "matmul $k" 90 "$bin" bench --device cuda matmul --kernels $k --shapes 144x2048x64x2048,144x2048x2048x64,144x2048x2048x64t; done ;;
     profile)
       printf "$cache"'\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/kernels.log" > cubecl.toml
       step profile 240 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \

@@ -106,6 +106,20 @@ impl ProductKernels {
     }
 }
 
+impl ProductKernels {
+    /// What training's attention products use (`q kᵀ`, `P v` and their gradients, batched
+    /// over batch and heads): `DISTILL_ATTENTION_MATMUL` (as `DISTILL_MATMUL`), else burn's
+    /// default, until the routines are measured on these shapes (`gpu_bench.sh ...
+    /// matmul-attention`). Read once per process.
+    pub fn for_attention() -> Self {
+        static CHOSEN: OnceLock<ProductKernels> = OnceLock::new();
+        *CHOSEN.get_or_init(|| match std::env::var("DISTILL_ATTENTION_MATMUL") {
+            Ok(v) => v.parse().unwrap_or_else(|e| panic!("DISTILL_ATTENTION_MATMUL: {e}")),
+            Err(_) => Self::DEFAULT,
+        })
+    }
+}
+
 impl From<MatmulKernel> for ProductKernels {
     fn from(k: MatmulKernel) -> Self {
         Self { forward: k, lhs_grad: k, rhs_grad: k }

@@ -18,6 +18,8 @@ use crate::runtime::Runtime;
 /// `MxKxN`, with a trailing `t` when the left operand arrives transposed (stored `[K, M]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatmulShape {
+    /// Independent products side by side (`BxMxKxN`: attention's batch times heads), 1 for `MxKxN`.
+    pub batch: usize,
     pub m: usize,
     pub k: usize,
     pub n: usize,
@@ -32,10 +34,11 @@ impl FromStr for MatmulShape {
             Some(d) => (d, true),
             None => (s, false),
         };
-        let v: Vec<usize> = dims.split('x').map(|d| d.parse().map_err(|_| format!("`{s}`: expected MxKxN[t]"))).collect::<std::result::Result<_, _>>()?;
+        let v: Vec<usize> = dims.split('x').map(|d| d.parse().map_err(|_| format!("`{s}`: expected [Bx]MxKxN[t]"))).collect::<std::result::Result<_, _>>()?;
         match v[..] {
-            [m, k, n] if m * k * n > 0 => Ok(Self { m, k, n, lhs_transposed }),
-            _ => Err(format!("`{s}`: expected MxKxN[t] with positive sizes")),
+            [m, k, n] if m * k * n > 0 => Ok(Self { batch: 1, m, k, n, lhs_transposed }),
+            [batch, m, k, n] if batch * m * k * n > 0 => Ok(Self { batch, m, k, n, lhs_transposed }),
+            _ => Err(format!("`{s}`: expected [Bx]MxKxN[t] with positive sizes")),
         }
     }
 }
@@ -58,11 +61,11 @@ pub struct MatmulResult {
 
 /// Median time of `repeats` products with `kernel` after 3 untimed ones (kernel compilation).
 pub fn run(shape: MatmulShape, kernel: MatmulKernel, runtime: &Runtime, repeats: usize) -> Result<MatmulResult> {
-    let MatmulShape { m, k, n, lhs_transposed } = shape;
+    let MatmulShape { batch, m, k, n, lhs_transposed } = shape;
     let dev = &runtime.device;
-    let random = |dims: [usize; 2]| Tensor::<2>::random(dims, Distribution::Normal(0.0, 1.0), dev).cast(runtime.dtype);
-    let lhs = if lhs_transposed { random([k, m]).transpose() } else { random([m, k]) };
-    let rhs = random([k, n]);
+    let random = |dims: [usize; 3]| Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.0), dev).cast(runtime.dtype);
+    let lhs = if lhs_transposed { random([batch, k, m]).swap_dims(1, 2) } else { random([batch, m, k]) };
+    let rhs = random([batch, k, n]);
     let mut times = Vec::new();
     for i in 0..repeats + 3 {
         sync(runtime)?;
@@ -87,10 +90,10 @@ pub fn run(shape: MatmulShape, kernel: MatmulKernel, runtime: &Runtime, repeats:
         impl_: "distill",
         device: format!("{dev:?}"),
         dtype: runtime.dtype_name(),
-        shape: format!("{m}x{k}x{n}{}", if lhs_transposed { "t" } else { "" }),
+        shape: format!("{}{m}x{k}x{n}{}", if batch > 1 { format!("{batch}x") } else { String::new() }, if lhs_transposed { "t" } else { "" }),
         kernel: kernel.name().to_string(),
         ms: secs * 1e3,
-        tflops: 2.0 * (m * k * n) as f64 / secs / 1e12,
+        tflops: 2.0 * (batch * m * k * n) as f64 / secs / 1e12,
         rel_diff_vs_default,
     })
 }
@@ -101,7 +104,8 @@ mod tests {
 
     #[test]
     fn shapes_parse_with_and_without_a_transposed_lhs() {
-        assert_eq!("16384x576x1536".parse::<MatmulShape>().unwrap(), MatmulShape { m: 16384, k: 576, n: 1536, lhs_transposed: false });
+        assert_eq!("16384x576x1536".parse::<MatmulShape>().unwrap(), MatmulShape { batch: 1, m: 16384, k: 576, n: 1536, lhs_transposed: false });
+        assert_eq!("144x2048x64x2048".parse::<MatmulShape>().unwrap(), MatmulShape { batch: 144, m: 2048, k: 64, n: 2048, lhs_transposed: false });
         assert!("576x16384x1536t".parse::<MatmulShape>().unwrap().lhs_transposed);
         assert!("16x0x4".parse::<MatmulShape>().is_err());
         assert!("16x4".parse::<MatmulShape>().is_err());
@@ -112,5 +116,8 @@ mod tests {
         let r = run("64x32x16t".parse().unwrap(), MatmulKernel::DoubleCyclicMma, &Runtime::cpu(), 2).unwrap();
         assert_eq!((r.shape.as_str(), r.kernel.as_str()), ("64x32x16t", "double-cyclic-mma"));
         assert!(r.tflops > 0.0 && r.ms > 0.0 && r.rel_diff_vs_default == 0.0, "{r:?}");
+        let r = run("3x16x8x4t".parse().unwrap(), MatmulKernel::DoubleTmaMma, &Runtime::cpu(), 1).unwrap();
+        assert_eq!(r.shape, "3x16x8x4t");
+        assert!(r.tflops > 0.0 && r.rel_diff_vs_default == 0.0, "{r:?}");
     }
 }

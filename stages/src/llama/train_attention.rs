@@ -6,6 +6,7 @@
 //! as an additive bias whose gradient is the identity, and `softmax_last`'s own backward.
 
 use burn::tensor::{Bool, Tensor};
+use distill_kernels::matmul::{matmul_with, ProductKernels};
 use distill_kernels::softmax::softmax_last;
 
 /// `softmax(q kᵀ / sqrt(d) + causal) v`, query `i` of `s` seeing keys up to `i + t - s`.
@@ -15,11 +16,12 @@ use distill_kernels::softmax::softmax_last;
 pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let [_, _, s, d] = q.dims();
     let t = k.dims()[2];
-    let scores = (q * (1.0 / (d as f64).sqrt())).matmul(k.swap_dims(2, 3)); // [b, h, s, t]
+    let products = ProductKernels::for_attention();
+    let scores = matmul_with(q * (1.0 / (d as f64).sqrt()), k.swap_dims(2, 3), products); // [b, h, s, t]
     let device = scores.device();
     let future = Tensor::<2, Bool>::tril_mask([s, t], (t - s) as i64, &device);
     let bias = Tensor::<2>::zeros([s, t], (&device, scores.dtype())).mask_fill(future, f32::NEG_INFINITY).reshape([1, 1, s, t]);
-    softmax_last(scores + bias).matmul(v)
+    matmul_with(softmax_last(scores + bias), v, products)
 }
 
 #[cfg(test)]
