@@ -18,7 +18,9 @@
 # lines to OUT_DIR/results.jsonl and its stderr to OUT_DIR/bench.log, bounded by its own
 # timeout, so a slow step never costs the others. cubecl's compilation cache is on (a
 # cubecl.toml written here, in ./target/environment from the repository root: a process after
-# the first starts in ~20 s rather than ~80); keep that folder between runs.
+# the first starts in ~20 s rather than ~80); keep that folder between runs. `profile-decode`
+# counts the kernels of decode tokens at batch 1 (profile-decode-{16,48}.txt: their difference
+# is 32 tokens' launches).
 set -uo pipefail
 bin=$1 out=$2
 shift 2
@@ -84,6 +86,16 @@ for part in $parts; do
       printf "$cache" > cubecl.toml
       python3 stages/bench/profile_summary.py "$out/kernels.log" > "$out/profile.txt"
       xz -f "$out/kernels.log" ;;
+    # Issue 6: what a decode token launches. Two runs of the 50% hybrid at batch 1 after a
+    # 512-token prompt, 16 and 48 new tokens: the difference is 32 tokens' kernels alone.
+    profile-decode)
+      for n in 16 48; do
+        printf "$cache"'\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/decode-$n.log" > cubecl.toml
+        step "profile decode $n" 120 "$bin" bench --device cuda decode --random $cfg --attention-fraction 0.5 --batch 1 --prompt 512 --decode $n --repeats 1
+      done
+      printf "$cache" > cubecl.toml
+      for n in 16 48; do python3 stages/bench/profile_summary.py "$out/decode-$n.log" 25 > "$out/profile-decode-$n.txt"; xz -f "$out/decode-$n.log"; done
+      head -1 "$out"/profile-decode-*.txt ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
 done
