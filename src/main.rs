@@ -6,6 +6,9 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -14,11 +17,12 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DISTILL_LOG").unwrap_or_else(|_| filter.into()))
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISTILL_LOG").unwrap_or_else(|_| filter.into());
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time().with_filter(filter);
+    // Beside the log and whatever it filters: the GPU runtime's failed launches fail the
+    // training step they happen in (distill_stages::device_failures).
+    let failures = distill_stages::device_failures::layer().with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    tracing_subscriber::registry().with(log).with(failures).init();
     match commands::dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod kinds;
 pub mod data;
 pub mod train;
+pub mod device_failures;
 pub mod losses;
 pub mod speculative;
 pub mod bench;

@@ -74,6 +74,9 @@ pub struct Trainer<M> {
     pub resumed: bool,
     /// Copies of `model` on further devices (data parallelism), refreshed after every update.
     replicas: Vec<M>,
+    /// Failed kernel launches the device has reported so far ([`crate::device_failures::count`];
+    /// tests give their own).
+    failures: fn() -> u64,
 }
 
 impl<M: TrainableLm> Trainer<M> {
@@ -97,7 +100,7 @@ impl<M: TrainableLm> Trainer<M> {
         // Loaded parameters are inactive (plain tensors); activate all, then freeze some.
         let model = freeze(model.train().set_require_grad(true), &config.freeze);
         let order = DataOrder { examples, seed: config.seed };
-        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new() })
+        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new(), failures: crate::device_failures::count })
     }
 
     /// Trains over `devices` besides the main one: micro-batch `i` of each step runs on device
@@ -140,6 +143,7 @@ impl<M: TrainableLm> Trainer<M> {
 
     fn step(&mut self, loss_fn: &mut impl FnMut(&M, &[usize]) -> TrainResult<Loss>) -> TrainResult<StepReport> {
         let started = Instant::now();
+        let failed_before = (self.failures)();
         let step = self.state.step + 1;
         let c = &self.config;
         let draws = self.order.take(self.state.step * c.batch as u64, c.batch);
@@ -193,6 +197,11 @@ impl<M: TrainableLm> Trainer<M> {
             Some(_) => values.pop().unwrap_or(f64::NAN).sqrt(),
             None => 0.0,
         };
+        let failed = (self.failures)() - failed_before;
+        if failed > 0 {
+            let message = format!("the GPU runtime logged {failed} failed kernel launch(es) during this step (its log says why; out of device memory: lower micro_batch), so some of its values were never computed");
+            return Err(TrainError::Device { step, message });
+        }
         let loss = values.first().copied().unwrap_or(f64::NAN);
         if !loss.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
@@ -386,6 +395,33 @@ pub(crate) mod tests {
         };
         let err = t.run(poisoned, |_| Ok(()), || false).unwrap_err();
         assert!(matches!(&err, TrainError::NonFinite { step: 3, .. }), "{err}");
+    }
+
+    /// A step during which the runtime logged failed launches fails, even though its loss read
+    /// back fine: some of its kernels never ran.
+    #[test]
+    fn a_step_with_failed_device_launches_fails_with_its_step() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static FAILED: AtomicU64 = AtomicU64::new(0);
+        let device = Device::flex();
+        let cfg = tiny(32, 16, 1);
+        let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
+        let mut t = trainer(&model, None);
+        t.failures = || FAILED.load(Ordering::Relaxed);
+        let mut calls = 0;
+        let mut inner = lm_loss(&rope, &device);
+        let failing = |m: &Llama, ids: &[usize]| {
+            calls += 1;
+            if calls == 3 {
+                FAILED.fetch_add(1, Ordering::Relaxed); // during step 2's first micro-batch
+            }
+            inner(m, ids)
+        };
+        let mut done = Vec::new();
+        let err = t.run(failing, |r| Ok(done.push(r.step)), || false).unwrap_err();
+        assert!(matches!(&err, TrainError::Device { step: 2, .. }), "{err}");
+        assert_eq!(done, [1], "step 2 is never reported");
+        assert!(err.to_string().contains("micro_batch"), "{err}");
     }
 
     /// Two devices (here two replicas on the CPU, the code path multi-GPU training takes), one
