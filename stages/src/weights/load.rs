@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::store::Weights;
 use crate::error::{Error, Result};
@@ -53,10 +53,37 @@ impl ModuleMapper for Loader<'_> {
         }
         self.used.insert(name);
         let dtype = data.dtype();
-        let t = Tensor::<D>::from_data(data, (&self.device, dtype)).cast(self.dtype);
-        let t = if transposed { t.transpose() } else { t };
+        let t = match transposed.then(|| row_major_transpose(&data)).flatten() {
+            Some(data) => Tensor::<D>::from_data(data, (&self.device, dtype)).cast(self.dtype),
+            None => {
+                let t = Tensor::<D>::from_data(data, (&self.device, dtype)).cast(self.dtype);
+                if transposed { t.transpose() } else { t }
+            }
+        };
         Param::initialized(param.id, t)
     }
+}
+
+/// A `[rows, cols]` weight as `[cols, rows]` data, transposed on the host once. A transposed
+/// view on the device would be copied row-major again by every product that wants row-major
+/// operands (the GPU's named matmul routines): for a frozen weight, at every forward (about 450
+/// copies a step of the H200 distillation, ~4% of its kernel time). `None` for data whose
+/// elements are not whole bytes of one plain type (quantized): those keep the device view.
+fn row_major_transpose(data: &TensorData) -> Option<TensorData> {
+    let dtype = data.dtype();
+    if !matches!(dtype, DType::F64 | DType::F32 | DType::F16 | DType::BF16) {
+        return None;
+    }
+    let [rows, cols] = data.shape().as_slice().try_into().ok()?;
+    let e = dtype.size();
+    let src = data.as_bytes();
+    let mut out = vec![0u8; src.len()];
+    for r in 0..rows {
+        for (c, element) in src[r * cols * e..(r + 1) * cols * e].chunks_exact(e).enumerate() {
+            out[(c * rows + r) * e..(c * rows + r + 1) * e].copy_from_slice(element);
+        }
+    }
+    Some(TensorData::from_bytes_vec(out, [cols, rows], dtype))
 }
 
 /// Loads every float parameter of `module` from `weights`, cast to `dtype` on `device`.
@@ -86,4 +113,23 @@ pub fn load_module<M: Module>(module: M, weights: &Weights, ignored: &[&str], dt
         return Err(Error::UnusedTensors { path: weights.path.clone(), tensors: unused });
     }
     Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_transpose_equals_the_devices_in_every_plain_dtype() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let data = TensorData::new(values.clone(), [3, 4]).convert_dtype(dtype);
+            let host = row_major_transpose(&data).expect("a plain dtype");
+            assert_eq!(host.shape().as_slice(), &[4, 3]);
+            let want = Tensor::<2>::from_data(data, (&device, dtype)).transpose().into_data();
+            assert_eq!(host.convert::<f32>(), want.convert::<f32>(), "{dtype:?}");
+        }
+        assert!(row_major_transpose(&TensorData::new(values, [2, 2, 3])).is_none(), "2-D only");
+    }
 }
