@@ -43,7 +43,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let case = train::TrainCase { batch: *batch, micro_batch: micro_batch.unwrap_or(*batch), seq: *seq, steps: *steps, warmup: *warmup, peak_tflops: *peak_tflops, freeze: freeze.clone() };
             for m in models(model, &runtime)? {
                 let r = train::run(m, teacher.as_ref(), &runtime, case.clone(), &replicas)?;
-                out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.4} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+                out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
             }
         }
         BenchWhat::Matmul { shapes, kernels, repeats } => {

@@ -99,7 +99,12 @@ fn random_hybrid(llama: &LlamaConfig, attention_fraction: f64, runtime: &Runtime
     };
     let cpu = Device::flex();
     cpu.seed(0);
-    let teacher = weights_of(&llama.init(&cpu));
+    let mut teacher = llama.init(&cpu);
+    // Hugging Face draws embeddings from N(0, 0.02) (`initializer_range`), burn from N(0, 1):
+    // tied to the head, burn's make every softmax one-hot, and a distillation loss exactly 0.
+    let embed = &mut teacher.model.embed_tokens.weight;
+    *embed = burn::module::Param::from_tensor(embed.val() * 0.02);
+    let teacher = weights_of(&teacher);
     let opts = ConvertOptions { attention_layers, mixer: MixerChoice::Mamba2, init: InitFrom::Attention, d_state: Some(llama.head_dim), chunk_size: 256, seed: 0, output_scale: 1.0 };
     let (weights, config) = convert_teacher(&teacher, llama, &opts)?;
     Ok((Hybrid::from_weights(&config, weights, runtime.dtype, &runtime.device)?, config))
