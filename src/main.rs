@@ -21,8 +21,7 @@ fn main() -> ExitCode {
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time().with_filter(filter);
     // Beside the log and whatever it filters: the GPU runtime's failed launches fail the
     // training step they happen in (distill_stages::device_failures).
-    let failures = distill_stages::device_failures::layer().with_filter(tracing_subscriber::filter::LevelFilter::WARN);
-    tracing_subscriber::registry().with(log).with(failures).init();
+    tracing_subscriber::registry().with(log).with(distill_stages::device_failures::layer()).init();
     match commands::dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -20,7 +20,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, Scalar, TensorMetadata};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, DType, Device, Tensor};
 
 use crate::softmax::SoftmaxOps;
 
@@ -49,12 +49,17 @@ pub fn recompute_in_training() -> bool {
 pub fn causal_self_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let s = q.dims()[2];
     assert!(k.dims()[2] == s && v.dims()[2] == s, "causal_self_attention: {s} queries against {} keys", k.dims()[2]);
-    let device = q.device();
     // The mask the backward recomputes the probabilities under, made here where tensors have a
-    // device and a dtype: -inf above the diagonal.
-    let future = Tensor::<2, Bool>::tril_mask([s, s], 0, &device);
-    let bias = Tensor::<2>::zeros([s, s], (&device, q.dtype())).mask_fill(future, f32::NEG_INFINITY).reshape([1, 1, s, s]);
+    // device and a dtype.
+    let bias = causal_bias(s, s, &q.device(), q.dtype());
     Tensor::from_dispatch(<Dispatch as CausalAttentionOps>::causal_self_attention(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), bias.into_dispatch()))
+}
+
+/// The additive causal mask `[1, 1, s, t]`: 0 where query `i` of `s` may see key `j` (`j <= i +
+/// t - s`), -inf after.
+pub fn causal_bias(s: usize, t: usize, device: &Device, dtype: DType) -> Tensor<4> {
+    let future = Tensor::<2, Bool>::tril_mask([s, t], (t - s) as i64, device);
+    Tensor::<2>::zeros([s, t], (device, dtype)).mask_fill(future, f32::NEG_INFINITY).reshape([1, 1, s, t])
 }
 
 #[backend_extension(Flex, Autodiff, Cube: cfg(feature = "cuda"), Fusion: cfg(feature = "cuda"))]

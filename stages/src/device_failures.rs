@@ -10,8 +10,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 
@@ -28,18 +30,16 @@ fn record() {
 }
 
 /// A tracing layer that counts the runtime's failure warnings (they arrive through the `log`
-/// bridge as events with a `message` field).
-pub fn layer<S: Subscriber>() -> impl Layer<S> {
-    FailureWatch
+/// bridge as events with a `message` field). It asks for warnings and worse only, so it never
+/// turns on the forwarding of cubecl's debug logging.
+pub fn layer<S: Subscriber + for<'a> LookupSpan<'a>>() -> impl Layer<S> {
+    FailureWatch.with_filter(LevelFilter::WARN)
 }
 
 struct FailureWatch;
 
 impl<S: Subscriber> Layer<S> for FailureWatch {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        if *event.metadata().level() > Level::WARN {
-            return;
-        }
         let mut message = Message(false);
         event.record(&mut message);
         if message.0 {

@@ -99,23 +99,24 @@ impl ProductKernels {
     /// names `forward,lhs_grad,rhs_grad`), else [`Self::TUNED`]. Read once per process.
     pub fn for_projections() -> Self {
         static CHOSEN: OnceLock<ProductKernels> = OnceLock::new();
-        *CHOSEN.get_or_init(|| match std::env::var("DISTILL_MATMUL") {
-            Ok(v) => v.parse().unwrap_or_else(|e| panic!("DISTILL_MATMUL: {e}")),
-            Err(_) => Self::TUNED,
-        })
+        Self::from_env(&CHOSEN, "DISTILL_MATMUL", Self::TUNED)
     }
-}
 
-impl ProductKernels {
     /// What training's attention products use (`q kᵀ`, `P v` and their gradients, batched
     /// over batch and heads): `DISTILL_ATTENTION_MATMUL` (as `DISTILL_MATMUL`), else burn's
     /// default, until the routines are measured on these shapes (`gpu_bench.sh ...
     /// matmul-attention`). Read once per process.
     pub fn for_attention() -> Self {
         static CHOSEN: OnceLock<ProductKernels> = OnceLock::new();
-        *CHOSEN.get_or_init(|| match std::env::var("DISTILL_ATTENTION_MATMUL") {
-            Ok(v) => v.parse().unwrap_or_else(|e| panic!("DISTILL_ATTENTION_MATMUL: {e}")),
-            Err(_) => Self::DEFAULT,
+        Self::from_env(&CHOSEN, "DISTILL_ATTENTION_MATMUL", Self::DEFAULT)
+    }
+
+    /// `var`'s choice (a spelling [`FromStr`] takes; a bad one panics, naming `var`), else
+    /// `default`, kept in `chosen` after the first read.
+    fn from_env(chosen: &OnceLock<ProductKernels>, var: &str, default: Self) -> Self {
+        *chosen.get_or_init(|| match std::env::var(var) {
+            Ok(v) => v.parse().unwrap_or_else(|e| panic!("{var}: {e}")),
+            Err(_) => default,
         })
     }
 }

@@ -9,12 +9,11 @@ use std::time::Instant;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, Tensor};
+use distill_kernels::attention::causal_self_attention;
 use serde::Serialize;
 
 use super::{median, sync};
 use crate::error::Result;
-use distill_kernels::attention::causal_self_attention;
-
 use crate::llama::causal_attention;
 use crate::runtime::Runtime;
 

@@ -3,7 +3,6 @@
 //! it is the distillation step (teacher forward, student forward and backward on
 //! KL(teacher || student)); without, next-token cross-entropy.
 
-use burn::module::Module;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::Serialize;
 
@@ -11,7 +10,7 @@ use super::{median, BenchModel};
 use crate::error::{Error, Result};
 use crate::losses::{cross_entropy, kl_divergence, KlOptions};
 use crate::runtime::Runtime;
-use crate::train::{copies_on, copy_on, device_of, freeze, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
+use crate::train::{copies_on, copy_on, device_of, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
 
 #[derive(Debug, Clone)]
 pub struct TrainCase {
@@ -64,12 +63,8 @@ fn attention_flops(m: &BenchModel, seq: usize) -> f64 {
 pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime, case: TrainCase, replicas: &[burn::tensor::Device]) -> Result<TrainResult> {
     let devices = 1 + replicas.len();
     let vocab = student.config.llama.vocab_size;
-    // An untied embedding is a lookup, not a product (`matmul_params` leaves it out too).
-    let untied_embedding = |name: &str| !student.config.llama.tie_embeddings && name.contains("embed_tokens");
-    let frozen_matmul: usize = param_sizes(&freeze(student.model.clone().train().set_require_grad(true), &case.freeze)).iter().filter(|(name, trainable, _)| !trainable && !untied_embedding(name)).map(|(_, _, n)| n).sum();
-    let flops_per_token = 6.0 * student.matmul_params() as f64 - 2.0 * frozen_matmul as f64
-        + 12.0 * attention_flops(&student, case.seq)
-        + teacher.map_or(0.0, |t| 2.0 * t.matmul_params() as f64 + 4.0 * attention_flops(t, case.seq));
+    let (matmul_params, student_attention) = (student.matmul_params(), attention_flops(&student, case.seq));
+    let tied = student.config.llama.tie_embeddings;
     let (label, rope) = (student.label.clone(), student.rope.clone());
     let total = case.warmup + case.steps;
     let batch = case.batch * devices;
@@ -87,6 +82,11 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
     };
     let examples = (batch * total as usize).max(1);
     let mut trainer = Trainer::new(student.model, config, examples, runtime.dtype, &runtime.device).map_err(|e| Error::Config(e.to_string()))?.with_replicas(replicas);
+    // An untied embedding is a lookup, not a product (`matmul_params` leaves it out too).
+    let frozen_matmul: usize = param_sizes(&trainer.model).iter().filter(|(name, trainable, _)| !trainable && (tied || !name.contains("embed_tokens"))).map(|(_, _, n)| n).sum();
+    let flops_per_token = 6.0 * matmul_params as f64 - 2.0 * frozen_matmul as f64
+        + 12.0 * student_attention
+        + teacher.map_or(0.0, |t| 2.0 * t.matmul_params() as f64 + 4.0 * attention_flops(t, case.seq));
     let teachers = teacher.map(|t| copies_on(&t.model, replicas)).unwrap_or_default();
     let kl = KlOptions::default();
     let loss_fn = |model: &crate::hybrid::Hybrid, ids: &[usize]| {

@@ -5,7 +5,8 @@
 //! function with the scale folded into `q` (a tensor `seq / head_dim` times smaller), the mask
 //! as an additive bias whose gradient is the identity, and `softmax_last`'s own backward.
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::Tensor;
+use distill_kernels::attention::causal_bias;
 use distill_kernels::matmul::{matmul_with, ProductKernels};
 use distill_kernels::softmax::softmax_last;
 
@@ -18,9 +19,7 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let t = k.dims()[2];
     let products = ProductKernels::for_attention();
     let scores = matmul_with(q * (1.0 / (d as f64).sqrt()), k.swap_dims(2, 3), products); // [b, h, s, t]
-    let device = scores.device();
-    let future = Tensor::<2, Bool>::tril_mask([s, t], (t - s) as i64, &device);
-    let bias = Tensor::<2>::zeros([s, t], (&device, scores.dtype())).mask_fill(future, f32::NEG_INFINITY).reshape([1, 1, s, t]);
+    let bias = causal_bias(s, t, &scores.device(), scores.dtype());
     matmul_with(softmax_last(scores + bias), v, products)
 }
 
