@@ -267,6 +267,9 @@ pub enum BenchWhat {
         /// paper's layerwise step), or comma-separated name substrings.
         #[arg(long, default_value = "none")]
         freeze: distill_stages::train::Freeze,
+        /// Constant learning rate of the timed run.
+        #[arg(long, default_value_t = 1e-5)]
+        lr: f64,
     },
     /// Matrix-product TFLOP/s on given shapes (`MxKxN`, or `BxMxKxN` for B products side by side,
     /// `t` suffix: left operand transposed);

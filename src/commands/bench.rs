@@ -32,7 +32,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops, gpus, freeze } => {
+        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops, gpus, freeze, lr } => {
             let replicas = replica_gpus(&args.device, *gpus)?;
             let teacher = match (distill, &model.random, &model.model) {
                 (false, _, _) => None,
@@ -40,10 +40,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 (true, None, Some(path)) => Some(BenchModel::load(&ModelSource::Path(path.clone()), 1.0, &runtime)?),
                 (true, None, None) => unreachable!("clap requires --model or --random"),
             };
-            let case = train::TrainCase { batch: *batch, micro_batch: micro_batch.unwrap_or(*batch), seq: *seq, steps: *steps, warmup: *warmup, peak_tflops: *peak_tflops, freeze: freeze.clone() };
+            let case = train::TrainCase { batch: *batch, micro_batch: micro_batch.unwrap_or(*batch), seq: *seq, steps: *steps, warmup: *warmup, peak_tflops: *peak_tflops, freeze: freeze.clone(), lr: *lr };
             for m in models(model, &runtime)? {
                 let r = train::run(m, teacher.as_ref(), &runtime, case.clone(), &replicas)?;
-                out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+                out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | last loss {:.6e} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.losses.last().copied().unwrap_or(f64::NAN), r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
             }
         }
         BenchWhat::Matmul { shapes, kernels, repeats } => {

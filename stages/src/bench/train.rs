@@ -24,6 +24,8 @@ pub struct TrainCase {
     pub peak_tflops: f64,
     /// The student's frozen parameters (`non_mamba`: the paper's layerwise step).
     pub freeze: Freeze,
+    /// Constant learning rate (large enough, the loss curves of two GPU counts can be compared).
+    pub lr: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +44,9 @@ pub struct TrainResult {
     /// The first step's loss: the same data at the same global batch gives the same value
     /// whatever the micro-batch (a check that a large micro-batch really computed its step).
     pub first_loss: f64,
+    /// Every step's loss, warmup included: the curve one GPU and several at the same global
+    /// batch should share (issue 10).
+    pub losses: Vec<f64>,
     pub tokens_per_s: f64,
     pub ms_per_step: f64,
     /// Model FLOPs per token (PaLM's count: 6·P + 12·L·d_attn·seq for the student, where a
@@ -72,7 +77,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         steps: total,
         batch,
         micro_batch: case.micro_batch,
-        schedule: LrSchedule { lr: 1e-5, warmup: 0, total, min_ratio: 1.0 },
+        schedule: LrSchedule { lr: case.lr, warmup: 0, total, min_ratio: 1.0 },
         adamw: AdamWConfig::default(),
         max_grad_norm: Some(1.0),
         seed: 0,
@@ -108,14 +113,12 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         };
         Ok(Loss { parts: Vec::new(), total, tokens: ids.len() * s })
     };
-    let (mut rates, mut first_loss) = (Vec::new(), f64::NAN);
+    let (mut rates, mut losses) = (Vec::new(), Vec::new());
     trainer
         .run(
             loss_fn,
             |r| {
-                if r.step == 1 {
-                    first_loss = r.loss;
-                }
+                losses.push(r.loss);
                 Ok(if r.step > case.warmup { rates.push(r.tokens_per_s) })
             },
             || false,
@@ -135,7 +138,8 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         steps: case.steps,
         devices,
         freeze: format!("{:?}", case.freeze),
-        first_loss,
+        first_loss: losses.first().copied().unwrap_or(f64::NAN),
+        losses,
         tokens_per_s,
         ms_per_step: 1e3 * (batch * case.seq) as f64 / tokens_per_s,
         flops_per_token,

@@ -135,7 +135,7 @@ pub fn checkpoint_dir(ctx: &StageContext) -> PathBuf {
 /// Runs `trainer` to the end. Each step's metrics go to the run record and a line to the
 /// stage log as the step ends (a killed run keeps what it did); on a terminal, a progress bar
 /// on stderr shows step, loss and tokens/s.
-pub fn run_trainer(ctx: &mut StageContext, trainer: &mut Trainer<Hybrid>, loss_fn: impl FnMut(&Hybrid, &[usize]) -> Result<Loss, TrainError>) -> Result<(), StageError> {
+pub fn run_trainer(ctx: &mut StageContext, trainer: &mut Trainer<Hybrid>, loss_fn: impl Fn(&Hybrid, &[usize]) -> Result<Loss, TrainError> + Sync) -> Result<(), StageError> {
     if trainer.resumed {
         ctx.log(format!("resuming from step {}", trainer.state.step));
     }

@@ -47,6 +47,12 @@ impl AdamW {
         Self { config, step: 0, state: BTreeMap::new() }
     }
 
+    /// The same optimizer with its moments on `device` (a data-parallel replica's).
+    pub fn to_device(&self, device: &burn::tensor::Device) -> Self {
+        let state = self.state.iter().map(|(n, m)| (n.clone(), Moments { m: m.m.clone().to_device(device), v: m.v.clone().to_device(device) })).collect();
+        Self { config: self.config, step: self.step, state }
+    }
+
     /// Applies one update with `grads` (name -> flat f32 gradient on the plain device).
     pub fn update<M: Module>(&mut self, model: M, grads: &mut BTreeMap<String, Tensor<1>>, lr: f64) -> M {
         self.step += 1;

@@ -10,6 +10,7 @@ mod freeze;
 mod model;
 mod names;
 mod order;
+mod parallel;
 mod schedule;
 mod trainer;
 

@@ -2,12 +2,11 @@
 //! run it in micro-batches (accumulating gradients), check loss and gradient for NaN/inf,
 //! clip by global norm, step AdamW, report, checkpoint every N steps.
 //!
-//! Data parallelism ([`Trainer::with_replicas`]): copies of the model on further devices take
-//! every other micro-batch of the step; their gradients are summed onto the main device, one
-//! AdamW update runs there (one optimizer state, one checkpoint), and the updated weights are
-//! copied back to each replica. The micro-batches are the single device's, so the result is the
-//! single device's up to the order the gradients are summed in (bit for bit when each device
-//! takes one micro-batch per step).
+//! Data parallelism ([`Trainer::with_replicas`], [`super::parallel`]): replicas of the model and
+//! optimizer on further devices, each on its own thread, take every n-th micro-batch of the
+//! step; their gradient sums are all-reduced and every device applies the same update. The
+//! micro-batches are the single device's, so the result is the single device's up to the order
+//! the gradients are summed in (bit for bit when each device takes one micro-batch per step).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +23,7 @@ use super::freeze::{freeze, Freeze};
 use super::model::TrainableLm;
 use super::names::PathTracker;
 use super::order::DataOrder;
+use super::parallel::{add_on_host_path, all_reduce_in_place, compute, update, Reduce, Replica, Worker};
 use super::schedule::LrSchedule;
 
 #[derive(Debug, Clone)]
@@ -72,8 +72,8 @@ pub struct Trainer<M> {
     order: DataOrder,
     /// True when the run continued from a checkpoint.
     pub resumed: bool,
-    /// Copies of `model` on further devices (data parallelism), refreshed after every update.
-    replicas: Vec<M>,
+    /// Copies of `model` and `opt` on further devices (data parallelism), updated alike.
+    replicas: Vec<Replica<M>>,
     /// Failed kernel launches the device has reported so far ([`crate::device_failures::count`];
     /// tests give their own).
     failures: fn() -> u64,
@@ -103,96 +103,94 @@ impl<M: TrainableLm> Trainer<M> {
         Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new(), failures: crate::device_failures::count })
     }
 
-    /// Trains over `devices` besides the main one: micro-batch `i` of each step runs on device
-    /// `i % (1 + devices.len())` (0: the main device). `batch / micro_batch` should be a
-    /// multiple of the device count to keep them all busy.
+    /// Trains over `devices` besides the main one (data parallelism, see [`super::parallel`]):
+    /// micro-batch `i` of each step runs on device `i % (1 + devices.len())` (0: the main
+    /// device), so `batch / micro_batch` must be a multiple of the device count.
     pub fn with_replicas(mut self, devices: &[Device]) -> Self {
-        self.replicas = devices.iter().map(|d| self.model.clone().fork(d)).collect();
+        self.replicas = devices.iter().map(|d| Replica { model: self.model.clone().fork(d), opt: self.opt.to_device(d) }).collect();
         self
     }
 
-    /// The model for micro-batch `i`.
-    fn model_for(&self, i: usize) -> &M {
-        match i % (1 + self.replicas.len()) {
-            0 => &self.model,
-            r => &self.replicas[r - 1],
-        }
-    }
-
     /// Trains until `config.steps`; `stop()` is asked before every step (Ctrl-C, tests that
-    /// simulate a kill) and ends the run with `Interrupted`.
-    pub fn run(
-        &mut self,
-        mut loss_fn: impl FnMut(&M, &[usize]) -> TrainResult<Loss>,
-        mut on_step: impl FnMut(&StepReport) -> TrainResult<()>,
-        stop: impl Fn() -> bool,
-    ) -> TrainResult<()> {
-        while self.state.step < self.config.steps {
-            if stop() {
-                return Err(TrainError::Interrupted(self.state.step));
-            }
-            let report = self.step(&mut loss_fn)?;
-            on_step(&report)?;
-            let every = self.config.checkpoint_every;
-            if let (Some(dir), true) = (&self.config.checkpoint_dir, every > 0 && self.state.step % every == 0) {
-                save_checkpoint(dir, &self.model, &self.opt, &self.state)?;
-            }
+    /// simulate a kill) and ends the run with `Interrupted`. `loss_fn` runs on each replica's
+    /// thread with that replica's model: it must compute where the model it is given is.
+    pub fn run<F>(&mut self, loss_fn: F, mut on_step: impl FnMut(&StepReport) -> TrainResult<()>, stop: impl Fn() -> bool) -> TrainResult<()>
+    where
+        F: Fn(&M, &[usize]) -> TrainResult<Loss> + Sync,
+    {
+        let n = 1 + self.replicas.len();
+        let micros = self.config.batch / self.config.micro_batch;
+        if micros % n != 0 {
+            return Err(TrainError::Config(format!(
+                "batch {} in micro-batches of {} makes {micros} per step, which {n} devices cannot share evenly: make batch / micro_batch a multiple of {n}",
+                self.config.batch, self.config.micro_batch
+            )));
         }
-        Ok(())
+        let devices: Vec<Device> = std::iter::once(device_of(&self.model)).chain(self.replicas.iter().map(|r| device_of(&r.model))).collect();
+        let reduce = Reduce::for_devices(&devices)?;
+        let replicas = std::mem::take(&mut self.replicas);
+        std::thread::scope(|scope| {
+            let workers: Vec<Worker<M>> = replicas.into_iter().map(|r| Worker::spawn(scope, r, &loss_fn, reduce, devices.clone())).collect();
+            let result = (|| {
+                while self.state.step < self.config.steps {
+                    if stop() {
+                        return Err(TrainError::Interrupted(self.state.step));
+                    }
+                    let report = self.step(&workers, reduce, &devices, &loss_fn)?;
+                    on_step(&report)?;
+                    let every = self.config.checkpoint_every;
+                    if let (Some(dir), true) = (&self.config.checkpoint_dir, every > 0 && self.state.step % every == 0) {
+                        save_checkpoint(dir, &self.model, &self.opt, &self.state)?;
+                    }
+                }
+                Ok(())
+            })();
+            self.replicas = workers.into_iter().map(Worker::finish).collect();
+            result
+        })
     }
 
-    fn step(&mut self, loss_fn: &mut impl FnMut(&M, &[usize]) -> TrainResult<Loss>) -> TrainResult<StepReport> {
+    fn step<F>(&mut self, workers: &[Worker<'_, M>], reduce: Reduce, devices: &[Device], loss_fn: &F) -> TrainResult<StepReport>
+    where
+        F: Fn(&M, &[usize]) -> TrainResult<Loss>,
+    {
         let started = Instant::now();
         let failed_before = (self.failures)();
         let step = self.state.step + 1;
         let c = &self.config;
         let draws = self.order.take(self.state.step * c.batch as u64, c.batch);
-        let mut grads: BTreeMap<String, Tensor<1>> = BTreeMap::new();
-        let mut tokens = 0usize;
-        // Loss and its parts stay on the device until the step's one host read: reading them
-        // per micro-batch would stall the GPU queue between forward and backward.
-        let mut sums: Vec<(&'static str, Tensor<1>)> = Vec::new();
-        // Per device: the gradients of its micro-batches, summed where they were computed.
-        let mut by_device: Vec<BTreeMap<String, Tensor<1>>> = vec![BTreeMap::new(); self.replicas.len()];
-        // Where replicas' values are brought (plain, as detached values and gradients are).
-        let main = (!self.replicas.is_empty()).then(|| device_of(&self.model));
-        for (i, micro) in draws.chunks(c.micro_batch).enumerate() {
-            let weight = micro.len() as f64 / c.batch as f64;
-            let model = self.model_for(i);
-            let out = loss_fn(model, micro)?;
-            tokens += out.tokens;
-            let detached = |t: &Tensor<1>| {
-                let t = t.clone().inner().cast(DType::F32) * weight;
-                match &main {
-                    Some(d) => t.to_device(d),
-                    None => t,
-                }
-            };
-            for (name, t) in std::iter::once(("loss", &out.total)).chain(out.parts.iter().map(|(n, t)| (*n, t))) {
-                match sums.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, v)) => *v = v.clone() + detached(t),
-                    None => sums.push((name, detached(t))),
+        let micros: Vec<Vec<usize>> = draws.chunks(c.micro_batch).map(<[usize]>::to_vec).collect();
+        let n = 1 + workers.len();
+        let share = |r: usize| micros.iter().skip(r).step_by(n).cloned().collect::<Vec<_>>();
+        for (r, w) in workers.iter().enumerate() {
+            w.compute(share(r + 1), c.batch);
+        }
+        let mine = compute(&self.model, loss_fn, &share(0), c.batch);
+        // Every replica answers before any error returns, so none is left mid-step.
+        let theirs: Vec<TrainResult<usize>> = workers.iter().map(Worker::computed).collect();
+        let mut p = mine?;
+        let mut tokens = p.tokens;
+        for t in theirs {
+            tokens += t?;
+        }
+        workers.iter().for_each(Worker::reduce);
+        match reduce {
+            Reduce::Collective if n > 1 => {
+                all_reduce_in_place(&mut p, devices);
+                for w in workers {
+                    w.reduced()?;
                 }
             }
-            let mut g = (out.total * weight).backward();
-            let r = i % (1 + self.replicas.len());
-            collect_grads(model, &mut g, if r == 0 { &mut grads } else { &mut by_device[r - 1] });
-        }
-        for replica_grads in by_device {
-            for (name, g) in replica_grads {
-                let g = match &main {
-                    Some(d) => g.to_device(d),
-                    None => g,
-                };
-                let sum = match grads.remove(&name) {
-                    Some(prev) => prev + g,
-                    None => g,
-                };
-                grads.insert(name, sum);
+            _ => {
+                for w in workers {
+                    if let Some(other) = w.reduced()? {
+                        add_on_host_path(&mut p, other, &devices[0]);
+                    }
+                }
             }
         }
-        let norm = squared_norm(&grads);
-        let mut values = read_all(sums.iter().map(|(_, t)| t.clone()).chain(norm.clone())).map_err(|message| TrainError::Device { step, message })?;
+        let norm = squared_norm(&p.grads);
+        let mut values = read_all(p.sums.iter().map(|(_, t)| t.clone()).chain(norm.clone())).map_err(|message| TrainError::Device { step, message })?;
         let grad_norm = match norm {
             Some(_) => values.pop().unwrap_or(f64::NAN).sqrt(),
             None => 0.0,
@@ -206,22 +204,18 @@ impl<M: TrainableLm> Trainer<M> {
         if !loss.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
         }
-        let parts: Vec<(&'static str, f64)> = sums.iter().skip(1).map(|(n, _)| *n).zip(values.into_iter().skip(1)).collect();
+        let parts: Vec<(&'static str, f64)> = p.sums.iter().skip(1).map(|(n, _)| *n).zip(values.into_iter().skip(1)).collect();
         if !grad_norm.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("gradient norm ({grad_norm})") });
         }
-        if let Some(max) = c.max_grad_norm {
-            // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when above max.
-            let coef = max / (grad_norm + 1e-6);
-            if coef < 1.0 {
-                grads.values_mut().for_each(|g| *g = g.clone() * coef);
-            }
-        }
+        // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when above max.
+        let coef = c.max_grad_norm.map_or(1.0, |max| max / (grad_norm + 1e-6));
         let lr = c.schedule.at(self.state.step);
-        self.model = self.opt.update(self.model.clone(), &mut grads, lr);
-        for replica in &mut self.replicas {
-            *replica = self.model.clone().fork(&device_of(replica));
+        let host_sums = (reduce == Reduce::Host).then(|| p.grads.clone());
+        for w in workers {
+            w.update(coef, lr, host_sums.clone());
         }
+        self.model = update(self.model.clone(), &mut self.opt, p.grads, coef, lr);
         self.state.step = step;
         self.state.tokens += tokens as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -289,13 +283,14 @@ impl ModuleVisitor for GradCollector<'_> {
 }
 
 /// Adds this backward pass's gradients of trainable parameters into `out` (by name, flat f32).
-fn collect_grads<M: Module>(model: &M, grads: &mut Gradients, out: &mut BTreeMap<String, Tensor<1>>) {
+pub(super) fn collect_grads<M: Module>(model: &M, grads: &mut Gradients, out: &mut BTreeMap<String, Tensor<1>>) {
     model.visit(&mut GradCollector { at: PathTracker::default(), grads, out });
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use burn::tensor::{Int, TensorData};
 
@@ -324,7 +319,7 @@ pub(crate) mod tests {
     }
 
     /// Next-token CE on fixed pseudo-random sequences.
-    fn lm_loss<'a>(rope: &'a Rope, device: &Device) -> impl FnMut(&Llama, &[usize]) -> TrainResult<Loss> + 'a {
+    fn lm_loss<'a>(rope: &'a Rope, device: &Device) -> impl Fn(&Llama, &[usize]) -> TrainResult<Loss> + Sync + 'a {
         let device = device.clone();
         move |model, ids| {
             let s = 8;
@@ -382,12 +377,12 @@ pub(crate) mod tests {
         let cfg = tiny(32, 16, 1);
         let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
         let mut t = trainer(&model, None);
-        let mut calls = 0;
-        let mut inner = lm_loss(&rope, &device);
+        let calls = AtomicUsize::new(0);
+        let inner = lm_loss(&rope, &device);
         let poisoned = |m: &Llama, ids: &[usize]| {
-            calls += 1;
+            let call = calls.fetch_add(1, Ordering::Relaxed) + 1;
             let mut l = inner(m, ids)?;
-            if calls == 5 {
+            if call == 5 {
                 l.total = l.total * f64::NAN; // step 3's first micro-batch
             }
             Ok(l)
@@ -400,18 +395,17 @@ pub(crate) mod tests {
     /// back fine: some of its kernels never ran.
     #[test]
     fn a_step_with_failed_device_launches_fails_with_its_step() {
-        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::atomic::AtomicU64;
         static FAILED: AtomicU64 = AtomicU64::new(0);
         let device = Device::flex();
         let cfg = tiny(32, 16, 1);
         let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
         let mut t = trainer(&model, None);
         t.failures = || FAILED.load(Ordering::Relaxed);
-        let mut calls = 0;
-        let mut inner = lm_loss(&rope, &device);
+        let calls = AtomicUsize::new(0);
+        let inner = lm_loss(&rope, &device);
         let failing = |m: &Llama, ids: &[usize]| {
-            calls += 1;
-            if calls == 3 {
+            if calls.fetch_add(1, Ordering::Relaxed) + 1 == 3 {
                 FAILED.fetch_add(1, Ordering::Relaxed); // during step 2's first micro-batch
             }
             inner(m, ids)
@@ -460,8 +454,77 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every replica runs its micro-batches on a thread of its own (the GPU path needs it to
+    /// keep the devices fed), ends the run with the main model's weights (the same update
+    /// applied everywhere, nothing broadcast), and a killed two-device run resumed from the
+    /// main device's checkpoint ends where an uninterrupted one does.
+    #[test]
+    fn replicas_run_on_threads_of_their_own_and_stay_identical_through_a_resume() {
+        use std::collections::BTreeSet;
+        use std::sync::Mutex;
+        let device = Device::flex();
+        let cfg = tiny(32, 16, 2);
+        let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
+        let threads = Mutex::new(BTreeSet::new());
+        let inner = replica_loss(&rope);
+        let loss = |m: &Llama, ids: &[usize]| {
+            threads.lock().unwrap().insert(format!("{:?}", std::thread::current().id()));
+            inner(m, ids)
+        };
+        let mut a = trainer(&model, None).with_replicas(&[Device::flex()]);
+        a.run(&loss, |_| Ok(()), || false).unwrap();
+        assert_eq!(threads.lock().unwrap().len(), 2, "one thread per device");
+        let main = weights_of(&a.model.clone().valid());
+        let replica = weights_of(&a.replicas[0].model.clone().valid());
+        for (name, e) in &main.entries {
+            assert_eq!(main.bytes(e), replica.bytes(&replica.entries[name]), "{name}: the replica drifted from the main model");
+        }
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ck");
+        let mut b = trainer(&model, Some(dir.clone())).with_replicas(&[Device::flex()]);
+        let calls = Cell::new(0);
+        let stop = || { calls.set(calls.get() + 1); calls.get() > 3 };
+        assert!(matches!(b.run(&loss, |_| Ok(()), stop), Err(TrainError::Interrupted(3))));
+        let mut c = trainer(&model, Some(dir)).with_replicas(&[Device::flex()]);
+        assert!(c.resumed && c.state.step == 2);
+        c.run(&loss, |_| Ok(()), || false).unwrap();
+        let resumed = weights_of(&c.into_model());
+        for (name, e) in &main.entries {
+            assert_eq!(main.bytes(e), resumed.bytes(&resumed.entries[name]), "{name} differs after a two-device resume");
+        }
+    }
+
+    /// A loss error on a replica's micro-batch fails the step on every device (no device is
+    /// left waiting in a collective); a step that the devices cannot share evenly is refused
+    /// before anything runs.
+    #[test]
+    fn a_replica_error_fails_the_step_and_uneven_shares_are_refused() {
+        let device = Device::flex();
+        let cfg = tiny(32, 16, 1);
+        let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
+        let calls = AtomicUsize::new(0);
+        let inner = replica_loss(&rope);
+        let failing = |m: &Llama, ids: &[usize]| {
+            if calls.fetch_add(1, Ordering::Relaxed) >= 4 {
+                return Err(TrainError::Config("bad row".into())); // in step 3
+            }
+            inner(m, ids)
+        };
+        let mut t = trainer(&model, None).with_replicas(&[Device::flex()]);
+        let mut done = Vec::new();
+        let err = t.run(failing, |r| Ok(done.push(r.step)), || false).unwrap_err();
+        assert!(err.to_string().contains("bad row"), "{err}");
+        assert_eq!(done, [1, 2]);
+
+        // 4 / 2 = 2 micro-batches a step over 3 devices.
+        let mut t = trainer(&model, None).with_replicas(&[Device::flex(), Device::flex()]);
+        let err = t.run(replica_loss(&rope), |_| Ok(()), || false).unwrap_err();
+        assert!(matches!(&err, TrainError::Config(m) if m.contains("multiple of 3")), "{err}");
+    }
+
     /// [`lm_loss`] with its inputs on the device of the model it is given (a replica's).
-    fn replica_loss(rope: &Rope) -> impl FnMut(&Llama, &[usize]) -> TrainResult<Loss> + '_ {
+    fn replica_loss(rope: &Rope) -> impl Fn(&Llama, &[usize]) -> TrainResult<Loss> + Sync + '_ {
         move |model, ids| {
             lm_loss(rope, &device_of(model))(model, ids)
         }
