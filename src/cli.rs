@@ -283,6 +283,23 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },
+    /// The gradient all-reduce of data-parallel training over `--gpus` GPUs (one thread each):
+    /// time, bus bandwidth, and whether every device holds the exact sum.
+    Allreduce {
+        #[arg(long, default_value_t = 2)]
+        gpus: usize,
+        /// Tensors reduced per round (the hybrid's trainable parameters: ~330).
+        #[arg(long, default_value_t = 333)]
+        count: usize,
+        /// f32 elements per tensor.
+        #[arg(long, default_value_t = 262_144)]
+        elements: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Copy this many tensors to the other GPUs with burn's `to_device` first.
+        #[arg(long, default_value_t = 0)]
+        copies_first: usize,
+    },
     /// The training step's causal attention, forward and backward: burn's (its autodiff
     /// fallback) against ours (softmax with its own backward), timed in the same run.
     Attention {

@@ -94,6 +94,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 ))?;
             }
         }
+        BenchWhat::Allreduce { gpus, count, elements, repeats, copies_first } => {
+            let devices: Vec<burn::tensor::Device> = std::iter::once(runtime.device.clone()).chain(replica_gpus(&args.device, *gpus)?).collect();
+            let r = distill_stages::bench::allreduce::run(&devices, *count, *elements, *repeats, *copies_first)?;
+            out.row(&r, format!("all_reduce | {} devices | {} x {} f32 | {:.3} ms | bus {:.1} GB/s | exact sum {}", r.devices, r.count, r.elements, r.ms, r.bus_gb_s, r.correct))?;
+        }
         BenchWhat::Attention { shape, repeats } => {
             let shape: [usize; 4] = shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes four numbers: batch,heads,seq,head_dim"))?;
             let r = distill_stages::bench::attention::run(shape, &runtime, *repeats)?;

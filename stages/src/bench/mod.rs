@@ -6,6 +6,7 @@
 //! Each measurement warms up on the very shapes it then times: on the GPU the first call of a
 //! shape compiles kernels and autotunes them, which must stay out of the numbers.
 
+pub mod allreduce;
 pub mod attention;
 pub mod decode;
 pub mod matmul;

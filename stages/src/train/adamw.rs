@@ -49,7 +49,8 @@ impl AdamW {
 
     /// The same optimizer with its moments on `device` (a data-parallel replica's).
     pub fn to_device(&self, device: &burn::tensor::Device) -> Self {
-        let state = self.state.iter().map(|(n, m)| (n.clone(), Moments { m: m.m.clone().to_device(device), v: m.v.clone().to_device(device) })).collect();
+        let to = |t: &Tensor<1>| super::devices::tensor_moved_to(t.clone(), device);
+        let state = self.state.iter().map(|(n, m)| (n.clone(), Moments { m: to(&m.m), v: to(&m.v) })).collect();
         Self { config: self.config, step: self.step, state }
     }
 

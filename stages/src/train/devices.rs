@@ -1,8 +1,8 @@
 //! Where a model is, for data-parallel training: each micro-batch runs on its model replica's
 //! device, and frozen models (a teacher, a reference) are copied to each replica device.
 
-use burn::module::Module;
-use burn::tensor::Device;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 /// The plain device (autodiff stripped) a model's parameters are on.
 pub fn device_of<M: Module>(model: &M) -> Device {
@@ -11,7 +11,46 @@ pub fn device_of<M: Module>(model: &M) -> Device {
 
 /// `model` copied to each of `devices`.
 pub fn copies_on<M: Module + Clone>(model: &M, devices: &[Device]) -> Vec<M> {
-    devices.iter().map(|d| model.clone().to_device(d)).collect()
+    devices.iter().map(|d| moved_to(model.clone(), d)).collect()
+}
+
+/// `model` on `device`, its values copied through host memory, trainable parameters still
+/// trainable. Not burn's `to_device`: between two CUDA devices that is an NCCL send and receive
+/// on the communicator the gradient all-reduce then uses, and on two H200s the all-reduces
+/// that followed such copies never completed (`distill bench allreduce` alone runs fine).
+/// A model is copied once per run, so the host round trip costs nothing that matters.
+pub fn moved_to<M: Module>(model: M, device: &Device) -> M {
+    model.map(&mut Mover { device })
+}
+
+/// `t` on `device` through host memory (see [`moved_to`]), on the autodiff device if it was.
+pub fn tensor_moved_to<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<D> {
+    let autodiff = t.is_autodiff();
+    let moved = Tensor::from_data(t.into_data(), &device.clone().inner());
+    if autodiff { moved.autodiff() } else { moved }
+}
+
+struct Mover<'a> {
+    device: &'a Device,
+}
+
+impl ModuleMapper for Mover<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, t, mapper) = param.consume();
+        let grad = t.is_require_grad();
+        let moved = tensor_moved_to(t.detach(), self.device);
+        Param::from_mapped_value(id, if grad { moved.require_grad() } else { moved }, mapper)
+    }
+
+    fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
+        let (id, t, mapper) = param.consume();
+        Param::from_mapped_value(id, Tensor::from_data(t.into_data(), self.device), mapper)
+    }
+
+    fn map_bool<const D: usize>(&mut self, param: Param<Tensor<D, Bool>>) -> Param<Tensor<D, Bool>> {
+        let (id, t, mapper) = param.consume();
+        Param::from_mapped_value(id, Tensor::from_data(t.into_data(), self.device), mapper)
+    }
 }
 
 /// The copy of a frozen model on `here`: the one of `copies` that is there, else `main`.

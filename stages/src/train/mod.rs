@@ -22,5 +22,6 @@ pub use freeze::{freeze, Freeze};
 pub use model::TrainableLm;
 pub use names::{param_names, param_sizes};
 pub use order::DataOrder;
+pub use parallel::{all_reduce_in_place, Partial};
 pub use schedule::LrSchedule;
 pub use trainer::{Loss, StepReport, TrainConfig, Trainer};

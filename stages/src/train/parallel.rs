@@ -93,27 +93,30 @@ pub enum Reduce {
 }
 
 impl Reduce {
-    /// `DISTILL_ALLREDUCE` (`nccl` or `host`) when set; else NCCL on GPUs where the library
-    /// loads, and the host otherwise (with a warning: it is slower, not wrong).
+    /// The way for `devices`: on the CPU the host; on GPUs what `DISTILL_ALLREDUCE` says.
     pub fn for_devices(devices: &[Device]) -> Result<Self, TrainError> {
         let gpus = devices.len() > 1 && devices.iter().all(|d| *d != Device::flex());
-        match std::env::var("DISTILL_ALLREDUCE").ok().as_deref() {
-            Some("nccl") if gpus && !nccl_present() => Err(TrainError::Config(NO_NCCL.into())),
-            Some("nccl") if gpus => Ok(Self::Collective),
-            Some("nccl" | "host") => Ok(Self::Host),
-            Some(other) => Err(TrainError::Config(format!("DISTILL_ALLREDUCE=`{other}`: use `nccl` or `host`"))),
-            None if gpus && nccl_present() => Ok(Self::Collective),
-            None => {
-                if gpus {
-                    tracing::warn!("{NO_NCCL}; summing gradients through the host instead");
-                }
-                Ok(Self::Host)
-            }
-        }
+        choose(std::env::var("DISTILL_ALLREDUCE").ok().as_deref(), gpus, nccl_present).map_err(TrainError::Config)
     }
 }
 
-const NO_NCCL: &str = "NCCL did not load (libnccl.so, or libnccl.so.2 under that name, on LD_LIBRARY_PATH)";
+/// Several GPUs need `setting` named: on two H200s (docs/multi-gpu.md) the collective path hung
+/// in some runs and the host path ran out of memory at the pipeline's micro-batch, so neither
+/// is a default a stage should fall into unasked. One device, or the CPU, needs nothing.
+fn choose(setting: Option<&str>, gpus: bool, nccl: fn() -> bool) -> Result<Reduce, String> {
+    match setting {
+        _ if !gpus => Ok(Reduce::Host),
+        Some("nccl") if nccl() => Ok(Reduce::Collective),
+        Some("nccl") => Err(NO_NCCL.into()),
+        Some("host") => Ok(Reduce::Host),
+        Some(other) => Err(format!("DISTILL_ALLREDUCE=`{other}`: use `nccl` or `host`")),
+        None => Err(UNSET.into()),
+    }
+}
+
+const NO_NCCL: &str = "DISTILL_ALLREDUCE=nccl, but NCCL did not load (libnccl.so, or libnccl.so.2 linked under that name, on LD_LIBRARY_PATH)";
+const UNSET: &str = "data-parallel training on several GPUs is experimental (docs/multi-gpu.md says what hung on two H200s): \
+set DISTILL_ALLREDUCE=nccl (burn's all-reduce) or DISTILL_ALLREDUCE=host (sums through the main GPU) to run it, or train on one GPU (resources.gpus = 1)";
 
 #[cfg(feature = "cuda")]
 fn nccl_present() -> bool {
@@ -126,29 +129,43 @@ fn nccl_present() -> bool {
     false
 }
 
-/// Replaces `p`'s sums with their sums over `devices` through one all-reduce per tensor; every
-/// device calls this on its own thread with the same names in the same order (NCCL requires it).
-pub fn all_reduce_in_place(p: &mut Partial, devices: &[Device]) {
-    let devices = devices.to_vec();
-    // The loss sums travel as one tensor: a collective per scalar would cost a launch each.
-    let cat = Tensor::cat(p.sums.iter().map(|(_, t)| t.clone().reshape([1])).collect(), 0);
-    let mut pending = vec![all_reduce(cat, ReduceOperation::Sum, devices.clone())];
+/// Replaces `p`'s sums with their sums over `devices`; every device calls this on its own
+/// thread at the same point of the step. Everything travels as one flat f32 buffer (the loss
+/// sums, then the gradients in name order): one collective rather than hundreds, and a fresh
+/// contiguous buffer of the same length on every device. Each device waits here for its half,
+/// before (the step's work done) and after, so no device's thread is waiting elsewhere while
+/// its peers' collective needs it.
+///
+/// What two H200s showed (docs/multi-gpu.md): 333 fresh tensors all-reduce exactly from two
+/// threads (`distill bench allreduce`), but in training the per-gradient all-reduces never
+/// completed; one flat buffer got through the first step and hung in the second; with the
+/// sums brought back through host memory (below) three steps completed and the process hung
+/// at its exit. Hence experimental, opt-in ([`Reduce::for_devices`]).
+pub fn all_reduce_in_place(p: &mut Partial, devices: &[Device]) -> Result<(), String> {
+    let here = p.sums.first().map(|(_, t)| t.device()).expect("the loss sum at least");
+    here.sync().map_err(|e| format!("{e:?}"))?;
     let names: Vec<String> = p.grads.keys().cloned().collect();
+    let mut parts: Vec<Tensor<1>> = p.sums.iter().map(|(_, t)| t.clone().reshape([1])).collect();
+    let mut lengths: Vec<usize> = vec![1; parts.len()];
     for name in &names {
         let g = p.grads.remove(name).expect("a name just listed");
-        pending.push(all_reduce(g, ReduceOperation::Sum, devices.clone()));
+        lengths.push(g.dims()[0]);
+        parts.push(g);
     }
-    // The collectives run in order on one stream: syncing on the last one covers the others.
-    let last = pending.pop().expect("the loss sums at least").resolve();
-    // SAFETY: `resolve` above made this thread's stream wait for every collective issued before.
-    let mut done: Vec<Tensor<1>> = pending.into_iter().map(|c| unsafe { c.assume_resolved() }).collect();
-    done.push(last);
-    let mut done = done.into_iter();
-    let sums = done.next().expect("the loss sums");
-    for (k, (_, t)) in p.sums.iter_mut().enumerate() {
-        *t = sums.clone().slice([k..k + 1]);
+    let flat = Tensor::cat(parts, 0);
+    let summed = all_reduce(flat, ReduceOperation::Sum, devices.to_vec()).resolve();
+    // Through host memory: the one variant tried with which later steps completed.
+    let summed = Tensor::from_data(summed.into_data(), &here);
+    let mut at = 0;
+    let mut pieces = lengths.into_iter().map(|len| {
+        at += len;
+        summed.clone().narrow(0, at - len, len)
+    });
+    for (_, t) in p.sums.iter_mut() {
+        *t = pieces.next().expect("one piece per loss sum");
     }
-    p.grads = names.into_iter().zip(done).collect();
+    p.grads = names.into_iter().zip(pieces).collect();
+    here.sync().map_err(|e| format!("{e:?}"))
 }
 
 /// Adds `other` (another device's partial) into `into` on `into`'s device.
@@ -180,8 +197,9 @@ enum ToWorker {
 
 enum FromWorker {
     Computed(TrainResult<usize>),
-    /// On the host path, the partial to add up; after a collective, nothing.
-    Reduced(Option<Partial>),
+    /// On the host path, the partial to add up; after a collective, nothing (or the device's
+    /// error).
+    Reduced(Result<Option<Partial>, String>),
 }
 
 /// A replica's thread and the channels to it.
@@ -202,10 +220,13 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
         let handle = scope.spawn(move || {
             let mut partial = None;
             // A closed channel (the run ended, or failed on another device) ends the thread.
+            let here = device_of(&replica.model);
             while let Ok(message) = inbox.recv() {
                 let reply = match message {
                     ToWorker::Compute(micros, batch) => {
+                        tracing::debug!(?here, micro_batches = micros.len(), "replica computes");
                         let result = compute(&replica.model, loss_fn, &micros, batch);
+                        tracing::debug!(?here, ok = result.is_ok(), "replica computed");
                         FromWorker::Computed(result.map(|p| {
                             let tokens = p.tokens;
                             partial = Some(p);
@@ -216,15 +237,17 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
                         let mut p = partial.take().unwrap_or_default();
                         match reduce {
                             Reduce::Collective => {
-                                all_reduce_in_place(&mut p, &devices);
+                                tracing::debug!(?here, tensors = p.grads.len() + 1, "replica all-reduces");
+                                let done = all_reduce_in_place(&mut p, &devices);
+                                tracing::debug!(?here, ok = done.is_ok(), "replica all-reduced");
                                 partial = Some(p);
-                                FromWorker::Reduced(None)
+                                FromWorker::Reduced(done.map(|()| None))
                             }
-                            Reduce::Host => FromWorker::Reduced(Some(p)),
+                            Reduce::Host => FromWorker::Reduced(Ok(Some(p))),
                         }
                     }
                     ToWorker::Update(coef, lr, grads) => {
-                        let here = device_of(&replica.model);
+                        tracing::debug!(?here, "replica updates");
                         let grads = match grads {
                             Some(g) => g.into_iter().map(|(n, t)| (n, t.to_device(&here))).collect(),
                             None => partial.take().map(|p| p.grads).unwrap_or_default(),
@@ -258,9 +281,10 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
         let _ = self.to.send(ToWorker::Reduce);
     }
 
-    pub fn reduced(&self) -> TrainResult<Option<Partial>> {
+    /// On the host path, this device's partial; `step` names a device error.
+    pub fn reduced(&self, step: u64) -> TrainResult<Option<Partial>> {
         match self.from.recv() {
-            Ok(FromWorker::Reduced(p)) => Ok(p),
+            Ok(FromWorker::Reduced(p)) => p.map_err(|message| TrainError::Device { step, message }),
             _ => Err(self.gone()),
         }
     }
@@ -280,5 +304,22 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
             Ok(replica) => replica,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_gpus_run_only_the_way_asked_for_and_the_cpu_needs_nothing() {
+        let (yes, no): (fn() -> bool, fn() -> bool) = (|| true, || false);
+        assert_eq!(choose(None, false, no), Ok(Reduce::Host), "one device or the CPU");
+        assert_eq!(choose(Some("nccl"), false, no), Ok(Reduce::Host));
+        assert_eq!(choose(Some("nccl"), true, yes), Ok(Reduce::Collective));
+        assert_eq!(choose(Some("host"), true, yes), Ok(Reduce::Host));
+        assert!(choose(Some("nccl"), true, no).unwrap_err().contains("libnccl.so"));
+        assert!(choose(None, true, yes).unwrap_err().contains("DISTILL_ALLREDUCE=nccl"));
+        assert!(choose(Some("ring"), true, yes).unwrap_err().contains("`ring`"));
     }
 }

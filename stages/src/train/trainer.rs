@@ -18,7 +18,7 @@ use burn::tensor::{DType, Device, Gradients, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::base::{TrainError, TrainResult};
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
-use super::devices::device_of;
+use super::devices::{device_of, moved_to};
 use super::freeze::{freeze, Freeze};
 use super::model::TrainableLm;
 use super::names::PathTracker;
@@ -107,7 +107,7 @@ impl<M: TrainableLm> Trainer<M> {
     /// micro-batch `i` of each step runs on device `i % (1 + devices.len())` (0: the main
     /// device), so `batch / micro_batch` must be a multiple of the device count.
     pub fn with_replicas(mut self, devices: &[Device]) -> Self {
-        self.replicas = devices.iter().map(|d| Replica { model: self.model.clone().fork(d), opt: self.opt.to_device(d) }).collect();
+        self.replicas = devices.iter().map(|d| Replica { model: moved_to(self.model.clone(), d), opt: self.opt.to_device(d) }).collect();
         self
     }
 
@@ -120,7 +120,7 @@ impl<M: TrainableLm> Trainer<M> {
     {
         let n = 1 + self.replicas.len();
         let micros = self.config.batch / self.config.micro_batch;
-        if micros % n != 0 {
+        if !micros.is_multiple_of(n) {
             return Err(TrainError::Config(format!(
                 "batch {} in micro-batches of {} makes {micros} per step, which {n} devices cannot share evenly: make batch / micro_batch a multiple of {n}",
                 self.config.batch, self.config.micro_batch
@@ -165,6 +165,7 @@ impl<M: TrainableLm> Trainer<M> {
         for (r, w) in workers.iter().enumerate() {
             w.compute(share(r + 1), c.batch);
         }
+        tracing::debug!(step, devices = n, "step computes");
         let mine = compute(&self.model, loss_fn, &share(0), c.batch);
         // Every replica answers before any error returns, so none is left mid-step.
         let theirs: Vec<TrainResult<usize>> = workers.iter().map(Worker::computed).collect();
@@ -176,19 +177,23 @@ impl<M: TrainableLm> Trainer<M> {
         workers.iter().for_each(Worker::reduce);
         match reduce {
             Reduce::Collective if n > 1 => {
-                all_reduce_in_place(&mut p, devices);
+                tracing::debug!(step, tensors = p.grads.len() + 1, "step all-reduces");
+                let done = all_reduce_in_place(&mut p, devices);
+                tracing::debug!(step, "step all-reduced");
                 for w in workers {
-                    w.reduced()?;
+                    w.reduced(step)?;
                 }
+                done.map_err(|message| TrainError::Device { step, message })?;
             }
             _ => {
                 for w in workers {
-                    if let Some(other) = w.reduced()? {
+                    if let Some(other) = w.reduced(step)? {
                         add_on_host_path(&mut p, other, &devices[0]);
                     }
                 }
             }
         }
+        tracing::debug!(step, "step reads loss and gradient norm");
         let norm = squared_norm(&p.grads);
         let mut values = read_all(p.sums.iter().map(|(_, t)| t.clone()).chain(norm.clone())).map_err(|message| TrainError::Device { step, message })?;
         let grad_norm = match norm {
