@@ -6,7 +6,8 @@
 #
 # PART: parity, decode, train, long, matmul, each also as PART-peer (the transformers / PyTorch
 # side); default: all but matmul, in that order. `train-scaling` runs the distillation step
-# data-parallel on each GPU count in TRAIN_GPUS (default "1 2"; issue 10). `matmul-kernels` times every named cubek routine
+# data-parallel on each GPU count in TRAIN_GPUS (default "1 2"; issue 10; DISTILL_ALLREDUCE
+# names the way), `dp-modes` first finds a way that runs through (a tiny step each). `matmul-kernels` times every named cubek routine
 # of `distill bench matmul --kernels`, one step each. `profile` times every kernel of one hybrid
 # distillation step through cubecl's profiling logger (a cubecl.toml in the working directory)
 # and writes the kernels that cost most to OUT_DIR/profile.txt (slower than `train`: it is for
@@ -48,6 +49,19 @@ step() { # name timeout command...
   echo "== $name: exit $?, $(( $(date +%s) - start )) s: $*" | tee -a "$out/bench.log"
 }
 
+# Issue 10: the 50% hybrid's distillation step as the pipeline trains it (frozen, micro-batch 16)
+# at 16 sequences per GPU on each GPU count in TRAIN_GPUS, then one GPU at the largest count's
+# global batch: the same micro-batches, so the same loss curve (`losses`). Several GPUs need
+# DISTILL_ALLREDUCE (nccl, nccl-main or host) in the environment.
+scaling() {
+  local gs=${TRAIN_GPUS:-1 2} g
+  for g in $gs; do step "train on $g GPUs" 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+    --batch 16 --micro-batch ${TRAIN_MICRO:-16} --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus $g; done
+  g=${gs##* }
+  step "train on 1 GPU at batch $((16 * g))" 300 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+    --batch $((16 * g)) --micro-batch ${TRAIN_MICRO:-16} --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus 1
+}
+
 for part in $parts; do
   case $part in
     parity) step parity 60 "$bin" bench --device cuda --dtype bf16 parity $fx ;;
@@ -57,16 +71,18 @@ for part in $parts; do
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     # Issue 10: the 50% hybrid's distillation step on 1, 2, 4, ... GPUs at 16 sequences per GPU.
-    # Issue 10: the 50% hybrid's distillation step as the pipeline trains it (frozen, micro-batch
-    # 16) at 16 sequences per GPU on each GPU count in TRAIN_GPUS, then one GPU at the largest
-    # count's global batch: the same micro-batches, so the same loss curve (`losses`).
-    train-scaling)
-      gs=${TRAIN_GPUS:-1 2}
-      for g in $gs; do step "train on $g GPUs" 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
-        --batch 16 --micro-batch 16 --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus $g; done
-      g=${gs##* }
-      step "train on 1 GPU at batch $((16 * g))" 300 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
-        --batch $((16 * g)) --micro-batch 16 --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus 1 ;;
+    train-scaling) scaling ;;
+    # Issue 10, which way of summing gradients runs through on two GPUs: a tiny step first for
+    # each DISTILL_ALLREDUCE way (a hang costs 60 s), then train-scaling with the first that did.
+    dp-modes)
+      ok=
+      for m in ${DP_MODES:-nccl-main nccl host}; do
+        DISTILL_ALLREDUCE=$m DISTILL_LOG=distill_stages::train=debug,warn step "dp $m tiny" 60 "$bin" bench --device cuda train --random $cfg \
+          --attention-fraction 0.5 --distill --batch 2 --micro-batch 2 --seq 256 --steps 3 --warmup 0 --gpus 2
+        [ -z "$ok" ] && tail -1 "$out/bench.log" | grep -q 'exit 0,' && ok=$m
+      done
+      echo "== dp-modes: first through: ${ok:-none}" | tee -a "$out/bench.log"
+      [ -n "$ok" ] && DISTILL_ALLREDUCE=$ok scaling ;;
     train-variants)
       for v in "8 composite" "16 composite" "16 recompute"; do set -- $v
         DISTILL_ATTENTION=$2 step "train mb $1 attention $2" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \

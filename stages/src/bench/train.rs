@@ -10,7 +10,7 @@ use super::{median, BenchModel};
 use crate::error::{Error, Result};
 use crate::losses::{cross_entropy, kl_divergence, KlOptions};
 use crate::runtime::Runtime;
-use crate::train::{copies_on, copy_on, device_of, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
+use crate::train::{device_of, Copies, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
 
 #[derive(Debug, Clone)]
 pub struct TrainCase {
@@ -92,7 +92,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
     let flops_per_token = 6.0 * matmul_params as f64 - 2.0 * frozen_matmul as f64
         + 12.0 * student_attention
         + teacher.map_or(0.0, |t| 2.0 * t.matmul_params() as f64 + 4.0 * attention_flops(t, case.seq));
-    let teachers = teacher.map(|t| copies_on(&t.model, replicas)).unwrap_or_default();
+    let teachers = teacher.map(|t| Copies::new(&t.model, replicas));
     let kl = KlOptions::default();
     let loss_fn = |model: &crate::hybrid::Hybrid, ids: &[usize]| {
         // Where this micro-batch runs: the main device or a replica's.
@@ -106,7 +106,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         let logits = model.train_logits(input.clone().autodiff(), &rope).cast(DType::F32);
         let total = match teacher {
             Some(t) => {
-                let t_logits = copy_on(&t.model, &teachers, &device).train_logits(input, &t.rope).cast(DType::F32);
+                let t_logits = teachers.as_ref().expect("with the teacher").on(&device).train_logits(input, &t.rope).cast(DType::F32);
                 kl_divergence(logits, t_logits.autodiff(), mask, &kl)
             }
             None => cross_entropy(logits, all.slice([0..ids.len(), 1..s + 1]).autodiff(), mask),

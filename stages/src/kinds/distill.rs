@@ -23,7 +23,7 @@ use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlRedu
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
 use crate::text::TextTokenizer;
-use crate::train::{copies_on, copy_on, device_of, Loss, TrainableLm, Trainer};
+use crate::train::{device_of, Copies, Loss, TrainableLm, Trainer};
 
 fn one() -> f64 { 1.0 }
 fn d_seq() -> usize { 512 }
@@ -156,8 +156,8 @@ pub(super) fn packed_windows(
 /// frozen `target`'s logits computed alongside.
 pub(super) struct KdLoss<'a> {
     pub target: &'a LoadedModel,
-    /// The target forked to each replica device of data-parallel training (empty: one device).
-    pub target_replicas: &'a [Hybrid],
+    /// The target model where each micro-batch runs (data-parallel training copies it there).
+    pub target_copies: Copies<'a, Hybrid>,
     /// The rope the trained model runs with.
     pub rope: &'a crate::llama::Rope,
     pub train: &'a [Vec<u32>],
@@ -170,7 +170,7 @@ impl KdLoss<'_> {
     pub fn micro_batch(&self, model: &Hybrid, ids: &[usize]) -> crate::train::TrainResult<Loss> {
         // The micro-batch runs where `model` is: the main device or a replica's.
         let device = &device_of(model);
-        let target = copy_on(&self.target.model, self.target_replicas, device);
+        let target = self.target_copies.on(device);
         let w: Vec<&Vec<u32>> = ids.iter().map(|&i| &self.train[i]).collect();
         let (input, labels) = windows(&w, device);
         let [b, s] = input.dims();
@@ -214,10 +214,9 @@ impl Stage for DistillStage {
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let replicas = replicas(ctx)?;
         let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
-        let teacher_replicas = copies_on(&teacher.model, &replicas);
         let kd = KdLoss {
             target: &teacher,
-            target_replicas: &teacher_replicas,
+            target_copies: Copies::new(&teacher.model, &replicas),
             rope: &teacher.rope,
             train: &train,
             kl: KlOptions { direction: p.kl_direction, reduction: p.kl_reduction, temperature: p.temperature },

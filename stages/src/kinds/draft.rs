@@ -24,7 +24,7 @@ use crate::losses::KlOptions;
 use crate::runtime::Runtime;
 use crate::speculative::write_draft_dir;
 use crate::teacher::LoadedModel;
-use crate::train::Trainer;
+use crate::train::{Copies, Trainer};
 
 fn one() -> f64 { 1.0 }
 fn d_seq() -> usize { 512 }
@@ -107,7 +107,7 @@ impl Stage for DraftStage {
         let before = validation_kl(&draft.model, &target_model, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
-        let kd = KdLoss { target: &target_model, target_replicas: &[], rope: &draft.rope, train: &train, kl: KlOptions::default(), kl_weight: p.kl_weight, ce_weight: p.ce_weight };
+        let kd = KdLoss { target: &target_model, target_copies: Copies::new(&target_model.model, &[]), rope: &draft.rope, train: &train, kl: KlOptions::default(), kl_weight: p.kl_weight, ce_weight: p.ce_weight };
         let loss_fn = |model: &Hybrid, ids: &[usize]| kd.micro_batch(model, ids);
         run_trainer(ctx, &mut trainer, loss_fn)?;
         let trained = Trained::new(trainer);

@@ -21,7 +21,7 @@ use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlOptions, KlReduction};
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
-use crate::train::{copies_on, copy_on, device_of, Loss, TrainableLm, Trainer};
+use crate::train::{device_of, Copies, Loss, TrainableLm, Trainer};
 
 fn one() -> f64 { 1.0 }
 fn d_len() -> usize { 2048 }
@@ -137,7 +137,7 @@ impl Stage for SftStage {
         let config = p.optim.config(train.len(), mean_len, seed, checkpoint_dir(ctx));
         let replicas = replicas(ctx)?;
         let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
-        let teacher_replicas = teacher.as_ref().map(|t| copies_on(&t.model, &replicas)).unwrap_or_default();
+        let teacher_copies = teacher.as_ref().map(|t| Copies::new(&t.model, &replicas));
         let kl_opts = KlOptions { reduction: p.kl_reduction, ..KlOptions::default() };
         let pad = student.tokenizer.pad_id();
         let loss_fn = |model: &Hybrid, ids: &[usize]| {
@@ -151,7 +151,7 @@ impl Stage for SftStage {
             let mut total = ce.clone() * p.alpha;
             let mut parts = vec![("loss/ce", ce.detach())];
             if let (Some(t), true) = (&teacher, p.beta > 0.0) {
-                let t_logits = copy_on(&t.model, &teacher_replicas, &here).train_logits(input, &t.rope).cast(DType::F32).autodiff();
+                let t_logits = teacher_copies.as_ref().expect("with the teacher").on(&here).train_logits(input, &t.rope).cast(DType::F32).autodiff();
                 let kl = kl_divergence(logits, t_logits, mask.autodiff(), &kl_opts);
                 total = total + kl.clone() * p.beta;
                 parts.push(("loss/kl", kl.detach()));

@@ -35,6 +35,7 @@ pub struct Moments {
     pub v: Tensor<1>,
 }
 
+#[derive(Clone)]
 pub struct AdamW {
     pub config: AdamWConfig,
     /// Optimizer steps taken (bias correction uses `step + 1` on the next update).

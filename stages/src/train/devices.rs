@@ -1,6 +1,8 @@
 //! Where a model is, for data-parallel training: each micro-batch runs on its model replica's
 //! device, and frozen models (a teacher, a reference) are copied to each replica device.
 
+use std::sync::OnceLock;
+
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
@@ -9,9 +11,32 @@ pub fn device_of<M: Module>(model: &M) -> Device {
     model.devices().first().map(|d| d.clone().inner()).expect("a model has parameters")
 }
 
-/// `model` copied to each of `devices`.
-pub fn copies_on<M: Module + Clone>(model: &M, devices: &[Device]) -> Vec<M> {
-    devices.iter().map(|d| moved_to(model.clone(), d)).collect()
+/// A frozen model (a teacher, a reference) and its copies on data-parallel replicas' devices,
+/// each made the first time a micro-batch asks for it there, on the thread that asks: the
+/// replica's own, so its memory comes from that thread's stream (cubecl keeps a pool per
+/// stream; a copy made by the main thread would sit in a second pool on that device).
+pub struct Copies<'a, M> {
+    main: &'a M,
+    main_device: Device,
+    on: Vec<(Device, OnceLock<M>)>,
+}
+
+impl<'a, M: Module> Copies<'a, M> {
+    /// `main` and, to be made on demand, its copies on `devices` (none: one device).
+    pub fn new(main: &'a M, devices: &[Device]) -> Self {
+        Self { main, main_device: device_of(main), on: devices.iter().map(|d| (d.clone(), OnceLock::new())).collect() }
+    }
+
+    /// The copy on `here` (`main` on its own device, and anywhere no copy was asked for).
+    pub fn on(&self, here: &Device) -> &M {
+        if *here == self.main_device {
+            return self.main;
+        }
+        match self.on.iter().find(|(d, _)| d == here) {
+            Some((d, copy)) => copy.get_or_init(|| moved_to(self.main.clone(), d)),
+            None => self.main,
+        }
+    }
 }
 
 /// `model` on `device`, its values copied through host memory, trainable parameters still
@@ -51,9 +76,4 @@ impl ModuleMapper for Mover<'_> {
         let (id, t, mapper) = param.consume();
         Param::from_mapped_value(id, Tensor::from_data(t.into_data(), self.device), mapper)
     }
-}
-
-/// The copy of a frozen model on `here`: the one of `copies` that is there, else `main`.
-pub fn copy_on<'a, M: Module>(main: &'a M, copies: &'a [M], here: &Device) -> &'a M {
-    copies.iter().find(|c| device_of(*c) == *here).unwrap_or(main)
 }

@@ -16,7 +16,7 @@ mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use base::{TrainError, TrainResult};
-pub use devices::{copies_on, copy_on, device_of};
+pub use devices::{device_of, Copies};
 pub use checkpoint::{load_checkpoint, save_checkpoint, save_weights, weights_of, TrainState};
 pub use freeze::{freeze, Freeze};
 pub use model::TrainableLm;

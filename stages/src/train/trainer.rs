@@ -18,12 +18,12 @@ use burn::tensor::{DType, Device, Gradients, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::base::{TrainError, TrainResult};
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
-use super::devices::{device_of, moved_to};
+use super::devices::device_of;
 use super::freeze::{freeze, Freeze};
 use super::model::TrainableLm;
 use super::names::PathTracker;
 use super::order::DataOrder;
-use super::parallel::{add_on_host_path, all_reduce_in_place, compute, update, Reduce, Replica, Worker};
+use super::parallel::{add_on_host_path, all_reduce_in_place, compute, flatten, issue_all, resolve_in_place, sync, update, Reduce, Replica, ReplicaInit, Share, Worker};
 use super::schedule::LrSchedule;
 
 #[derive(Debug, Clone)]
@@ -74,6 +74,8 @@ pub struct Trainer<M> {
     pub resumed: bool,
     /// Copies of `model` and `opt` on further devices (data parallelism), updated alike.
     replicas: Vec<Replica<M>>,
+    /// The devices of `replicas`, which their threads make at the start of the first run.
+    replica_devices: Vec<Device>,
     /// Failed kernel launches the device has reported so far ([`crate::device_failures::count`];
     /// tests give their own).
     failures: fn() -> u64,
@@ -100,14 +102,14 @@ impl<M: TrainableLm> Trainer<M> {
         // Loaded parameters are inactive (plain tensors); activate all, then freeze some.
         let model = freeze(model.train().set_require_grad(true), &config.freeze);
         let order = DataOrder { examples, seed: config.seed };
-        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new(), failures: crate::device_failures::count })
+        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new(), replica_devices: Vec::new(), failures: crate::device_failures::count })
     }
 
     /// Trains over `devices` besides the main one (data parallelism, see [`super::parallel`]):
     /// micro-batch `i` of each step runs on device `i % (1 + devices.len())` (0: the main
     /// device), so `batch / micro_batch` must be a multiple of the device count.
     pub fn with_replicas(mut self, devices: &[Device]) -> Self {
-        self.replicas = devices.iter().map(|d| Replica { model: moved_to(self.model.clone(), d), opt: self.opt.to_device(d) }).collect();
+        self.replica_devices = devices.to_vec();
         self
     }
 
@@ -118,7 +120,7 @@ impl<M: TrainableLm> Trainer<M> {
     where
         F: Fn(&M, &[usize]) -> TrainResult<Loss> + Sync,
     {
-        let n = 1 + self.replicas.len();
+        let n = 1 + self.replica_devices.len();
         let micros = self.config.batch / self.config.micro_batch;
         if !micros.is_multiple_of(n) {
             return Err(TrainError::Config(format!(
@@ -126,9 +128,13 @@ impl<M: TrainableLm> Trainer<M> {
                 self.config.batch, self.config.micro_batch
             )));
         }
-        let devices: Vec<Device> = std::iter::once(device_of(&self.model)).chain(self.replicas.iter().map(|r| device_of(&r.model))).collect();
+        let devices: Vec<Device> = std::iter::once(device_of(&self.model)).chain(self.replica_devices.iter().cloned()).collect();
         let reduce = Reduce::for_devices(&devices)?;
-        let replicas = std::mem::take(&mut self.replicas);
+        // Made on their own threads the first time (see `Worker::spawn`), kept for later runs.
+        let replicas: Vec<ReplicaInit<M>> = match std::mem::take(&mut self.replicas) {
+            made if made.len() == n - 1 => made.into_iter().map(ReplicaInit::Ready).collect(),
+            _ => self.replica_devices.iter().map(|d| ReplicaInit::CopyOf(self.model.clone(), self.opt.clone(), d.clone())).collect(),
+        };
         std::thread::scope(|scope| {
             let workers: Vec<Worker<M>> = replicas.into_iter().map(|r| Worker::spawn(scope, r, &loss_fn, reduce, devices.clone())).collect();
             let result = (|| {
@@ -175,19 +181,36 @@ impl<M: TrainableLm> Trainer<M> {
             tokens += t?;
         }
         workers.iter().for_each(Worker::reduce);
+        let shares = || -> TrainResult<Vec<Share>> { workers.iter().map(|w| w.reduced(step)).collect() };
+        let device_err = |message| TrainError::Device { step, message };
         match reduce {
             Reduce::Collective if n > 1 => {
-                tracing::debug!(step, tensors = p.grads.len() + 1, "step all-reduces");
                 let done = all_reduce_in_place(&mut p, devices);
-                tracing::debug!(step, "step all-reduced");
-                for w in workers {
-                    w.reduced(step)?;
+                shares()?;
+                done.map_err(device_err)?;
+            }
+            Reduce::CollectiveFromMain if n > 1 => {
+                sync(&devices[0]).map_err(device_err)?;
+                let (mine, layout) = flatten(&mut p);
+                let mut flats = vec![mine];
+                for share in shares()? {
+                    match share {
+                        Share::Flat(f) => flats.push(f),
+                        _ => unreachable!("a replica of this path shares its flat buffer"),
+                    }
                 }
-                done.map_err(|message| TrainError::Device { step, message })?;
+                let mut reduced = issue_all(flats, devices).into_iter();
+                let own = reduced.next().expect("the main device's");
+                workers.iter().zip(reduced).for_each(|(w, c)| w.resolve(c));
+                let done = resolve_in_place(&mut p, layout, own);
+                for w in workers {
+                    w.resolved(step)?;
+                }
+                done.map_err(device_err)?;
             }
             _ => {
-                for w in workers {
-                    if let Some(other) = w.reduced(step)? {
+                for share in shares()? {
+                    if let Share::Partial(other) = share {
                         add_on_host_path(&mut p, other, &devices[0]);
                     }
                 }

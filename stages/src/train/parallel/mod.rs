@@ -10,8 +10,9 @@
 //!    of the loss function are reported before any device starts a collective, so no device is
 //!    left waiting in one for a peer that gave up.
 //! 2. `Reduce`: the sums become the sums over all devices on every device, with burn's
-//!    all-reduce (NCCL on CUDA, [`Reduce::Collective`]), or on hosts without one (the CPU) by
-//!    adding them up on the main device, which sends the result back ([`Reduce::Host`]).
+//!    all-reduce (NCCL on CUDA; [`Reduce::Collective`], [`Reduce::CollectiveFromMain`]), or
+//!    by adding them up on the main device, which sends the result back ([`Reduce::Host`], the
+//!    CPU's way: its backend has no collectives).
 //! 3. `Update`: with the clipping coefficient and learning rate the main device worked out
 //!    from its (identical) sums, every device applies the same AdamW update to its replica. The
 //!    optimizer states never diverge, so nothing is broadcast and only the main device writes
@@ -22,13 +23,17 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use burn::module::Module;
-use burn::tensor::distributed::{all_reduce, ReduceOperation};
+use burn::tensor::distributed::CollectiveTensor;
 use burn::tensor::{DType, Device, Tensor};
 
 use super::adamw::AdamW;
 use super::base::{TrainError, TrainResult};
-use super::devices::device_of;
+use super::devices::{device_of, moved_to};
 use super::trainer::{collect_grads, Loss};
+
+mod reduce;
+
+pub use reduce::{add_on_host_path, all_reduce_in_place, flatten, issue_all, resolve_in_place, sync, Layout, Reduce};
 
 /// Flat f32 gradients by parameter name.
 pub type Grads = BTreeMap<String, Tensor<1>>;
@@ -82,124 +87,37 @@ where
     Ok(p)
 }
 
-/// How the devices' sums become one sum on every device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reduce {
-    /// burn's all-reduce (cubecl's NCCL on CUDA), each device on its own thread.
-    Collective,
-    /// Copied to the main device, added there, and copied back (the CPU backend has no
-    /// collectives; also a fallback for a machine without NCCL: `DISTILL_ALLREDUCE=host`).
-    Host,
-}
-
-impl Reduce {
-    /// The way for `devices`: on the CPU the host; on GPUs what `DISTILL_ALLREDUCE` says.
-    pub fn for_devices(devices: &[Device]) -> Result<Self, TrainError> {
-        let gpus = devices.len() > 1 && devices.iter().all(|d| *d != Device::flex());
-        choose(std::env::var("DISTILL_ALLREDUCE").ok().as_deref(), gpus, nccl_present).map_err(TrainError::Config)
-    }
-}
-
-/// Several GPUs need `setting` named: on two H200s (docs/multi-gpu.md) the collective path hung
-/// in some runs and the host path ran out of memory at the pipeline's micro-batch, so neither
-/// is a default a stage should fall into unasked. One device, or the CPU, needs nothing.
-fn choose(setting: Option<&str>, gpus: bool, nccl: fn() -> bool) -> Result<Reduce, String> {
-    match setting {
-        _ if !gpus => Ok(Reduce::Host),
-        Some("nccl") if nccl() => Ok(Reduce::Collective),
-        Some("nccl") => Err(NO_NCCL.into()),
-        Some("host") => Ok(Reduce::Host),
-        Some(other) => Err(format!("DISTILL_ALLREDUCE=`{other}`: use `nccl` or `host`")),
-        None => Err(UNSET.into()),
-    }
-}
-
-const NO_NCCL: &str = "DISTILL_ALLREDUCE=nccl, but NCCL did not load (libnccl.so, or libnccl.so.2 linked under that name, on LD_LIBRARY_PATH)";
-const UNSET: &str = "data-parallel training on several GPUs is experimental (docs/multi-gpu.md says what hung on two H200s): \
-set DISTILL_ALLREDUCE=nccl (burn's all-reduce) or DISTILL_ALLREDUCE=host (sums through the main GPU) to run it, or train on one GPU (resources.gpus = 1)";
-
-#[cfg(feature = "cuda")]
-fn nccl_present() -> bool {
-    // SAFETY: only tries to load the library (cudarc's own probe, the one cubecl-cuda asks).
-    unsafe { cudarc::nccl::sys::is_culib_present() }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn nccl_present() -> bool {
-    false
-}
-
-/// Replaces `p`'s sums with their sums over `devices`; every device calls this on its own
-/// thread at the same point of the step. Everything travels as one flat f32 buffer (the loss
-/// sums, then the gradients in name order): one collective rather than hundreds, and a fresh
-/// contiguous buffer of the same length on every device. Each device waits here for its half,
-/// before (the step's work done) and after, so no device's thread is waiting elsewhere while
-/// its peers' collective needs it.
-///
-/// What two H200s showed (docs/multi-gpu.md): 333 fresh tensors all-reduce exactly from two
-/// threads (`distill bench allreduce`), but in training the per-gradient all-reduces never
-/// completed; one flat buffer got through the first step and hung in the second; with the
-/// sums brought back through host memory (below) three steps completed and the process hung
-/// at its exit. Hence experimental, opt-in ([`Reduce::for_devices`]).
-pub fn all_reduce_in_place(p: &mut Partial, devices: &[Device]) -> Result<(), String> {
-    let here = p.sums.first().map(|(_, t)| t.device()).expect("the loss sum at least");
-    here.sync().map_err(|e| format!("{e:?}"))?;
-    let names: Vec<String> = p.grads.keys().cloned().collect();
-    let mut parts: Vec<Tensor<1>> = p.sums.iter().map(|(_, t)| t.clone().reshape([1])).collect();
-    let mut lengths: Vec<usize> = vec![1; parts.len()];
-    for name in &names {
-        let g = p.grads.remove(name).expect("a name just listed");
-        lengths.push(g.dims()[0]);
-        parts.push(g);
-    }
-    let flat = Tensor::cat(parts, 0);
-    let summed = all_reduce(flat, ReduceOperation::Sum, devices.to_vec()).resolve();
-    // Through host memory: the one variant tried with which later steps completed.
-    let summed = Tensor::from_data(summed.into_data(), &here);
-    let mut at = 0;
-    let mut pieces = lengths.into_iter().map(|len| {
-        at += len;
-        summed.clone().narrow(0, at - len, len)
-    });
-    for (_, t) in p.sums.iter_mut() {
-        *t = pieces.next().expect("one piece per loss sum");
-    }
-    p.grads = names.into_iter().zip(pieces).collect();
-    here.sync().map_err(|e| format!("{e:?}"))
-}
-
-/// Adds `other` (another device's partial) into `into` on `into`'s device.
-pub fn add_on_host_path(into: &mut Partial, other: Partial, main: &Device) {
-    into.tokens += other.tokens;
-    for (name, t) in other.sums {
-        let t = t.to_device(main);
-        match into.sums.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => *v = v.clone() + t,
-            None => into.sums.push((name, t)),
-        }
-    }
-    for (name, g) in other.grads {
-        let g = g.to_device(main);
-        let sum = match into.grads.remove(&name) {
-            Some(prev) => prev + g,
-            None => g,
-        };
-        into.grads.insert(name, sum);
-    }
-}
-
 enum ToWorker {
     Compute(Vec<Vec<usize>>, usize),
     Reduce,
+    /// [`Reduce::CollectiveFromMain`]: this device's all-reduce, issued by the main thread.
+    Resolve(CollectiveTensor<1>),
     /// The clipping coefficient, the learning rate and, on the host path, the summed gradients.
     Update(f64, f64, Option<Grads>),
 }
 
+/// A replica as a worker starts: made already (a later run), or to be copied from the main
+/// model and optimizer onto the device, by the worker's own thread so that the replica's
+/// memory comes from the stream the worker computes on.
+pub enum ReplicaInit<M> {
+    Ready(Replica<M>),
+    CopyOf(M, AdamW, Device),
+}
+
+/// What a device hands over for the reduction.
+pub enum Share {
+    /// Nothing: it took part in the collective itself.
+    Done,
+    /// Its sums, for the host path to add up.
+    Partial(Partial),
+    /// Its flat buffer, for the main thread to issue the collective over.
+    Flat(Tensor<1>),
+}
+
 enum FromWorker {
     Computed(TrainResult<usize>),
-    /// On the host path, the partial to add up; after a collective, nothing (or the device's
-    /// error).
-    Reduced(Result<Option<Partial>, String>),
+    Reduced(Result<Share, String>),
+    Resolved(Result<(), String>),
 }
 
 /// A replica's thread and the channels to it.
@@ -211,14 +129,19 @@ pub struct Worker<'scope, M> {
 
 impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
     /// Starts `replica`'s thread; `devices` are all the devices of the run (the collective's group).
-    pub fn spawn<'env, F>(scope: &'scope Scope<'scope, 'env>, mut replica: Replica<M>, loss_fn: &'scope F, reduce: Reduce, devices: Vec<Device>) -> Self
+    pub fn spawn<'env, F>(scope: &'scope Scope<'scope, 'env>, init: ReplicaInit<M>, loss_fn: &'scope F, reduce: Reduce, devices: Vec<Device>) -> Self
     where
         F: Fn(&M, &[usize]) -> TrainResult<Loss> + Sync,
     {
         let (to, inbox) = channel::<ToWorker>();
         let (outbox, from) = channel::<FromWorker>();
         let handle = scope.spawn(move || {
+            let mut replica = match init {
+                ReplicaInit::Ready(r) => r,
+                ReplicaInit::CopyOf(model, opt, d) => Replica { model: moved_to(model, &d), opt: opt.to_device(&d) },
+            };
             let mut partial = None;
+            let mut layout: Option<Layout> = None;
             // A closed channel (the run ended, or failed on another device) ends the thread.
             let here = device_of(&replica.model);
             while let Ok(message) = inbox.recv() {
@@ -235,16 +158,30 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
                     }
                     ToWorker::Reduce => {
                         let mut p = partial.take().unwrap_or_default();
-                        match reduce {
-                            Reduce::Collective => {
-                                tracing::debug!(?here, tensors = p.grads.len() + 1, "replica all-reduces");
-                                let done = all_reduce_in_place(&mut p, &devices);
-                                tracing::debug!(?here, ok = done.is_ok(), "replica all-reduced");
-                                partial = Some(p);
-                                FromWorker::Reduced(done.map(|()| None))
+                        tracing::debug!(?here, ?reduce, tensors = p.grads.len() + 1, "replica reduces");
+                        let share = match reduce {
+                            Reduce::Collective => all_reduce_in_place(&mut p, &devices).map(|()| Share::Done),
+                            Reduce::CollectiveFromMain => sync(&here).map(|()| {
+                                let (flat, l) = flatten(&mut p);
+                                layout = Some(l);
+                                Share::Flat(flat)
+                            }),
+                            Reduce::Host => {
+                                let share = Share::Partial(p);
+                                let _ = outbox.send(FromWorker::Reduced(Ok(share)));
+                                continue;
                             }
-                            Reduce::Host => FromWorker::Reduced(Ok(Some(p))),
-                        }
+                        };
+                        partial = Some(p);
+                        FromWorker::Reduced(share)
+                    }
+                    ToWorker::Resolve(reduced) => {
+                        let result = match (partial.as_mut(), layout.take()) {
+                            (Some(p), Some(l)) => resolve_in_place(p, l, reduced),
+                            _ => Err("a resolve without a reduce before it".into()),
+                        };
+                        tracing::debug!(?here, ok = result.is_ok(), "replica resolved");
+                        FromWorker::Resolved(result)
                     }
                     ToWorker::Update(coef, lr, grads) => {
                         tracing::debug!(?here, "replica updates");
@@ -281,10 +218,21 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
         let _ = self.to.send(ToWorker::Reduce);
     }
 
-    /// On the host path, this device's partial; `step` names a device error.
-    pub fn reduced(&self, step: u64) -> TrainResult<Option<Partial>> {
+    /// What this device hands over for the reduction; `step` names a device error.
+    pub fn reduced(&self, step: u64) -> TrainResult<Share> {
         match self.from.recv() {
-            Ok(FromWorker::Reduced(p)) => p.map_err(|message| TrainError::Device { step, message }),
+            Ok(FromWorker::Reduced(s)) => s.map_err(|message| TrainError::Device { step, message }),
+            _ => Err(self.gone()),
+        }
+    }
+
+    pub fn resolve(&self, reduced: CollectiveTensor<1>) {
+        let _ = self.to.send(ToWorker::Resolve(reduced));
+    }
+
+    pub fn resolved(&self, step: u64) -> TrainResult<()> {
+        match self.from.recv() {
+            Ok(FromWorker::Resolved(r)) => r.map_err(|message| TrainError::Device { step, message }),
             _ => Err(self.gone()),
         }
     }
@@ -307,19 +255,3 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn several_gpus_run_only_the_way_asked_for_and_the_cpu_needs_nothing() {
-        let (yes, no): (fn() -> bool, fn() -> bool) = (|| true, || false);
-        assert_eq!(choose(None, false, no), Ok(Reduce::Host), "one device or the CPU");
-        assert_eq!(choose(Some("nccl"), false, no), Ok(Reduce::Host));
-        assert_eq!(choose(Some("nccl"), true, yes), Ok(Reduce::Collective));
-        assert_eq!(choose(Some("host"), true, yes), Ok(Reduce::Host));
-        assert!(choose(Some("nccl"), true, no).unwrap_err().contains("libnccl.so"));
-        assert!(choose(None, true, yes).unwrap_err().contains("DISTILL_ALLREDUCE=nccl"));
-        assert!(choose(Some("ring"), true, yes).unwrap_err().contains("`ring`"));
-    }
-}
