@@ -61,7 +61,7 @@ pub fn run(devices: &[Device], count: usize, elements: usize, repeats: usize, co
                         all_reduce_in_place(&mut p, devices)?;
                         times.push(t0.elapsed().as_secs_f64());
                         barrier.wait();
-                        let first = p.grads.values().next().expect("count > 0").clone().slice([0..1]);
+                        let first = p.grads.values().next().expect("count > 0").clone().narrow(0, 0, 1);
                         let got = first.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
                         correct &= got[0] == expected;
                     }

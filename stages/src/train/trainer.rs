@@ -23,7 +23,7 @@ use super::freeze::{freeze, Freeze};
 use super::model::TrainableLm;
 use super::names::PathTracker;
 use super::order::DataOrder;
-use super::parallel::{add_on_host_path, all_reduce_in_place, compute, flatten, issue_all, resolve_in_place, sync, update, Reduce, Replica, ReplicaInit, Share, Worker};
+use super::parallel::{compute, reduce_across, update, Reduce, Replica, ReplicaInit, Worker};
 use super::schedule::LrSchedule;
 
 #[derive(Debug, Clone)]
@@ -180,42 +180,8 @@ impl<M: TrainableLm> Trainer<M> {
         for t in theirs {
             tokens += t?;
         }
-        workers.iter().for_each(Worker::reduce);
-        let shares = || -> TrainResult<Vec<Share>> { workers.iter().map(|w| w.reduced(step)).collect() };
-        let device_err = |message| TrainError::Device { step, message };
-        match reduce {
-            Reduce::Collective if n > 1 => {
-                let done = all_reduce_in_place(&mut p, devices);
-                shares()?;
-                done.map_err(device_err)?;
-            }
-            Reduce::CollectiveFromMain if n > 1 => {
-                sync(&devices[0]).map_err(device_err)?;
-                let (mine, layout) = flatten(&mut p);
-                let mut flats = vec![mine];
-                for share in shares()? {
-                    match share {
-                        Share::Flat(f) => flats.push(f),
-                        _ => unreachable!("a replica of this path shares its flat buffer"),
-                    }
-                }
-                let mut reduced = issue_all(flats, devices).into_iter();
-                let own = reduced.next().expect("the main device's");
-                workers.iter().zip(reduced).for_each(|(w, c)| w.resolve(c));
-                let done = resolve_in_place(&mut p, layout, own);
-                for w in workers {
-                    w.resolved(step)?;
-                }
-                done.map_err(device_err)?;
-            }
-            _ => {
-                for share in shares()? {
-                    if let Share::Partial(other) = share {
-                        add_on_host_path(&mut p, other, &devices[0]);
-                    }
-                }
-            }
-        }
+        // On the host path, the summed flat buffer every replica takes its update from.
+        let host_sum = reduce_across(&mut p, workers, reduce, devices, step)?;
         tracing::debug!(step, "step reads loss and gradient norm");
         let norm = squared_norm(&p.grads);
         let mut values = read_all(p.sums.iter().map(|(_, t)| t.clone()).chain(norm.clone())).map_err(|message| TrainError::Device { step, message })?;
@@ -239,9 +205,8 @@ impl<M: TrainableLm> Trainer<M> {
         // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when above max.
         let coef = c.max_grad_norm.map_or(1.0, |max| max / (grad_norm + 1e-6));
         let lr = c.schedule.at(self.state.step);
-        let host_sums = (reduce == Reduce::Host).then(|| p.grads.clone());
         for w in workers {
-            w.update(coef, lr, host_sums.clone());
+            w.update(coef, lr, host_sum.clone());
         }
         self.model = update(self.model.clone(), &mut self.opt, p.grads, coef, lr);
         self.state.step = step;

@@ -24,7 +24,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use burn::module::Module;
 use burn::tensor::distributed::CollectiveTensor;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::adamw::AdamW;
 use super::base::{TrainError, TrainResult};
@@ -33,7 +33,7 @@ use super::trainer::{collect_grads, Loss};
 
 mod reduce;
 
-pub use reduce::{add_on_host_path, all_reduce_in_place, flatten, issue_all, resolve_in_place, sync, Layout, Reduce};
+pub use reduce::{add_on_host, all_reduce_in_place, flatten, issue_all, resolve_in_place, sync, unflatten, Layout, Reduce};
 
 /// Flat f32 gradients by parameter name.
 pub type Grads = BTreeMap<String, Tensor<1>>;
@@ -87,13 +87,62 @@ where
     Ok(p)
 }
 
+/// A step's reduction, run by the main thread once every device has computed: afterwards each
+/// device's [`Partial`] (the main device's `p`, the workers' their own) holds the sums over all
+/// devices. Returns the host path's summed buffer, which the workers' updates take.
+pub fn reduce_across<M: Module>(p: &mut Partial, workers: &[Worker<'_, M>], reduce: Reduce, devices: &[Device], step: u64) -> TrainResult<Option<TensorData>> {
+    let n = 1 + workers.len();
+    workers.iter().for_each(Worker::reduce);
+    let shares = || -> TrainResult<Vec<Share>> { workers.iter().map(|w| w.reduced(step)).collect() };
+    let device_err = |message| TrainError::Device { step, message };
+    match reduce {
+        Reduce::Collective if n > 1 => {
+            let done = all_reduce_in_place(p, devices);
+            shares()?;
+            done.map_err(device_err)?;
+            Ok(None)
+        }
+        Reduce::CollectiveFromMain if n > 1 => {
+            sync(&devices[0]).map_err(device_err)?;
+            let (mine, layout) = flatten(p);
+            let mut flats = vec![mine];
+            for share in shares()? {
+                match share {
+                    Share::Flat(f) => flats.push(f),
+                    _ => unreachable!("a replica of this path shares its flat buffer"),
+                }
+            }
+            let mut reduced = issue_all(flats, devices).into_iter();
+            let own = reduced.next().expect("the main device's");
+            workers.iter().zip(reduced).for_each(|(w, c)| w.resolve(c));
+            let done = resolve_in_place(p, layout, own);
+            for w in workers {
+                w.resolved(step)?;
+            }
+            done.map_err(device_err)?;
+            Ok(None)
+        }
+        _ if n > 1 => {
+            let (mine, layout) = flatten(p);
+            let others = shares()?.into_iter().map(|share| match share {
+                Share::Host(data) => data,
+                _ => unreachable!("a replica of the host path shares host data"),
+            });
+            let summed = add_on_host(mine, others.collect());
+            unflatten(p, layout, summed.clone(), &devices[0]);
+            Ok(Some(summed))
+        }
+        _ => Ok(None),
+    }
+}
+
 enum ToWorker {
     Compute(Vec<Vec<usize>>, usize),
     Reduce,
     /// [`Reduce::CollectiveFromMain`]: this device's all-reduce, issued by the main thread.
     Resolve(CollectiveTensor<1>),
-    /// The clipping coefficient, the learning rate and, on the host path, the summed gradients.
-    Update(f64, f64, Option<Grads>),
+    /// The clipping coefficient, the learning rate and, on the host path, the summed flat buffer.
+    Update(f64, f64, Option<TensorData>),
 }
 
 /// A replica as a worker starts: made already (a later run), or to be copied from the main
@@ -108,8 +157,8 @@ pub enum ReplicaInit<M> {
 pub enum Share {
     /// Nothing: it took part in the collective itself.
     Done,
-    /// Its sums, for the host path to add up.
-    Partial(Partial),
+    /// Its flat buffer in host memory, for the host path to add up.
+    Host(TensorData),
     /// Its flat buffer, for the main thread to issue the collective over.
     Flat(Tensor<1>),
 }
@@ -167,9 +216,9 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
                                 Share::Flat(flat)
                             }),
                             Reduce::Host => {
-                                let share = Share::Partial(p);
-                                let _ = outbox.send(FromWorker::Reduced(Ok(share)));
-                                continue;
+                                let (flat, l) = flatten(&mut p);
+                                layout = Some(l);
+                                Ok(Share::Host(flat.into_data()))
                             }
                         };
                         partial = Some(p);
@@ -183,12 +232,12 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
                         tracing::debug!(?here, ok = result.is_ok(), "replica resolved");
                         FromWorker::Resolved(result)
                     }
-                    ToWorker::Update(coef, lr, grads) => {
+                    ToWorker::Update(coef, lr, summed) => {
                         tracing::debug!(?here, "replica updates");
-                        let grads = match grads {
-                            Some(g) => g.into_iter().map(|(n, t)| (n, t.to_device(&here))).collect(),
-                            None => partial.take().map(|p| p.grads).unwrap_or_default(),
-                        };
+                        if let (Some(summed), Some(p), Some(l)) = (summed, partial.as_mut(), layout.take()) {
+                            unflatten(p, l, summed, &here);
+                        }
+                        let grads = partial.take().map(|p| p.grads).unwrap_or_default();
                         replica.model = update(replica.model.clone(), &mut replica.opt, grads, coef, lr);
                         continue;
                     }
@@ -237,8 +286,8 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
         }
     }
 
-    pub fn update(&self, coef: f64, lr: f64, grads: Option<Grads>) {
-        let _ = self.to.send(ToWorker::Update(coef, lr, grads));
+    pub fn update(&self, coef: f64, lr: f64, summed: Option<TensorData>) {
+        let _ = self.to.send(ToWorker::Update(coef, lr, summed));
     }
 
     fn gone(&self) -> TrainError {

@@ -9,7 +9,7 @@
 //! that. All of it is opt-in on GPUs ([`Reduce::for_devices`]) until one runs through.
 
 use burn::tensor::distributed::{all_reduce, CollectiveTensor, ReduceOperation};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::Partial;
 use crate::train::TrainError;
@@ -23,8 +23,8 @@ pub enum Reduce {
     /// server does, each device's thread then waiting for its own result
     /// (`DISTILL_ALLREDUCE=nccl-main`).
     CollectiveFromMain,
-    /// Copied to the main device, added there, and copied back (`DISTILL_ALLREDUCE=host`; the
-    /// CPU backend has no collectives, so the CPU always takes it).
+    /// Brought to the main device through host memory, added there, and sent back the same way
+    /// (`DISTILL_ALLREDUCE=host`; the CPU backend has no collectives, so the CPU always takes it).
     Host,
 }
 
@@ -87,12 +87,11 @@ pub fn flatten(p: &mut Partial) -> (Tensor<1>, Layout) {
     (Tensor::cat(parts, 0), Layout { names, lengths })
 }
 
-/// Puts `summed` (a reduced flat buffer) back into `p` as its loss sums and gradients, the
-/// values brought through host memory: the one variant tried on two H200s with which later
-/// steps completed.
-pub fn unflatten(p: &mut Partial, layout: Layout, summed: Tensor<1>) {
-    let here = summed.device();
-    let summed = Tensor::from_data(summed.into_data(), &here);
+/// Puts `summed` (a reduced flat buffer) back into `p` as its loss sums and gradients, on
+/// `here`, the values brought through host memory: the one variant tried on two H200s with
+/// which later steps completed, and the host path's way between devices.
+pub fn unflatten(p: &mut Partial, layout: Layout, summed: TensorData, here: &Device) {
+    let summed = Tensor::<1>::from_data(summed, here);
     let mut at = 0;
     let mut pieces = layout.lengths.into_iter().map(|len| {
         at += len;
@@ -112,7 +111,7 @@ pub fn all_reduce_in_place(p: &mut Partial, devices: &[Device]) -> Result<(), St
     sync(&here)?;
     let (flat, layout) = flatten(p);
     let summed = all_reduce(flat, ReduceOperation::Sum, devices.to_vec()).resolve();
-    unflatten(p, layout, summed);
+    unflatten(p, layout, summed.into_data(), &here);
     sync(&here)
 }
 
@@ -128,7 +127,7 @@ pub fn issue_all(flats: Vec<Tensor<1>>, devices: &[Device]) -> Vec<CollectiveTen
 pub fn resolve_in_place(p: &mut Partial, layout: Layout, reduced: CollectiveTensor<1>) -> Result<(), String> {
     let summed = reduced.resolve();
     let here = summed.device();
-    unflatten(p, layout, summed);
+    unflatten(p, layout, summed.into_data(), &here);
     sync(&here)
 }
 
@@ -136,30 +135,18 @@ pub fn sync(device: &Device) -> Result<(), String> {
     device.sync().map_err(|e| format!("{e:?}"))
 }
 
-/// [`Reduce::Host`]: adds `other` (another device's partial) into `into` on `into`'s device.
-pub fn add_on_host_path(into: &mut Partial, other: Partial, main: &Device) {
-    into.tokens += other.tokens;
-    for (name, t) in other.sums {
-        let t = t.to_device(main);
-        match into.sums.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => *v = v.clone() + t,
-            None => into.sums.push((name, t)),
-        }
-    }
-    for (name, g) in other.grads {
-        let g = g.to_device(main);
-        let sum = match into.grads.remove(&name) {
-            Some(prev) => prev + g,
-            None => g,
-        };
-        into.grads.insert(name, sum);
-    }
+/// [`Reduce::Host`], on the main thread: `mine` (the main device's flat buffer) plus the other
+/// devices' (host copies their own threads made), as host data for every device to take.
+/// Nothing crosses between GPUs on the device: burn's `to_device` there is an NCCL send and
+/// receive, and a send of a buffer an out-of-memory left unwritten hangs its peer rather than
+/// failing (two H200s), where a host read fails the step with the device's error.
+pub fn add_on_host(mine: Tensor<1>, others: Vec<TensorData>) -> TensorData {
+    let here = mine.device();
+    others.into_iter().fold(mine, |sum, other| sum + Tensor::from_data(other, &here)).into_data()
 }
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::TensorData;
-
     use super::*;
 
     #[test]
@@ -185,7 +172,7 @@ mod tests {
         let (flat, layout) = flatten(&mut p);
         assert_eq!(flat.to_data().try_to_vec::<f32>().unwrap(), [1.0, 0.5, 2.0, 3.0, 4.0, 5.0]);
         assert!(p.grads.is_empty());
-        unflatten(&mut p, layout, flat * 2.0);
+        unflatten(&mut p, layout, (flat * 2.0).into_data(), &d);
         let v = |t: &Tensor<1>| t.to_data().try_to_vec::<f32>().unwrap();
         assert_eq!(v(&p.grads["a"]), [4.0]);
         assert_eq!(v(&p.grads["b"]), [6.0, 8.0, 10.0]);
