@@ -263,6 +263,16 @@ pub enum BenchWhat {
         /// examples on each.
         #[arg(long, default_value_t = 1)]
         gpus: usize,
+        /// Train data-parallel in this many processes, one device each (`torchrun`'s way: this
+        /// process is rank 0 and starts the others; with `--device cuda`, rank R runs on
+        /// `cuda:R`), `--batch` examples in each.
+        #[arg(long, default_value_t = 1, conflicts_with = "gpus")]
+        processes: usize,
+        /// Set by rank 0 for the ranks it starts.
+        #[arg(long, hide = true)]
+        rank: Option<usize>,
+        #[arg(long, hide = true)]
+        rendezvous: Option<PathBuf>,
         /// The student's frozen parameters, as the stages' `freeze`: `none`, `non_mamba` (the
         /// paper's layerwise step), or comma-separated name substrings.
         #[arg(long, default_value = "none")]

@@ -13,6 +13,7 @@ use distill_kernels::parity as kernel_parity;
 use distill_stages::bench::{decode, matmul, parity, train, BenchModel, ModelSource};
 use distill_stages::runtime::Runtime;
 
+use super::ranks;
 use crate::cli::{BenchArgs, BenchModelArgs, BenchWhat};
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -32,7 +33,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops, gpus, freeze, lr } => {
+        BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops, gpus, processes, rank, rendezvous, freeze, lr } => {
+            let group = ranks::Group::start(*processes, *rank, rendezvous.as_deref())?;
+            let runtime = Runtime::parse(&group.device(&args.device), args.dtype.as_deref())?;
             let replicas = replica_gpus(&args.device, *gpus)?;
             let teacher = match (distill, &model.random, &model.model) {
                 (false, _, _) => None,
@@ -41,10 +44,18 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 (true, None, None) => unreachable!("clap requires --model or --random"),
             };
             let case = train::TrainCase { batch: *batch, micro_batch: micro_batch.unwrap_or(*batch), seq: *seq, steps: *steps, warmup: *warmup, peak_tflops: *peak_tflops, freeze: freeze.clone(), lr: *lr };
-            for m in models(model, &runtime)? {
-                let r = train::run(m, teacher.as_ref(), &runtime, case.clone(), &replicas)?;
-                out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | last loss {:.6e} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.losses.last().copied().unwrap_or(f64::NAN), r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+            let models = models(model, &runtime)?;
+            if group.world > 1 && models.len() > 1 {
+                anyhow::bail!("--processes trains one student at a time (give one --attention-fraction)");
             }
+            let mut peers = group.join()?;
+            for m in models {
+                let r = train::run(m, teacher.as_ref(), &runtime, case.clone(), &replicas, peers.take())?;
+                if group.rank == 0 {
+                    out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | last loss {:.6e} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.losses.last().copied().unwrap_or(f64::NAN), r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+                }
+            }
+            group.finish()?;
         }
         BenchWhat::Matmul { shapes, kernels, repeats } => {
             for &shape in shapes {

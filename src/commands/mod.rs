@@ -5,6 +5,7 @@ mod generate;
 mod graph;
 mod report;
 mod pipeline;
+mod ranks;
 mod store;
 
 use std::process::ExitCode;

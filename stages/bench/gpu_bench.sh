@@ -51,12 +51,13 @@ step() { # name timeout command...
 
 # Issue 10: the 50% hybrid's distillation step as the pipeline trains it (frozen, micro-batch 16)
 # at 16 sequences per GPU on each GPU count in TRAIN_GPUS, then one GPU at the largest count's
-# global batch: the same micro-batches, so the same loss curve (`losses`). Several GPUs need
-# DISTILL_ALLREDUCE (nccl, nccl-main or host) in the environment.
+# global batch: the same micro-batches, so the same loss curve (`losses`). DISTILL_ALLREDUCE=procs
+# runs one process per GPU (`--processes`); nccl, nccl-main or host one thread per GPU.
 scaling() {
-  local gs=${TRAIN_GPUS:-1 2} g
-  for g in $gs; do step "train on $g GPUs" 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
-    --batch 16 --micro-batch ${TRAIN_MICRO:-16} --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus $g; done
+  local gs=${TRAIN_GPUS:-1 2} g dp=--gpus
+  [ "${DISTILL_ALLREDUCE:-}" = procs ] && dp=--processes
+  for g in $gs; do step "train on $g GPUs ($dp)" 200 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+    --batch 16 --micro-batch ${TRAIN_MICRO:-16} --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 $dp $g; done
   g=${gs##* }
   step "train on 1 GPU at batch $((16 * g))" 300 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
     --batch $((16 * g)) --micro-batch ${TRAIN_MICRO:-16} --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus 1
@@ -72,13 +73,15 @@ for part in $parts; do
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
     # Issue 10: the 50% hybrid's distillation step on 1, 2, 4, ... GPUs at 16 sequences per GPU.
     train-scaling) scaling ;;
-    # Issue 10, which way of summing gradients runs through on two GPUs: a tiny step first for
-    # each DISTILL_ALLREDUCE way (a hang costs 60 s), then train-scaling with the first that did.
+    # Issue 10, which way of data parallelism runs through on two GPUs: a tiny step first for
+    # each (a hang costs 60 s): `procs` (one process per GPU, `--processes`), then one thread
+    # per GPU with each DISTILL_ALLREDUCE way; then train-scaling with the first that did.
     dp-modes)
       ok=
-      for m in ${DP_MODES:-nccl-main nccl host}; do
+      for m in ${DP_MODES:-procs nccl-main nccl host}; do
+        if [ $m = procs ]; then dp="--processes 2"; else dp="--gpus 2"; fi
         DISTILL_ALLREDUCE=$m DISTILL_LOG=distill_stages::train=debug,warn step "dp $m tiny" 60 "$bin" bench --device cuda train --random $cfg \
-          --attention-fraction 0.5 --distill --batch 2 --micro-batch 2 --seq 256 --steps 3 --warmup 0 --gpus 2
+          --attention-fraction 0.5 --distill --batch 2 --micro-batch 2 --seq 256 --steps 3 --warmup 0 $dp
         [ -z "$ok" ] && tail -1 "$out/bench.log" | grep -q 'exit 0,' && ok=$m
       done
       echo "== dp-modes: first through: ${ok:-none}" | tee -a "$out/bench.log"

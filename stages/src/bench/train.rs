@@ -10,7 +10,7 @@ use super::{median, BenchModel};
 use crate::error::{Error, Result};
 use crate::losses::{cross_entropy, kl_divergence, KlOptions};
 use crate::runtime::Runtime;
-use crate::train::{device_of, Copies, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
+use crate::train::{device_of, Copies, Peers, param_sizes, AdamWConfig, Freeze, Loss, LrSchedule, TrainConfig, TrainableLm, Trainer};
 
 #[derive(Debug, Clone)]
 pub struct TrainCase {
@@ -65,8 +65,9 @@ fn attention_flops(m: &BenchModel, seq: usize) -> f64 {
 /// Runs `case.warmup + case.steps` optimizer steps of `student`; medians over the timed ones.
 /// With `replicas`, data-parallel over `runtime`'s device and those, `case.batch` examples per
 /// device (issue 10's fixed per-GPU batch).
-pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime, case: TrainCase, replicas: &[burn::tensor::Device]) -> Result<TrainResult> {
-    let devices = 1 + replicas.len();
+/// With `peers`, this process's share of a data-parallel group of processes (one device each).
+pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime, case: TrainCase, replicas: &[burn::tensor::Device], peers: Option<Peers>) -> Result<TrainResult> {
+    let devices = peers.as_ref().map_or(1 + replicas.len(), |p| p.world);
     let vocab = student.config.llama.vocab_size;
     let (matmul_params, student_attention) = (student.matmul_params(), attention_flops(&student, case.seq));
     let tied = student.config.llama.tie_embeddings;
@@ -87,6 +88,9 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
     };
     let examples = (batch * total as usize).max(1);
     let mut trainer = Trainer::new(student.model, config, examples, runtime.dtype, &runtime.device).map_err(|e| Error::Config(e.to_string()))?.with_replicas(replicas);
+    if let Some(peers) = peers {
+        trainer = trainer.with_peers(peers);
+    }
     // An untied embedding is a lookup, not a product (`matmul_params` leaves it out too).
     let frozen_matmul: usize = param_sizes(&trainer.model).iter().filter(|(name, trainable, _)| !trainable && (tied || !name.contains("embed_tokens"))).map(|(_, _, n)| n).sum();
     let flops_per_token = 6.0 * matmul_params as f64 - 2.0 * frozen_matmul as f64

@@ -23,7 +23,8 @@ use super::freeze::{freeze, Freeze};
 use super::model::TrainableLm;
 use super::names::PathTracker;
 use super::order::DataOrder;
-use super::parallel::{compute, reduce_across, update, Reduce, Replica, ReplicaInit, Worker};
+use super::parallel::{compute, flatten, reduce_across, unflatten, update, Partial, Reduce, Replica, ReplicaInit, Worker};
+use super::peers::Peers;
 use super::schedule::LrSchedule;
 
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub struct Trainer<M> {
     replicas: Vec<Replica<M>>,
     /// The devices of `replicas`, which their threads make at the start of the first run.
     replica_devices: Vec<Device>,
+    /// The other processes of a data-parallel group (one device each), when this is one.
+    peers: Option<Peers>,
     /// Failed kernel launches the device has reported so far ([`crate::device_failures::count`];
     /// tests give their own).
     failures: fn() -> u64,
@@ -102,7 +105,7 @@ impl<M: TrainableLm> Trainer<M> {
         // Loaded parameters are inactive (plain tensors); activate all, then freeze some.
         let model = freeze(model.train().set_require_grad(true), &config.freeze);
         let order = DataOrder { examples, seed: config.seed };
-        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new(), replica_devices: Vec::new(), failures: crate::device_failures::count })
+        Ok(Self { config, model, opt, state, order, resumed, replicas: Vec::new(), replica_devices: Vec::new(), peers: None, failures: crate::device_failures::count })
     }
 
     /// Trains over `devices` besides the main one (data parallelism, see [`super::parallel`]):
@@ -113,6 +116,14 @@ impl<M: TrainableLm> Trainer<M> {
         self
     }
 
+    /// Trains as rank `peers.rank` of a group of processes (see [`super::peers`]): micro-batch
+    /// `i` of each step runs in process `i % world`, the gradients are summed through the
+    /// peers, and only rank 0 writes checkpoints.
+    pub fn with_peers(mut self, peers: Peers) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
     /// Trains until `config.steps`; `stop()` is asked before every step (Ctrl-C, tests that
     /// simulate a kill) and ends the run with `Interrupted`. `loss_fn` runs on each replica's
     /// thread with that replica's model: it must compute where the model it is given is.
@@ -120,7 +131,10 @@ impl<M: TrainableLm> Trainer<M> {
     where
         F: Fn(&M, &[usize]) -> TrainResult<Loss> + Sync,
     {
-        let n = 1 + self.replica_devices.len();
+        if self.peers.is_some() && !self.replica_devices.is_empty() {
+            return Err(TrainError::Config("a process of a data-parallel group trains on one device (no replicas besides peers)".into()));
+        }
+        let n = self.peers.as_ref().map_or(1 + self.replica_devices.len(), |p| p.world);
         let micros = self.config.batch / self.config.micro_batch;
         if !micros.is_multiple_of(n) {
             return Err(TrainError::Config(format!(
@@ -145,7 +159,8 @@ impl<M: TrainableLm> Trainer<M> {
                     let report = self.step(&workers, reduce, &devices, &loss_fn)?;
                     on_step(&report)?;
                     let every = self.config.checkpoint_every;
-                    if let (Some(dir), true) = (&self.config.checkpoint_dir, every > 0 && self.state.step % every == 0) {
+                    let writes = self.peers.as_ref().is_none_or(|p| p.rank == 0);
+                    if let (Some(dir), true) = (&self.config.checkpoint_dir, writes && every > 0 && self.state.step.is_multiple_of(every)) {
                         save_checkpoint(dir, &self.model, &self.opt, &self.state)?;
                     }
                 }
@@ -166,22 +181,31 @@ impl<M: TrainableLm> Trainer<M> {
         let c = &self.config;
         let draws = self.order.take(self.state.step * c.batch as u64, c.batch);
         let micros: Vec<Vec<usize>> = draws.chunks(c.micro_batch).map(<[usize]>::to_vec).collect();
-        let n = 1 + workers.len();
+        let (rank, n) = self.peers.as_ref().map_or((0, 1 + workers.len()), |p| (p.rank, p.world));
         let share = |r: usize| micros.iter().skip(r).step_by(n).cloned().collect::<Vec<_>>();
         for (r, w) in workers.iter().enumerate() {
             w.compute(share(r + 1), c.batch);
         }
         tracing::debug!(step, devices = n, "step computes");
-        let mine = compute(&self.model, loss_fn, &share(0), c.batch);
-        // Every replica answers before any error returns, so none is left mid-step.
-        let theirs: Vec<TrainResult<usize>> = workers.iter().map(Worker::computed).collect();
-        let mut p = mine?;
-        let mut tokens = p.tokens;
-        for t in theirs {
-            tokens += t?;
-        }
-        // On the host path, the summed flat buffer every replica takes its update from.
-        let host_sum = reduce_across(&mut p, workers, reduce, devices, step)?;
+        let mine = compute(&self.model, loss_fn, &share(rank), c.batch);
+        let (p, tokens, host_sum) = match self.peers.as_mut() {
+            Some(peers) => {
+                let (p, tokens) = exchange(peers, mine, self.failures, failed_before, step)?;
+                (p, tokens, None)
+            }
+            None => {
+                // Every replica answers before any error returns, so none is left mid-step.
+                let theirs: Vec<TrainResult<usize>> = workers.iter().map(Worker::computed).collect();
+                let mut p = mine?;
+                let mut tokens = p.tokens;
+                for t in theirs {
+                    tokens += t?;
+                }
+                // On the host path, the summed flat buffer every replica takes its update from.
+                let host_sum = reduce_across(&mut p, workers, reduce, devices, step)?;
+                (p, tokens, host_sum)
+            }
+        };
         tracing::debug!(step, "step reads loss and gradient norm");
         let norm = squared_norm(&p.grads);
         let mut values = read_all(p.sums.iter().map(|(_, t)| t.clone()).chain(norm.clone())).map_err(|message| TrainError::Device { step, message })?;
@@ -219,6 +243,33 @@ impl<M: TrainableLm> Trainer<M> {
     pub fn into_model(self) -> M {
         self.model.valid()
     }
+}
+
+/// This process's share of a step summed with its peers': the step's sums over every rank on
+/// this device, and the tokens of all. A local failure (the loss function's error, the device's
+/// failed launches) goes to the peers as the step's error, so every rank fails it; this rank
+/// reports its own error as it was.
+fn exchange(peers: &mut Peers, mine: TrainResult<Partial>, failures: fn() -> u64, failed_before: u64, step: u64) -> TrainResult<(Partial, usize)> {
+    let rank = peers.rank;
+    let local = mine.and_then(|mut p| {
+        let (flat, layout) = flatten(&mut p);
+        let here = flat.device();
+        let values = flat.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| TrainError::Device { step, message: format!("{e:?}") })?;
+        if failures() > failed_before {
+            return Err(TrainError::Device { step, message: "the GPU runtime logged failed kernel launches (out of device memory: lower micro_batch)".into() });
+        }
+        Ok((p, layout, here, values))
+    });
+    let wire = match &local {
+        Ok((p, _, _, values)) => Ok((values.clone(), p.tokens as u64)),
+        Err(e) => Err(format!("rank {rank}: {e}")),
+    };
+    let summed = peers.all_reduce(wire).map_err(|e| TrainError::Device { step, message: format!("rank {rank} lost its peers: {e}") })?;
+    let (mut p, layout, here, _) = local?;
+    let (values, tokens) = summed.map_err(|message| TrainError::Device { step, message })?;
+    let len = values.len();
+    unflatten(&mut p, layout, burn::tensor::TensorData::new(values, [len]), &here);
+    Ok((p, tokens as usize))
 }
 
 /// One-element f32 tensors read back in one transfer (NaN where one is not f32), or the error
@@ -514,6 +565,59 @@ pub(crate) mod tests {
         let mut t = trainer(&model, None).with_replicas(&[Device::flex(), Device::flex()]);
         let err = t.run(replica_loss(&rope), |_| Ok(()), || false).unwrap_err();
         assert!(matches!(&err, TrainError::Config(m) if m.contains("multiple of 3")), "{err}");
+    }
+
+    /// Two ranks of a process group (threads here; `tests/data_parallel.rs` runs processes):
+    /// one micro-batch each per step gives the single device's weights bit for bit, two each
+    /// equal up to summation order; the loss every rank reports is the group's; only rank 0
+    /// writes checkpoints.
+    #[test]
+    fn peer_processes_train_like_one_device() {
+        let device = Device::flex();
+        let cfg = tiny(32, 16, 2);
+        let (model, rope) = (cfg.init(&device), Rope::new(&cfg));
+        for (micro, exact) in [(2, true), (1, false)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let run_one = || {
+                let mut t = Trainer::new(model.clone(), TrainConfig { micro_batch: micro, ..config(None) }, 8, DType::F32, &device).unwrap();
+                let mut losses = Vec::new();
+                t.run(lm_loss(&rope, &device), |r| Ok(losses.push(r.loss)), || false).unwrap();
+                (weights_of(&t.into_model()), losses)
+            };
+            let (one, l1) = run_one();
+            let ranks: Vec<_> = (0..2)
+                .map(|rank| {
+                    let (model, cfg, dir) = (model.clone(), cfg.clone(), tmp.path().to_path_buf());
+                    std::thread::spawn(move || {
+                        let (device, rope) = (Device::flex(), Rope::new(&cfg));
+                        let peers = Peers::join(&dir, rank, 2, std::time::Duration::from_secs(20)).unwrap();
+                        let ck = dir.join(format!("ck{rank}"));
+                        let config = TrainConfig { micro_batch: micro, ..config(Some(ck.clone())) };
+                        let mut t = Trainer::new(model, config, 8, DType::F32, &device).unwrap().with_peers(peers);
+                        let mut losses = Vec::new();
+                        t.run(lm_loss(&rope, &device), |r| Ok(losses.push(r.loss)), || false).unwrap();
+                        (weights_of(&t.into_model()), losses, ck.exists())
+                    })
+                })
+                .collect();
+            let ranks: Vec<_> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+            assert!(ranks[0].2 && !ranks[1].2, "rank 0 alone checkpoints");
+            for (w, l, _) in &ranks {
+                for (a, b) in l1.iter().zip(l) {
+                    assert!((a - b).abs() <= 1e-6 * a.abs(), "losses {l1:?} vs {l:?}");
+                }
+                for (name, e) in &one.entries {
+                    let (a, b) = (one.bytes(e), w.bytes(&w.entries[name]));
+                    if exact {
+                        assert_eq!(a, b, "{name} differs across processes");
+                    } else {
+                        let f = |v: &[u8]| v.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+                        let diff = f(a).iter().zip(f(b)).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                        assert!(diff < 1e-5, "{name}: {diff:e}");
+                    }
+                }
+            }
+        }
     }
 
     /// [`lm_loss`] with its inputs on the device of the model it is given (a replica's).

@@ -1,0 +1,184 @@
+//! Data parallelism across processes, one per device, as `torchrun` launches PyTorch's: each
+//! process runs the same training with its own rank and sums its gradients with the others'
+//! through host memory over Unix sockets. Nothing is shared between the processes' GPU runtimes
+//! (burn's collectives and one-thread-per-device replicas hung on two H200s, docs/multi-gpu.md),
+//! and the exchange is plain bytes, so the CPU tests run the real thing.
+//!
+//! Rank 0 is the hub: it listens at `DIR/hub.sock`, the others connect (retrying until the
+//! timeout), and every step each sends its flat buffer, the hub adds them in rank order and
+//! sends the sum back. A rank that failed sends its error instead, and every rank then fails
+//! the step with it, so none is left waiting for a peer that gave up.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Peers {
+    pub rank: usize,
+    pub world: usize,
+    link: Link,
+}
+
+enum Link {
+    /// Rank 0: a stream to each other rank, in rank order.
+    Hub(Vec<UnixStream>),
+    Spoke(UnixStream),
+}
+
+/// One rank's share of a step: its flat sums and tokens, or why it has none.
+pub type Share = Result<(Vec<f32>, u64), String>;
+
+impl Peers {
+    /// Joins the group of `world` ranks meeting at `dir` (a folder every rank can reach).
+    pub fn join(dir: &Path, rank: usize, world: usize, timeout: Duration) -> io::Result<Self> {
+        let path = dir.join("hub.sock");
+        let link = if rank == 0 {
+            let listener = UnixListener::bind(&path)?;
+            let mut by_rank: Vec<Option<UnixStream>> = (1..world).map(|_| None).collect();
+            listener.set_nonblocking(true)?;
+            let deadline = Instant::now() + timeout;
+            while by_rank.iter().any(Option::is_none) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false)?;
+                        let r = read_u64(&mut s)? as usize;
+                        match by_rank.get_mut(r.wrapping_sub(1)) {
+                            Some(slot @ None) => *slot = Some(s),
+                            _ => return Err(io::Error::other(format!("a peer announced rank {r}, which is not free in a group of {world}"))),
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let missing: Vec<usize> = by_rank.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i + 1).collect();
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, format!("ranks {missing:?} never joined at {} within {timeout:?}", path.display())));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Link::Hub(by_rank.into_iter().map(|s| s.expect("all joined")).collect())
+        } else {
+            let deadline = Instant::now() + timeout;
+            let mut s = loop {
+                match UnixStream::connect(&path) {
+                    Ok(s) => break s,
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) => return Err(io::Error::new(e.kind(), format!("rank 0 never opened {} within {timeout:?}: {e}", path.display()))),
+                }
+            };
+            s.write_all(&(rank as u64).to_le_bytes())?;
+            Link::Spoke(s)
+        };
+        Ok(Self { rank, world, link })
+    }
+
+    /// Sums every rank's share, the same result on every rank: the element-wise sum of the
+    /// buffers (added in rank order, so every run of the same group adds alike) and of the
+    /// tokens, or the first error any rank reported.
+    pub fn all_reduce(&mut self, mine: Share) -> io::Result<Share> {
+        match &mut self.link {
+            Link::Hub(spokes) => {
+                let mut sum = mine;
+                for s in spokes.iter_mut() {
+                    let theirs = read_share(s)?;
+                    sum = match (sum, theirs) {
+                        (Ok((mut a, ta)), Ok((b, tb))) if a.len() == b.len() => {
+                            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                            Ok((a, ta + tb))
+                        }
+                        (Ok((a, _)), Ok((b, _))) => Err(format!("ranks disagree on the gradient layout ({} and {} values)", a.len(), b.len())),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    };
+                }
+                for s in spokes.iter_mut() {
+                    write_share(s, &sum)?;
+                }
+                Ok(sum)
+            }
+            Link::Spoke(s) => {
+                write_share(s, &mine)?;
+                read_share(s)
+            }
+        }
+    }
+}
+
+// A share on the wire: 0 and an error's UTF-8, or 1, the tokens, the count and the f32s.
+fn write_share(s: &mut UnixStream, share: &Share) -> io::Result<()> {
+    match share {
+        Ok((values, tokens)) => {
+            s.write_all(&[1])?;
+            s.write_all(&tokens.to_le_bytes())?;
+            s.write_all(&(values.len() as u64).to_le_bytes())?;
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            s.write_all(&bytes)
+        }
+        Err(message) => {
+            s.write_all(&[0])?;
+            s.write_all(&(message.len() as u64).to_le_bytes())?;
+            s.write_all(message.as_bytes())
+        }
+    }
+}
+
+fn read_share(s: &mut UnixStream) -> io::Result<Share> {
+    let mut tag = [0u8; 1];
+    s.read_exact(&mut tag)?;
+    if tag[0] == 0 {
+        let mut message = vec![0u8; read_u64(s)? as usize];
+        s.read_exact(&mut message)?;
+        return Ok(Err(String::from_utf8_lossy(&message).into_owned()));
+    }
+    let tokens = read_u64(s)?;
+    let mut bytes = vec![0u8; read_u64(s)? as usize * 4];
+    s.read_exact(&mut bytes)?;
+    Ok(Ok((bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), tokens)))
+}
+
+fn read_u64(s: &mut UnixStream) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    s.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three ranks on threads (the wire is the same between processes): every rank gets the
+    /// sum, rank-order addition; an error on one rank reaches all; a missing rank times out
+    /// with its number.
+    #[test]
+    fn ranks_get_the_same_sum_or_the_same_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let run = |shares: Vec<Vec<Share>>| {
+            let _ = std::fs::remove_file(dir.join("hub.sock"));
+            let handles: Vec<_> = shares
+                .into_iter()
+                .enumerate()
+                .map(|(rank, steps)| {
+                    let dir = dir.clone();
+                    std::thread::spawn(move || {
+                        let mut p = Peers::join(&dir, rank, 3, Duration::from_secs(10)).unwrap();
+                        steps.into_iter().map(|s| p.all_reduce(s).unwrap()).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+        };
+        let got = run(vec![
+            vec![Ok((vec![1.0, 2.0], 5)), Ok((vec![0.0], 1))],
+            vec![Ok((vec![10.0, 20.0], 6)), Err("rank 1: bad row".into())],
+            vec![Ok((vec![100.0, 200.0], 7)), Ok((vec![0.0], 1))],
+        ]);
+        for rank in &got {
+            assert_eq!(rank[0], Ok((vec![111.0, 222.0], 18)));
+            assert_eq!(rank[1], Err("rank 1: bad row".to_string()));
+        }
+
+        let _ = std::fs::remove_file(dir.join("hub.sock"));
+        let err = Peers::join(&dir, 0, 2, Duration::from_millis(100)).err().unwrap();
+        assert!(err.to_string().contains("ranks [1] never joined"), "{err}");
+    }
+}
