@@ -342,6 +342,7 @@ pub(crate) mod tests {
     use crate::llama::{Llama, LlamaConfig, Rope};
     use crate::losses::cross_entropy;
     use crate::train::checkpoint::weights_of;
+    use crate::weights::Weights;
 
     pub fn tiny(vocab: usize, d_model: usize, layers: usize) -> LlamaConfig {
         LlamaConfig::new(vocab, d_model, 2 * d_model, layers, 4, 2, d_model / 4)
@@ -479,19 +480,7 @@ pub(crate) mod tests {
             };
             let ((one, l1), (two, l2)) = (run(&[]), run(&[Device::flex()]));
             assert!(l1[5] < l1[0], "trains: {l1:?}");
-            for (a, b) in l1.iter().zip(&l2) {
-                assert!((a - b).abs() <= 1e-6 * a.abs(), "losses {l1:?} vs {l2:?}");
-            }
-            for (name, e) in &one.entries {
-                let (a, b) = (one.bytes(e), two.bytes(&two.entries[name]));
-                if exact {
-                    assert_eq!(a, b, "{name} differs with a replica");
-                } else {
-                    let f = |v: &[u8]| v.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
-                    let diff = f(a).iter().zip(f(b)).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                    assert!(diff < 1e-5, "{name}: {diff:e}");
-                }
-            }
+            same_training((&one, &l1), (&two, &l2), exact, "with a replica");
             let before = weights_of(&model);
             let name = "model.embed_tokens.weight";
             assert_eq!(before.bytes(&before.entries[name]), two.bytes(&two.entries[name]), "the frozen embedding stays put on replicas too");
@@ -603,19 +592,26 @@ pub(crate) mod tests {
             let ranks: Vec<_> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
             assert!(ranks[0].2 && !ranks[1].2, "rank 0 alone checkpoints");
             for (w, l, _) in &ranks {
-                for (a, b) in l1.iter().zip(l) {
-                    assert!((a - b).abs() <= 1e-6 * a.abs(), "losses {l1:?} vs {l:?}");
-                }
-                for (name, e) in &one.entries {
-                    let (a, b) = (one.bytes(e), w.bytes(&w.entries[name]));
-                    if exact {
-                        assert_eq!(a, b, "{name} differs across processes");
-                    } else {
-                        let f = |v: &[u8]| v.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
-                        let diff = f(a).iter().zip(f(b)).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                        assert!(diff < 1e-5, "{name}: {diff:e}");
-                    }
-                }
+                same_training((&one, &l1), (w, l), exact, "across processes");
+            }
+        }
+    }
+
+    /// Two trainings agree: losses within 1e-6 relative, f32 weights bit for bit (`exact`) or
+    /// within 1e-5 (summation order apart).
+    fn same_training(one: (&Weights, &[f64]), two: (&Weights, &[f64]), exact: bool, what: &str) {
+        let ((w1, l1), (w2, l2)) = (one, two);
+        for (a, b) in l1.iter().zip(l2) {
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "losses {l1:?} vs {l2:?} ({what})");
+        }
+        let f32s = |v: &[u8]| v.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+        for (name, e) in &w1.entries {
+            let (a, b) = (w1.bytes(e), w2.bytes(&w2.entries[name]));
+            if exact {
+                assert_eq!(a, b, "{name} differs {what}");
+            } else {
+                let diff = f32s(a).iter().zip(f32s(b)).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(diff < 1e-5, "{name} {what}: {diff:e}");
             }
         }
     }
