@@ -1,8 +1,14 @@
 //! Data parallelism across processes through the binary: `distill bench train --processes 2`
 //! starts a second process, the two meet, and their distillation follows the one-process loss
-//! curve at the same global batch (summation order apart).
+//! curve at the same global batch (summation order apart); a `distill` stage with
+//! `resources = { gpus = 2 }` and `DISTILL_ALLREDUCE=procs` starts its second rank as an
+//! `exec-stage` job and ends where one process ends.
+
+mod support;
 
 use std::process::Command;
+
+use support::TestRun;
 
 fn losses(processes: usize, batch_per_process: usize) -> Vec<f64> {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/tiny-gqa-untied/config.json");
@@ -28,4 +34,58 @@ fn two_processes_follow_one_process_loss_curve_at_the_same_global_batch() {
     for (a, b) in one.iter().zip(&two) {
         assert!((a - b).abs() <= 1e-5 * a.abs(), "one process {one:?}, two {two:?}");
     }
+}
+
+/// The stage, run by the engine: rank 0 in the engine's process, rank 1 an `exec-stage` job.
+#[test]
+fn a_distill_stage_on_two_processes_ends_where_one_process_ends() {
+    use distill_stages::data::fixtures::write_model_dir;
+    use distill_stages::llama::LlamaConfig;
+    // One teacher for both runs (a model folder's weights are random).
+    let models = tempfile::tempdir().unwrap();
+    let teacher = models.path().join("t");
+    write_model_dir(&teacher, &LlamaConfig::new(258, 16, 32, 4, 4, 2, 4).with_max_seq_len(64));
+    let run = |gpus: usize| {
+        let t = TestRun::new().env("DISTILL_ALLREDUCE", "procs").env("DISTILL_GPUS", "2");
+        let rows: String = (0..60).map(|i| serde_json::json!({ "text": format!("line {i} of the corpus, with some words {}", i * 7) }).to_string() + "\n").collect();
+        t.file("corpus.jsonl", &rows);
+        t.manifest(&format!(
+            r#"[experiment]
+name = "dp"
+device = "cpu"
+
+[stages.teacher]
+kind = "teacher"
+params = {{ source = {{ hf_dir = {teacher:?} }} }}
+
+[stages.corpus]
+kind = "command"
+cmd = "mkdir -p .data && cp corpus.jsonl .data/corpus.jsonl"
+deps = ["corpus.jsonl"]
+outs = [".data/corpus.jsonl"]
+
+[stages.hybrid]
+kind = "init"
+params = {{ teacher = "@teacher", attention_fraction = 0.5 }}
+
+[stages.distill]
+kind = "distill"
+params = {{ teacher = "@teacher", student = "@hybrid", data = "@corpus", tokens = 1024, seq_len = 16, batch = 4, micro_batch = 2, lr = 1e-2, warmup = 1 }}
+resources = {{ gpus = {gpus} }}
+"#
+        ));
+        let out = t.run(["run", "--json"]);
+        assert_eq!(support::with_status(&out.statuses(), "ran").len(), 4, "{}", out.stderr());
+        let runs = t.run(["runs", "--json"]).success().json();
+        let logs = std::fs::read_dir(t.distill_dir().join("runs")).unwrap().map(|e| e.unwrap().path().join("logs/distill.log")).find(|p| p.exists()).unwrap();
+        let metrics = runs["runs"][0]["stages"].as_array().unwrap().iter().find(|s| s["name"] == "distill").unwrap()["metrics"].clone();
+        (metrics, std::fs::read_to_string(logs).unwrap())
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(two.1.contains("data parallel over 2 processes"), "{}", two.1);
+    let kl = |m: &serde_json::Value, k: &str| m[k].as_f64().unwrap();
+    assert_eq!(kl(&one.0, "val_kl_before"), kl(&two.0, "val_kl_before"), "the same start");
+    let (a, b) = (kl(&one.0, "val_kl"), kl(&two.0, "val_kl"));
+    assert!(a < kl(&one.0, "val_kl_before") / 2.0, "distills: {}", one.1);
+    assert!((a - b).abs() <= 1e-4 * a, "one process {a}, two {b}:\n{}\n{}", one.1, two.1);
 }

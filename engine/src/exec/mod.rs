@@ -10,7 +10,7 @@ mod slurm;
 mod status;
 mod worker;
 
-pub use detached::{JobError, job_from_list, run_job_file};
+pub use detached::{JobError, JobFile, job_from_list, run_job_file};
 pub use progress::Progress;
 pub(crate) use schedule::hostname;
 pub use schedule::run;

@@ -16,7 +16,8 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{checkpoint_dir, data_err, replicas, run_trainer, train_err, OptimParams, Trained};
+use super::ranks::DataParallel;
+use super::training::{checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, pack_texts, parse_messages, read_rows, BadRows};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlDirection, KlOptions, KlReduction};
@@ -212,8 +213,9 @@ impl Stage for DistillStage {
         }
         let before = validation_kl(&student.model, &teacher, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
-        let replicas = replicas(ctx)?;
-        let mut trainer = Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
+        let mut dp = DataParallel::setup(ctx)?;
+        let replicas = dp.replicas.clone();
+        let mut trainer = dp.apply(Trainer::new(student.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?);
         let kd = KdLoss {
             target: &teacher,
             target_copies: Copies::new(&teacher.model, &replicas),
@@ -225,6 +227,10 @@ impl Stage for DistillStage {
         };
         let loss_fn = |model: &Hybrid, ids: &[usize]| kd.micro_batch(model, ids);
         run_trainer(ctx, &mut trainer, loss_fn)?;
+        if dp.is_secondary() {
+            return Ok(()); // rank 0 validates, saves and records
+        }
+        dp.finish()?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
         let after = validation_kl(model, &teacher, &val);

@@ -17,7 +17,8 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, replicas, run_trainer, train_err, OptimParams, Trained};
+use super::ranks::DataParallel;
+use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{in_validation, preference_pair, read_rows, BadRows, PreferencePair};
 use crate::hybrid::Hybrid;
 use crate::llama::Rope;
@@ -173,8 +174,8 @@ impl Stage for DpoStage {
         let before = margin_accuracy(&pair_logps(&student.model, &student.rope, &val, pad, &device), &ref_val, p.beta);
         let mean_len = train.iter().map(|x| x.chosen.tokens.len() + x.rejected.tokens.len()).sum::<usize>() / train.len().max(1);
         let config = p.optim.config(train.len(), mean_len, seed, checkpoint_dir(ctx));
-        let replicas = replicas(ctx)?;
-        let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &device).map_err(train_err)?.with_replicas(&replicas);
+        let mut dp = DataParallel::setup(ctx)?;
+        let mut trainer = dp.apply(Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &device).map_err(train_err)?);
         let loss_fn = |model: &Hybrid, ids: &[usize]| {
             let train_device = device_of(model).autodiff(); // a data-parallel replica's, or the main device
             let picked = ids.iter().map(|&i| &train[i]);
@@ -191,6 +192,10 @@ impl Stage for DpoStage {
             Ok(Loss { total: out.loss, parts: vec![("reward_margin", margins.mean()), ("pair_accuracy", accuracy)], tokens })
         };
         run_trainer(ctx, &mut trainer, loss_fn)?;
+        if dp.is_secondary() {
+            return Ok(()); // rank 0 validates, saves and records
+        }
+        dp.finish()?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
         let after = margin_accuracy(&pair_logps(model, &student.rope, &val, pad, &device), &ref_val, p.beta);

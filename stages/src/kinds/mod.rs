@@ -11,6 +11,7 @@ mod generate;
 mod init;
 mod params;
 mod preference_pairs;
+mod ranks;
 mod sft;
 pub(crate) mod speculative;
 mod teacher;

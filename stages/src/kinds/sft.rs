@@ -15,7 +15,8 @@ use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSp
 use serde::Deserialize;
 
 use super::params::{check_runtime, failed, runtime_env, parse_split, reference};
-use super::training::{batch_tensors, checkpoint_dir, data_err, replicas, run_trainer, train_err, OptimParams, Trained};
+use super::ranks::DataParallel;
+use super::training::{batch_tensors, checkpoint_dir, data_err, run_trainer, train_err, OptimParams, Trained};
 use crate::data::{chat_example, in_validation, parse_messages, read_rows, BadRows, Example};
 use crate::hybrid::Hybrid;
 use crate::losses::{cross_entropy, kl_divergence, KlOptions, KlReduction};
@@ -135,8 +136,9 @@ impl Stage for SftStage {
         let before = assistant_loss(&student.model, &student, &val);
         let mean_len = train.iter().map(|e| e.tokens.len()).sum::<usize>() / train.len().max(1);
         let config = p.optim.config(train.len(), mean_len, seed, checkpoint_dir(ctx));
-        let replicas = replicas(ctx)?;
-        let mut trainer = Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?.with_replicas(&replicas);
+        let mut dp = DataParallel::setup(ctx)?;
+        let replicas = dp.replicas.clone();
+        let mut trainer = dp.apply(Trainer::new(student.model.clone(), config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?);
         let teacher_copies = teacher.as_ref().map(|t| Copies::new(&t.model, &replicas));
         let kl_opts = KlOptions { reduction: p.kl_reduction, ..KlOptions::default() };
         let pad = student.tokenizer.pad_id();
@@ -159,6 +161,10 @@ impl Stage for SftStage {
             Ok(Loss { total, parts, tokens })
         };
         run_trainer(ctx, &mut trainer, loss_fn)?;
+        if dp.is_secondary() {
+            return Ok(()); // rank 0 validates, saves and records
+        }
+        dp.finish()?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
         let after = assistant_loss(model, &student, &val);

@@ -7,14 +7,13 @@ use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use distill_engine::stage::{StageContext, StageError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
 use crate::data::DataError;
 use crate::hybrid::Hybrid;
-use crate::runtime::replica_devices;
 use crate::train::{save_weights, AdamWConfig, Freeze, Loss, LrSchedule, StepReport, TrainConfig, TrainError, Trainer};
 
 fn d_lr() -> f64 { 8e-5 }
@@ -109,18 +108,6 @@ pub fn train_err(e: TrainError) -> StageError {
         TrainError::Interrupted(_) => StageError::Interrupted,
         other => StageError::other(other),
     }
-}
-
-/// The training stage's replica devices (`resources.gpus` > 1 on CUDA), see
-/// [`crate::runtime::replica_devices`], logged when there are any.
-pub fn replicas(ctx: &mut StageContext) -> Result<Vec<Device>, StageError> {
-    let spec = &ctx.spec;
-    let devices = replica_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(|e| StageError::Failed(e.to_string()))?;
-    if !devices.is_empty() {
-        let msg = format!("data parallel over {} GPUs: frozen models copied to each, gradients summed on {}", 1 + devices.len(), ctx.spec.device);
-        ctx.log(msg);
-    }
-    Ok(devices)
 }
 
 /// Where a stage's resumable checkpoints live: the workspace, keyed by everything that makes

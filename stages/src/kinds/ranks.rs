@@ -1,0 +1,163 @@
+//! How a training stage with `resources.gpus = N` spreads over its GPUs. By default one thread
+//! per GPU in this process (`train::parallel`); with `DISTILL_ALLREDUCE=procs`, one process per
+//! GPU (`train::peers`, `torchrun`'s model): this stage is rank 0 and starts ranks 1..N-1 as
+//! `distill exec-stage` jobs of the same stage on the other GPUs, with the same inputs. They
+//! train with it and stop after training; rank 0 alone validates, saves and records.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use burn::tensor::Device;
+use distill_engine::exec::JobFile;
+use distill_engine::stage::{StageContext, StageError};
+
+use crate::runtime::replica_devices;
+use crate::train::{Peers, Trainer, TrainableLm};
+
+/// How long ranks wait for each other (each loads its models and data first).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Set by rank 0 in the environment of the ranks it starts.
+const RANK: &str = "DISTILL_RANK";
+const WORLD: &str = "DISTILL_WORLD";
+const RENDEZVOUS: &str = "DISTILL_RENDEZVOUS";
+
+pub struct DataParallel {
+    /// Further devices of this process (threads); empty with processes.
+    pub replicas: Vec<Device>,
+    pub rank: usize,
+    peers: Option<Peers>,
+    /// Rank 0's: the ranks it started.
+    started: Option<Started>,
+}
+
+/// Ranks 1..N-1 as rank 0 started them, and where they meet.
+struct Started {
+    children: Vec<(usize, Child, PathBuf)>,
+    _dir: tempfile::TempDir,
+}
+
+impl DataParallel {
+    pub fn setup(ctx: &mut StageContext) -> Result<Self, StageError> {
+        let failed = |e: String| StageError::Failed(e);
+        let none = || Self { replicas: Vec::new(), rank: 0, peers: None, started: None };
+        if let Ok(rank) = std::env::var(RANK) {
+            let rank: usize = rank.parse().map_err(|_| failed(format!("{RANK}=`{rank}` is not a rank")))?;
+            let world: usize = std::env::var(WORLD).ok().and_then(|w| w.parse().ok()).ok_or_else(|| failed(format!("{RANK} without {WORLD}")))?;
+            let dir = PathBuf::from(std::env::var(RENDEZVOUS).map_err(|_| failed(format!("{RANK} without {RENDEZVOUS}")))?);
+            let peers = Peers::join(&dir, rank, world, JOIN_TIMEOUT).map_err(|e| failed(format!("rank {rank} joining its group: {e}")))?;
+            ctx.log(format!("rank {rank} of {world}, meeting at {}", dir.display()));
+            return Ok(Self { rank, peers: Some(peers), ..none() });
+        }
+        let spec = ctx.spec;
+        let processes = spec.gpus > 1 && std::env::var("DISTILL_ALLREDUCE").is_ok_and(|v| v == "procs");
+        if !processes {
+            let replicas = replica_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(|e| failed(e.to_string()))?;
+            if !replicas.is_empty() {
+                ctx.log(format!("data parallel over {} GPUs, a thread each: frozen models copied to each, gradients summed across them", 1 + replicas.len()));
+            }
+            return Ok(Self { replicas, ..none() });
+        }
+        let devices = rank_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str));
+        let dir = tempfile::Builder::new().prefix("distill-ranks").tempdir().map_err(|e| failed(format!("a rendezvous folder: {e}")))?;
+        let exe = std::env::current_exe().map_err(|e| failed(format!("this program's path, to start the ranks: {e}")))?;
+        let mut children = Vec::new();
+        for (rank, device) in devices.iter().enumerate().skip(1) {
+            let at = |what: &str| dir.path().join(format!("rank{rank}.{what}"));
+            let mut spec = spec.clone();
+            spec.device = device.clone();
+            let job = JobFile {
+                spec,
+                run_id: ctx.run_id.clone(),
+                inputs: ctx.inputs().clone(),
+                out_dir: at("out"),
+                log: at("log"),
+                steps: at("steps"),
+                workspace: ctx.workspace().to_path_buf(),
+                result: at("result"),
+            };
+            let file = at("job");
+            std::fs::write(&file, serde_json::to_vec(&job).expect("a job serializes")).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+            let child = Command::new(&exe)
+                .arg("exec-stage")
+                .arg(&file)
+                .envs([(RANK, rank.to_string()), (WORLD, devices.len().to_string())])
+                .env(RENDEZVOUS, dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| failed(format!("starting rank {rank}: {e}")))?;
+            children.push((rank, child, at("log")));
+        }
+        ctx.log(format!("data parallel over {} processes, one per device ({}), meeting at {}", devices.len(), devices.join(", "), dir.path().display()));
+        let started = Started { children, _dir: dir };
+        let peers = Peers::join(started._dir.path(), 0, devices.len(), JOIN_TIMEOUT).map_err(|e| failed(format!("rank 0 gathering its group: {e}")))?;
+        Ok(Self { peers: Some(peers), started: Some(started), ..none() })
+    }
+
+    /// `trainer` over this stage's devices.
+    pub fn apply<M: TrainableLm>(&mut self, trainer: Trainer<M>) -> Trainer<M> {
+        let trainer = trainer.with_replicas(&self.replicas);
+        match self.peers.take() {
+            Some(peers) => trainer.with_peers(peers),
+            None => trainer,
+        }
+    }
+
+    /// A rank other than 0: its part ends with the training.
+    pub fn is_secondary(&self) -> bool {
+        self.rank > 0
+    }
+
+    /// Waits for the ranks this one started; one that failed fails the stage, naming its log.
+    pub fn finish(self) -> Result<(), StageError> {
+        let Some(mut started) = self.started else { return Ok(()) };
+        let mut failed = Vec::new();
+        for (rank, child, log) in &mut started.children {
+            match child.wait() {
+                Ok(s) if s.success() => {}
+                Ok(s) => failed.push(format!("rank {rank} ({s}; its log: {})", log.display())),
+                Err(e) => failed.push(format!("rank {rank} ({e})")),
+            }
+        }
+        started.children.clear();
+        if failed.is_empty() { Ok(()) } else { Err(StageError::Failed(format!("data-parallel {} failed", failed.join(", ")))) }
+    }
+}
+
+impl Drop for Started {
+    /// A rank 0 that fails or is interrupted takes its ranks with it: they could only wait.
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Each rank's device: on CUDA the stage's GPUs in the order the engine gave them (`device`
+/// is the first; `visible` lists them all), on the CPU the CPU for every rank.
+fn rank_devices(device: &str, gpus: usize, visible: Option<&str>) -> Vec<String> {
+    if !device.starts_with("cuda") {
+        return vec![device.to_string(); gpus];
+    }
+    let first = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    let ids: Vec<usize> = match visible {
+        Some(v) => v.split(',').filter_map(|i| i.trim().parse().ok()).collect(),
+        None => (0..gpus).collect(),
+    };
+    std::iter::once(first).chain(ids.into_iter().filter(|&i| i != first)).take(gpus).map(|i| format!("cuda:{i}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_take_the_stages_gpus_first_one_first() {
+        assert_eq!(rank_devices("cuda:2", 2, Some("2,3")), ["cuda:2", "cuda:3"]);
+        assert_eq!(rank_devices("cuda", 3, None), ["cuda:0", "cuda:1", "cuda:2"]);
+        assert_eq!(rank_devices("cpu", 2, Some("0,1")), ["cpu", "cpu"]);
+    }
+}
