@@ -46,14 +46,15 @@ fn choose(setting: Option<&str>, gpus: bool, nccl: fn() -> bool) -> Result<Reduc
         Some("nccl") => Ok(Reduce::Collective),
         Some("nccl-main") => Ok(Reduce::CollectiveFromMain),
         Some("host") => Ok(Reduce::Host),
-        Some(other) => Err(format!("DISTILL_ALLREDUCE=`{other}`: use `nccl`, `nccl-main` or `host`")),
+        Some("procs") => Err("DISTILL_ALLREDUCE=procs trains with a process per GPU, which a stage starts itself (`bench train` with --processes, not --gpus)".into()),
+        Some(other) => Err(format!("DISTILL_ALLREDUCE=`{other}`: use `procs`, `nccl`, `nccl-main` or `host`")),
         None => Err(UNSET.into()),
     }
 }
 
 const NO_NCCL: &str = "DISTILL_ALLREDUCE asks for NCCL, but it did not load (libnccl.so, or libnccl.so.2 linked under that name, on LD_LIBRARY_PATH)";
 const UNSET: &str = "data-parallel training on several GPUs is experimental (docs/multi-gpu.md says what hung on two H200s): \
-set DISTILL_ALLREDUCE=nccl or nccl-main (burn's all-reduce) or host (sums through the main GPU) to run it, or train on one GPU (resources.gpus = 1)";
+set DISTILL_ALLREDUCE=procs (a process per GPU), or nccl, nccl-main (burn's all-reduce) or host (sums through host memory) for a thread per GPU, or train on one GPU (resources.gpus = 1)";
 
 #[cfg(feature = "cuda")]
 fn nccl_present() -> bool {
@@ -158,7 +159,8 @@ mod tests {
         assert_eq!(choose(Some("nccl-main"), true, yes), Ok(Reduce::CollectiveFromMain));
         assert_eq!(choose(Some("host"), true, yes), Ok(Reduce::Host));
         assert!(choose(Some("nccl-main"), true, no).unwrap_err().contains("libnccl.so"));
-        assert!(choose(None, true, yes).unwrap_err().contains("DISTILL_ALLREDUCE=nccl"));
+        assert!(choose(None, true, yes).unwrap_err().contains("DISTILL_ALLREDUCE=procs"));
+        assert!(choose(Some("procs"), true, yes).unwrap_err().contains("--processes"));
         assert!(choose(Some("ring"), true, yes).unwrap_err().contains("`ring`"));
     }
 
