@@ -4,11 +4,11 @@
 //! ([`Peers`]). On CUDA, rank R runs on `cuda:R` when the device was given as plain `cuda`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use distill_stages::train::Peers;
+use distill_stages::train::{Peers, Started};
 
 /// How long ranks wait for each other to start (a cold CUDA start plus model loading).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -16,10 +16,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Group {
     pub rank: usize,
     pub world: usize,
-    children: Vec<(usize, Child)>,
     dir: PathBuf,
-    /// Rank 0's own rendezvous folder, removed with it.
-    _tmp: Option<tempfile::TempDir>,
+    /// Rank 0's: the ranks it started.
+    started: Option<Started>,
 }
 
 impl Group {
@@ -31,27 +30,21 @@ impl Group {
                 if rank == 0 || rank >= world {
                     bail!("--rank {rank} is not one a started rank can have in a group of {world}");
                 }
-                Ok(Self { rank, world, children: Vec::new(), dir: dir.to_path_buf(), _tmp: None })
+                Ok(Self { rank, world, dir: dir.to_path_buf(), started: None })
             }
             (Some(_), None) | (None, Some(_)) => bail!("--rank and --rendezvous go together (rank 0 passes them to the ranks it starts)"),
-            (None, None) if world == 1 => Ok(Self { rank: 0, world, children: Vec::new(), dir: PathBuf::new(), _tmp: None }),
+            (None, None) if world == 1 => Ok(Self { rank: 0, world, dir: PathBuf::new(), started: None }),
             (None, None) => {
-                let tmp = tempfile::Builder::new().prefix("distill-ranks").tempdir().context("a rendezvous folder")?;
+                let mut started = Started::new().context("a rendezvous folder")?;
                 let exe = std::env::current_exe().context("this program's path, to start its ranks")?;
                 let args: Vec<String> = std::env::args().skip(1).collect();
-                let mut children = Vec::new();
                 for r in 1..world {
-                    let child = Command::new(&exe)
-                        .args(&args)
-                        .args(["--rank", &r.to_string(), "--rendezvous"])
-                        .arg(tmp.path())
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .spawn()
-                        .with_context(|| format!("starting rank {r}"))?;
-                    children.push((r, child));
+                    let mut command = Command::new(&exe);
+                    command.args(&args).args(["--rank", &r.to_string(), "--rendezvous"]).arg(started.dir());
+                    // Its errors go to the shared stderr.
+                    started.start(r, command, PathBuf::from("stderr")).with_context(|| format!("starting rank {r}"))?;
                 }
-                Ok(Self { rank: 0, world, children, dir: tmp.path().to_path_buf(), _tmp: Some(tmp) })
+                Ok(Self { rank: 0, world, dir: started.dir().to_path_buf(), started: Some(started) })
             }
         }
     }
@@ -70,27 +63,10 @@ impl Group {
     }
 
     /// Waits for the started ranks; any that failed fails the command, named.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        let mut failed = Vec::new();
-        for (r, child) in &mut self.children {
-            let status = child.wait().with_context(|| format!("waiting for rank {r}"))?;
-            if !status.success() {
-                failed.push(format!("rank {r} ({status})"));
-            }
-        }
-        if !failed.is_empty() {
-            bail!("{} of the group failed; their errors are above", failed.join(", "));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Group {
-    /// Ranks outlive no failed rank 0: a group whose hub is gone could only wait.
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+    pub fn finish(self) -> anyhow::Result<()> {
+        match self.started {
+            Some(s) => s.finish().map_err(anyhow::Error::msg),
+            None => Ok(()),
         }
     }
 }

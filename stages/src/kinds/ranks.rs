@@ -5,7 +5,7 @@
 //! train with it and stop after training; rank 0 alone validates, saves and records.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use burn::tensor::Device;
@@ -13,7 +13,7 @@ use distill_engine::exec::JobFile;
 use distill_engine::stage::{StageContext, StageError};
 
 use crate::runtime::replica_devices;
-use crate::train::{Peers, Trainer, TrainableLm};
+use crate::train::{Peers, Started, Trainer, TrainableLm};
 
 /// How long ranks wait for each other (each loads its models and data first).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -30,12 +30,6 @@ pub struct DataParallel {
     peers: Option<Peers>,
     /// Rank 0's: the ranks it started.
     started: Option<Started>,
-}
-
-/// Ranks 1..N-1 as rank 0 started them, and where they meet.
-struct Started {
-    children: Vec<(usize, Child, PathBuf)>,
-    _dir: tempfile::TempDir,
 }
 
 impl DataParallel {
@@ -60,11 +54,10 @@ impl DataParallel {
             return Ok(Self { replicas, ..none() });
         }
         let devices = rank_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str));
-        let dir = tempfile::Builder::new().prefix("distill-ranks").tempdir().map_err(|e| failed(format!("a rendezvous folder: {e}")))?;
+        let mut started = Started::new().map_err(|e| failed(format!("a rendezvous folder: {e}")))?;
         let exe = std::env::current_exe().map_err(|e| failed(format!("this program's path, to start the ranks: {e}")))?;
-        let mut children = Vec::new();
         for (rank, device) in devices.iter().enumerate().skip(1) {
-            let at = |what: &str| dir.path().join(format!("rank{rank}.{what}"));
+            let at = |what: &str| started.dir().join(format!("rank{rank}.{what}"));
             let mut spec = spec.clone();
             spec.device = device.clone();
             let job = JobFile {
@@ -79,20 +72,13 @@ impl DataParallel {
             };
             let file = at("job");
             std::fs::write(&file, serde_json::to_vec(&job).expect("a job serializes")).map_err(|e| failed(format!("{}: {e}", file.display())))?;
-            let child = Command::new(&exe)
-                .arg("exec-stage")
-                .arg(&file)
-                .envs([(RANK, rank.to_string()), (WORLD, devices.len().to_string())])
-                .env(RENDEZVOUS, dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .map_err(|e| failed(format!("starting rank {rank}: {e}")))?;
-            children.push((rank, child, at("log")));
+            let mut command = Command::new(&exe);
+            command.arg("exec-stage").arg(&file).envs([(RANK, rank.to_string()), (WORLD, devices.len().to_string())]).env(RENDEZVOUS, started.dir());
+            let log = at("log");
+            started.start(rank, command, log).map_err(|e| failed(format!("starting rank {rank}: {e}")))?;
         }
-        ctx.log(format!("data parallel over {} processes, one per device ({}), meeting at {}", devices.len(), devices.join(", "), dir.path().display()));
-        let started = Started { children, _dir: dir };
-        let peers = Peers::join(started._dir.path(), 0, devices.len(), JOIN_TIMEOUT).map_err(|e| failed(format!("rank 0 gathering its group: {e}")))?;
+        ctx.log(format!("data parallel over {} processes, one per device ({}), meeting at {}", devices.len(), devices.join(", "), started.dir().display()));
+        let peers = Peers::join(started.dir(), 0, devices.len(), JOIN_TIMEOUT).map_err(|e| failed(format!("rank 0 gathering its group: {e}")))?;
         Ok(Self { peers: Some(peers), started: Some(started), ..none() })
     }
 
@@ -112,27 +98,7 @@ impl DataParallel {
 
     /// Waits for the ranks this one started; one that failed fails the stage, naming its log.
     pub fn finish(self) -> Result<(), StageError> {
-        let Some(mut started) = self.started else { return Ok(()) };
-        let mut failed = Vec::new();
-        for (rank, child, log) in &mut started.children {
-            match child.wait() {
-                Ok(s) if s.success() => {}
-                Ok(s) => failed.push(format!("rank {rank} ({s}; its log: {})", log.display())),
-                Err(e) => failed.push(format!("rank {rank} ({e})")),
-            }
-        }
-        started.children.clear();
-        if failed.is_empty() { Ok(()) } else { Err(StageError::Failed(format!("data-parallel {} failed", failed.join(", ")))) }
-    }
-}
-
-impl Drop for Started {
-    /// A rank 0 that fails or is interrupted takes its ranks with it: they could only wait.
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.started.map_or(Ok(()), |s| s.finish().map_err(StageError::Failed))
     }
 }
 

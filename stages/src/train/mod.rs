@@ -24,6 +24,6 @@ pub use model::TrainableLm;
 pub use names::{param_names, param_sizes};
 pub use order::DataOrder;
 pub use parallel::{all_reduce_in_place, Partial};
-pub use peers::Peers;
+pub use peers::{Peers, Started};
 pub use schedule::LrSchedule;
 pub use trainer::{Loss, StepReport, TrainConfig, Trainer};

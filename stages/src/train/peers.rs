@@ -11,7 +11,8 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Peers {
@@ -99,6 +100,57 @@ impl Peers {
                 write_share(s, &mine)?;
                 read_share(s)
             }
+        }
+    }
+}
+
+/// Ranks 1..N-1 as rank 0 started them, and the folder they meet in. Dropped before
+/// [`finish`](Self::finish) (rank 0 failed or was interrupted), it kills them: a group whose
+/// hub is gone could only wait.
+pub struct Started {
+    children: Vec<(usize, Child, PathBuf)>,
+    dir: tempfile::TempDir,
+}
+
+impl Started {
+    /// A fresh rendezvous folder (short, under the system's temporary folder: a Unix socket's
+    /// path has a length limit).
+    pub fn new() -> io::Result<Self> {
+        Ok(Self { children: Vec::new(), dir: tempfile::Builder::new().prefix("distill-ranks").tempdir()? })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `rank` as `command` (stdout discarded, stderr kept); `log` is where its own
+    /// account is, named if it fails.
+    pub fn start(&mut self, rank: usize, mut command: Command, log: PathBuf) -> io::Result<()> {
+        let child = command.stdin(Stdio::null()).stdout(Stdio::null()).spawn()?;
+        self.children.push((rank, child, log));
+        Ok(())
+    }
+
+    /// Waits for every rank; the ones that failed, named with their logs.
+    pub fn finish(mut self) -> Result<(), String> {
+        let mut failed = Vec::new();
+        for (rank, child, log) in self.children.iter_mut() {
+            match child.wait() {
+                Ok(s) if s.success() => {}
+                Ok(s) => failed.push(format!("rank {rank} ({s}; its log: {})", log.display())),
+                Err(e) => failed.push(format!("rank {rank} ({e})")),
+            }
+        }
+        self.children.clear();
+        if failed.is_empty() { Ok(()) } else { Err(format!("data-parallel {} failed", failed.join(", "))) }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for (_, child, _) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
