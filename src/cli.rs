@@ -239,6 +239,19 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// One decode step run eagerly and replayed as a captured CUDA graph: times and the largest
+    /// logit difference (a probe of launch overhead; on the CPU a replay re-runs the step).
+    DecodeGraph {
+        #[command(flatten)]
+        model: BenchModelArgs,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 512)]
+        prompt: usize,
+        /// Steps timed each way.
+        #[arg(long, default_value_t = 32)]
+        steps: usize,
+    },
     /// Training-step tokens/s and model FLOPs utilization; `--distill` adds the teacher's forward.
     Train {
         #[command(flatten)]

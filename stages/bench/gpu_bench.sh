@@ -68,6 +68,8 @@ for part in $parts; do
     parity) step parity 60 "$bin" bench --device cuda --dtype bf16 parity $fx ;;
     parity-peer) step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
     decode) step decode 100 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
+    # Issue 6: one decode step eager against replayed as a CUDA graph (launch overhead).
+    decode-graph) step decode-graph 150 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt 512 --steps 32 ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;

@@ -9,6 +9,7 @@
 pub mod allreduce;
 pub mod attention;
 pub mod decode;
+pub mod graph;
 pub mod matmul;
 pub mod parity;
 pub mod train;

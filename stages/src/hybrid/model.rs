@@ -10,13 +10,23 @@ use super::cache::HybridCache;
 use super::config::{HybridConfig, MixerConfig};
 use crate::llama::{Attention, AttentionConfig, KvCache, KvStep, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
 use crate::lm::CausalLm;
-use crate::mamba::{Mamba1, Mamba2};
+use crate::mamba::{Mamba1, Mamba2, MambaState};
 
 /// One Mamba variant per model (the reference never mixes them). The enum names no key segment.
 #[derive(Module, Debug)]
 pub enum MambaMixer {
     Mamba2(Mamba2),
     Mamba1(Mamba1),
+}
+
+impl MambaMixer {
+    /// The mixer's plain forward, advancing `state` (see [`Mamba2::forward`]).
+    pub fn forward(&self, u: Tensor<3>, mask: Option<&Tensor<2>>, state: &mut MambaState) -> Tensor<3> {
+        match self {
+            MambaMixer::Mamba2(m) => m.forward(u, mask, state),
+            MambaMixer::Mamba1(m) => m.forward(u, mask, state),
+        }
+    }
 }
 
 /// A decoder layer whose mixer is attention (`self_attn`) or Mamba (`mamba`), never both.
@@ -112,20 +122,33 @@ impl Hybrid {
         valid: &[Vec<bool>],
         rope: &Rope,
         kv: &mut KvCache,
-        mut mamba: impl FnMut(usize, &MambaMixer, Tensor<3>, &Tensor<2>) -> Tensor<3>,
+        mamba: impl FnMut(usize, &MambaMixer, Tensor<3>, &Tensor<2>) -> Tensor<3>,
     ) -> Tensor<3> {
-        let device = tokens.device();
-        let [b, s] = tokens.dims();
+        let inputs = self.step_inputs(valid, rope, kv, &tokens.device());
+        self.forward_from(tokens, &inputs, kv, mamba)
+    }
+
+    /// The host's part of a forward step: positions, rotary tables, the cache's mask and where
+    /// keys go, each uploaded once. What remains ([`forward_from`](Self::forward_from)) only
+    /// launches device work, so it can be captured and replayed (a CUDA graph).
+    pub fn step_inputs(&self, valid: &[Vec<bool>], rope: &Rope, kv: &mut KvCache, device: &Device) -> StepInputs {
+        let (b, s) = (valid.len(), valid.first().map_or(0, Vec::len));
         let positions = kv.positions(valid);
-        let x = self.model.embed_tokens.forward(tokens);
-        let (cos, sin) = rope.cos_sin(&positions, x.dtype(), &device);
-        let kv_step = kv.begin_step(valid, &device);
+        let dtype = self.model.embed_tokens.weight.val().dtype();
+        let (cos, sin) = rope.cos_sin(&positions, dtype, device);
+        let kv_step = kv.begin_step(valid, device);
         let keep: Vec<f32> = valid.iter().flatten().map(|&v| if v { 1.0 } else { 0.0 }).collect();
-        let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s]), (&device, DType::F32));
-        let step = Step { cos: &cos, sin: &sin, kv: &kv_step };
+        let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, s]), (device, DType::F32));
+        StepInputs { cos, sin, kv: kv_step, keep }
+    }
+
+    /// The device's part of a forward step (see [`step_inputs`](Self::step_inputs)).
+    pub fn forward_from(&self, tokens: Tensor<2, Int>, inputs: &StepInputs, kv: &mut KvCache, mut mamba: impl FnMut(usize, &MambaMixer, Tensor<3>, &Tensor<2>) -> Tensor<3>) -> Tensor<3> {
+        let x = self.model.embed_tokens.forward(tokens);
+        let step = Step { cos: &inputs.cos, sin: &inputs.sin, kv: &inputs.kv };
         let mut x = x;
         for (i, (layer, slot)) in self.model.layers.iter().zip(kv.layers.iter_mut()).enumerate() {
-            x = layer.forward(x, &step, slot, |m, u| mamba(i, m, u, &keep));
+            x = layer.forward(x, &step, slot, |m, u| mamba(i, m, u, &inputs.keep));
         }
         let x = self.model.norm.forward(x);
         match &self.lm_head {
@@ -133,6 +156,16 @@ impl Hybrid {
             None => project(x, self.model.embed_tokens.weight.val().transpose()),
         }
     }
+}
+
+/// A forward step's inputs besides the tokens, on the device (see [`Hybrid::step_inputs`]).
+#[derive(Clone)]
+pub struct StepInputs {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    kv: KvStep,
+    /// `[batch, seq]`: 1 for a token, 0 for padding.
+    keep: Tensor<2>,
 }
 
 impl CausalLm for Hybrid {
@@ -151,12 +184,6 @@ impl CausalLm for Hybrid {
         // Without padding the mask multiplies by one: leave it out (the same values, and a
         // handful fewer ops per Mamba layer and token, which is what decoding at batch 1 costs).
         let padded = valid.iter().flatten().any(|&v| !v);
-        self.forward_with(tokens, valid, rope, &mut cache.kv, |i, mixer, u, keep| {
-            let mask = padded.then_some(keep);
-            match mixer {
-                MambaMixer::Mamba2(m) => m.forward(u, mask, &mut states[i]),
-                MambaMixer::Mamba1(m) => m.forward(u, mask, &mut states[i]),
-            }
-        })
+        self.forward_with(tokens, valid, rope, &mut cache.kv, |i, mixer, u, keep| mixer.forward(u, padded.then_some(keep), &mut states[i]))
     }
 }

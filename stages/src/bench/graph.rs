@@ -1,0 +1,113 @@
+//! What a decode step costs when its launches replay as one CUDA graph (burn's `capture`):
+//! plain decoding at batch 1 is launch-bound (hundreds of small kernels a token; session 5:
+//! 36.7 ms a token for the 50% hybrid against ~22 for transformers in eager mode), and a replay
+//! issues them as one. A probe for whether to build decoding on graphs: the same step (the same
+//! token at the same position, from the same cache) run eagerly and replayed, timed, and their
+//! logits compared. On a backend without graphs (the CPU) a replay re-runs the step.
+
+use std::time::Instant;
+
+use burn::tensor::{capture, Int, Tensor, TensorData};
+use serde::Serialize;
+
+use super::{sync, BenchModel};
+use crate::error::Result;
+use crate::lm::CausalLm;
+use crate::runtime::Runtime;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphResult {
+    pub bench: &'static str,
+    pub model: String,
+    pub device: String,
+    pub dtype: &'static str,
+    pub batch: usize,
+    pub prompt: usize,
+    pub steps: usize,
+    /// One decode step, its host work excluded (inputs prepared once), run eagerly.
+    pub eager_ms: f64,
+    /// The same step replayed from its captured graph.
+    pub replay_ms: f64,
+    pub speedup: f64,
+    /// Largest difference between the eager step's logits and a replay's.
+    pub max_abs_diff: f64,
+}
+
+pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps: usize) -> Result<GraphResult> {
+    let device = &runtime.device;
+    let vocab = m.config.llama.vocab_size;
+    let ids: Vec<i64> = (0..batch * prompt).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
+    let mut cache = m.model.new_cache();
+    let logits = m.model.forward(Tensor::from_data(TensorData::new(ids, [batch, prompt]), device), &vec![vec![true; prompt]; batch], &m.rope, &mut cache);
+    let next: Tensor<2, Int> = logits.narrow(1, prompt - 1, 1).argmax(2).reshape([batch, 1]);
+    // The step's host part once; every run below starts from these same buffers.
+    let mut kv = cache.kv.clone();
+    let inputs = m.model.step_inputs(&vec![vec![true]; batch], &m.rope, &mut kv, device);
+    let step = || {
+        let (mut kv, mut states) = (kv.clone(), cache.mamba.clone());
+        m.model.forward_from(next.clone(), &inputs, &mut kv, |i, mixer, u, _| mixer.forward(u, None, &mut states[i]))
+    };
+    let eager = step();
+    sync(runtime)?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let _ = step();
+    }
+    sync(runtime)?;
+    let eager_s = t0.elapsed().as_secs_f64() / steps as f64;
+
+    let mut graph = capture(device, step);
+    // SAFETY: everything the step reads (`next`, `inputs`, the cache's buffers) outlives the
+    // graph, which holds its own output; nothing else runs on this device meanwhile.
+    let replayed = unsafe { graph.replay() }.clone();
+    let max_abs_diff = f64::from((eager.clone() - replayed).abs().max().into_scalar::<f32>());
+    sync(runtime)?;
+    let t1 = Instant::now();
+    for _ in 0..steps {
+        // SAFETY: as above.
+        let _ = unsafe { graph.replay() };
+    }
+    sync(runtime)?;
+    let replay_s = t1.elapsed().as_secs_f64() / steps as f64;
+    Ok(GraphResult {
+        bench: "decode_graph",
+        model: m.label.clone(),
+        device: format!("{device:?}"),
+        dtype: runtime.dtype_name(),
+        batch,
+        prompt,
+        steps,
+        eager_ms: 1e3 * eager_s,
+        replay_ms: 1e3 * replay_s,
+        speedup: eager_s / replay_s,
+        max_abs_diff,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::ModelSource;
+
+    /// The step split into its host part (once) and its device part (replayed) computes what a
+    /// plain decode step from the same cache computes; on the CPU a replay equals the eager run.
+    #[test]
+    fn the_replayable_step_is_the_plain_decode_step() {
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
+        let runtime = Runtime::cpu();
+        let m = BenchModel::load(&ModelSource::Random(config), 0.5, &runtime).unwrap();
+        let r = run(&m, &runtime, 2, 8, 2).unwrap();
+        assert_eq!(r.max_abs_diff, 0.0);
+
+        let mut cache = m.model.new_cache();
+        let ids: Vec<i64> = (0..16).map(|i| (i * 7919 + 13) as i64 % m.config.llama.vocab_size as i64).collect();
+        let logits = m.model.forward(Tensor::from_data(TensorData::new(ids, [2, 8]), &runtime.device), &vec![vec![true; 8]; 2], &m.rope, &mut cache);
+        let next: Tensor<2, Int> = logits.narrow(1, 7, 1).argmax(2).reshape([2, 1]);
+        let mut kv = cache.kv.clone();
+        let inputs = m.model.step_inputs(&[vec![true], vec![true]], &m.rope, &mut kv, &runtime.device);
+        let mut states = cache.mamba.clone();
+        let split = m.model.forward_from(next.clone(), &inputs, &mut kv, |i, mixer, u, _| mixer.forward(u, None, &mut states[i]));
+        let plain = m.model.forward(next, &[vec![true], vec![true]], &m.rope, &mut cache);
+        assert_eq!(split.into_data().try_to_vec::<f32>().unwrap(), plain.into_data().try_to_vec::<f32>().unwrap());
+    }
+}
