@@ -16,6 +16,10 @@
 # KERNEL_CACHE_IN=FILE.tgz starts from such an archive. Without it each process's first
 # training step spends ~38 s compiling the TMA matmul kernels; with it a second `distill bench
 # train` started in 22 s rather than 84 (BENCHMARKS.md).
+#
+# PIPELINE_GPUS=N (default 1) on a machine with N GPUs: every GPU stage asks for one GPU and the
+# engine runs up to N of them side by side, each on its own (the two distillations, the chat
+# stages beside the control), in one invocation instead of the ordered phases.
 set -uo pipefail
 bin=$1 mirror=$2 work=$3 out=$4
 shift 4
@@ -33,13 +37,22 @@ m=smollm2-hybrid.toml
 deadline=$(( $(date +%s) + ${PIPELINE_SECONDS:-540} ))
 # One process per phase: each starts with the whole GPU (session 3's `draft` ran out of memory
 # after four chat stages had run in the same process).
-for until in 'heldout[distill[hybrid50]]' 'heldout[teacher]' sft dpo draft speculative ''; do
+phases=("heldout[distill[hybrid50]]" "heldout[teacher]" sft dpo draft speculative '')
+jobs=1
+gpu_sets=()
+if [ "${PIPELINE_GPUS:-1}" -gt 1 ]; then
+  export DISTILL_GPUS=$PIPELINE_GPUS
+  jobs=$PIPELINE_GPUS
+  phases=('')
+  for s in teacher hybrid50 control50 distill answers sft pairs dpo draft speculative heldout; do gpu_sets+=(--set "stages.$s.resources.gpus=1"); done
+fi
+for until in "${phases[@]}"; do
   sel=()
   [ -n "$until" ] && sel=(--until "$until")
   start=$(date +%s)
   left=$(( deadline - start ))
   [ "$left" -gt 5 ] || break
-  timeout -s INT -k 20 "$left" "$bin" run "$m" --jobs 1 --keep-going "${sel[@]}" "$@" 2>&1 | grep -v '^running' | tee -a "$out/pipeline.log"
+  timeout -s INT -k 20 "$left" "$bin" run "$m" --jobs $jobs --keep-going "${sel[@]}" "${gpu_sets[@]}" "$@" 2>&1 | grep -v '^running' | tee -a "$out/pipeline.log"
   echo "== until ${until:-everything}: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s" | tee -a "$out/pipeline.log"
 done
 "$bin" runs --json > "$out/runs.json" 2>/dev/null
