@@ -34,7 +34,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
         BenchWhat::Train { model, distill, batch, micro_batch, seq, steps, warmup, peak_tflops, gpus, processes, rank, rendezvous, freeze, lr } => {
-            let group = ranks::Group::start(*processes, *rank, rendezvous.as_deref())?;
+            let mut group = ranks::Group::start(*processes, *rank, rendezvous.as_deref())?;
             let runtime = Runtime::parse(&group.device(&args.device), args.dtype.as_deref())?;
             let replicas = replica_gpus(&args.device, *gpus)?;
             let teacher = match (distill, &model.random, &model.model) {

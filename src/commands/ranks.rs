@@ -55,11 +55,13 @@ impl Group {
     }
 
     /// Meets the other ranks (`None` without a group).
-    pub fn join(&self) -> anyhow::Result<Option<Peers>> {
+    pub fn join(&mut self) -> anyhow::Result<Option<Peers>> {
         if self.world == 1 {
             return Ok(None);
         }
-        Peers::join(&self.dir, self.rank, self.world, JOIN_TIMEOUT).map(Some).with_context(|| format!("rank {} joining its group of {}", self.rank, self.world))
+        let started = &mut self.started;
+        let mut gone = || started.as_mut().and_then(Started::exited);
+        Peers::join_watching(&self.dir, self.rank, self.world, JOIN_TIMEOUT, &mut gone).map(Some).with_context(|| format!("rank {} joining its group of {}", self.rank, self.world))
     }
 
     /// Waits for the started ranks; any that failed fails the command, named.

@@ -78,7 +78,8 @@ impl DataParallel {
             started.start(rank, command, log).map_err(|e| failed(format!("starting rank {rank}: {e}")))?;
         }
         ctx.log(format!("data parallel over {} processes, one per device ({}), meeting at {}", devices.len(), devices.join(", "), started.dir().display()));
-        let peers = Peers::join(started.dir(), 0, devices.len(), JOIN_TIMEOUT).map_err(|e| failed(format!("rank 0 gathering its group: {e}")))?;
+        let dir = started.dir().to_path_buf();
+        let peers = Peers::join_watching(&dir, 0, devices.len(), JOIN_TIMEOUT, &mut || started.exited()).map_err(|e| failed(format!("rank 0 gathering its group: {e}")))?;
         Ok(Self { peers: Some(peers), started: Some(started), ..none() })
     }
 

@@ -33,6 +33,12 @@ pub type Share = Result<(Vec<f32>, u64), String>;
 impl Peers {
     /// Joins the group of `world` ranks meeting at `dir` (a folder every rank can reach).
     pub fn join(dir: &Path, rank: usize, world: usize, timeout: Duration) -> io::Result<Self> {
+        Self::join_watching(dir, rank, world, timeout, &mut || None)
+    }
+
+    /// [`join`](Self::join), rank 0 asking `gone()` while it waits: a reason there means a rank
+    /// will never come (it exited), so waiting out the timeout would only hide why.
+    pub fn join_watching(dir: &Path, rank: usize, world: usize, timeout: Duration, gone: &mut dyn FnMut() -> Option<String>) -> io::Result<Self> {
         let path = dir.join("hub.sock");
         let link = if rank == 0 {
             let listener = UnixListener::bind(&path)?;
@@ -49,7 +55,12 @@ impl Peers {
                             _ => return Err(io::Error::other(format!("a peer announced rank {r}, which is not free in a group of {world}"))),
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        if let Some(why) = gone() {
+                            return Err(io::Error::other(why));
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         let missing: Vec<usize> = by_rank.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i + 1).collect();
                         return Err(io::Error::new(io::ErrorKind::TimedOut, format!("ranks {missing:?} never joined at {} within {timeout:?}", path.display())));
@@ -131,18 +142,37 @@ impl Started {
         Ok(())
     }
 
-    /// Waits for every rank; the ones that failed, named with their logs.
+    /// A rank that has already exited, while the others are still meeting: why it did.
+    pub fn exited(&mut self) -> Option<String> {
+        self.children.iter_mut().find_map(|(rank, child, log)| match child.try_wait() {
+            Ok(Some(status)) => Some(format!("rank {rank} exited ({status}) before the group met{}", tail(log))),
+            _ => None,
+        })
+    }
+
+    /// Waits for every rank; the ones that failed, named with the end of their logs (the
+    /// rendezvous folder goes with this value).
     pub fn finish(mut self) -> Result<(), String> {
         let mut failed = Vec::new();
         for (rank, child, log) in self.children.iter_mut() {
             match child.wait() {
                 Ok(s) if s.success() => {}
-                Ok(s) => failed.push(format!("rank {rank} ({s}; its log: {})", log.display())),
+                Ok(s) => failed.push(format!("rank {rank} ({s}){}", tail(log))),
                 Err(e) => failed.push(format!("rank {rank} ({e})")),
             }
         }
         self.children.clear();
-        if failed.is_empty() { Ok(()) } else { Err(format!("data-parallel {} failed", failed.join(", "))) }
+        if failed.is_empty() { Ok(()) } else { Err(format!("data-parallel {} failed", failed.join("; "))) }
+    }
+}
+
+/// The last lines of a rank's log, to quote in an error (nothing when there is no such file).
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.len() {
+        0 => String::new(),
+        n => format!(": ...\n{}", lines[n.saturating_sub(8)..].join("\n")),
     }
 }
 
@@ -232,5 +262,22 @@ mod tests {
         let _ = std::fs::remove_file(dir.join("hub.sock"));
         let err = Peers::join(&dir, 0, 2, Duration::from_millis(100)).err().unwrap();
         assert!(err.to_string().contains("ranks [1] never joined"), "{err}");
+    }
+
+    /// Rank 0 does not wait out its timeout for a rank that already died: it says which, with
+    /// the end of that rank's log; a failed rank fails `finish` the same way.
+    #[test]
+    fn a_rank_that_dies_before_the_group_meets_is_named_at_once() {
+        let mut started = Started::new().unwrap();
+        let log = started.dir().join("rank1.log");
+        std::fs::write(&log, "loading\nerror: no such model folder\n").unwrap();
+        started.start(1, Command::new("false"), log).unwrap();
+        let dir = started.dir().to_path_buf();
+        let t0 = Instant::now();
+        let err = Peers::join_watching(&dir, 0, 2, Duration::from_secs(60), &mut || started.exited()).err().unwrap().to_string();
+        assert!(t0.elapsed() < Duration::from_secs(30), "waited {:?}", t0.elapsed());
+        assert!(err.contains("rank 1 exited") && err.contains("no such model folder"), "{err}");
+        let err = started.finish().unwrap_err();
+        assert!(err.contains("rank 1") && err.contains("no such model folder"), "{err}");
     }
 }
