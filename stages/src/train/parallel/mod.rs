@@ -11,12 +11,14 @@
 //!    left waiting in one for a peer that gave up.
 //! 2. `Reduce`: the sums become the sums over all devices on every device, with burn's
 //!    all-reduce (NCCL on CUDA; [`Reduce::Collective`], [`Reduce::CollectiveFromMain`]), or
-//!    by adding them up on the main device, which sends the result back ([`Reduce::Host`], the
+//!    through host memory, added up on the main device and handed back ([`Reduce::Host`], the
 //!    CPU's way: its backend has no collectives).
 //! 3. `Update`: with the clipping coefficient and learning rate the main device worked out
 //!    from its (identical) sums, every device applies the same AdamW update to its replica. The
 //!    optimizer states never diverge, so nothing is broadcast and only the main device writes
 //!    checkpoints.
+//!
+//! The other way to spread training over devices, one process each, is [`super::peers`].
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, Sender};
