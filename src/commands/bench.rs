@@ -108,7 +108,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::DecodeGraph { model, batch, prompt, steps } => {
             for m in models(model, &runtime)? {
                 let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps)?;
-                out.row(&r, format!("decode_graph | {} | batch {} | context {} | eager {:.3} ms | replayed {:.3} ms | {:.2}x | max logit diff {:.1e}", r.model, r.batch, r.prompt, r.eager_ms, r.replay_ms, r.speedup, r.max_abs_diff))?;
+                out.row(&r, format!("decode_graph | {} | batch {} | context {} | plain {:.3} ms | eager {:.3} ms | replayed {:.3} ms | {:.2}x | max logit diff {:.1e}", r.model, r.batch, r.prompt, r.plain_ms, r.eager_ms, r.replay_ms, r.speedup, r.max_abs_diff))?;
             }
         }
         BenchWhat::Allreduce { gpus, count, elements, repeats, copies_first } => {

@@ -24,6 +24,9 @@ pub struct GraphResult {
     pub batch: usize,
     pub prompt: usize,
     pub steps: usize,
+    /// One plain decode step as `generate` runs it, host work included (positions, rotary
+    /// tables and the cache mask built and uploaded).
+    pub plain_ms: f64,
     /// One decode step, its host work excluded (inputs prepared once), run eagerly.
     pub eager_ms: f64,
     /// The same step replayed from its captured graph.
@@ -47,6 +50,15 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         let (mut kv, mut states) = (kv.clone(), cache.mamba.clone());
         m.model.forward_from(next.clone(), &inputs, &mut kv, |i, mixer, u, _| mixer.forward(u, None, &mut states[i]))
     };
+    let plain = || m.model.forward(next.clone(), &vec![vec![true]; batch], &m.rope, &mut cache.clone());
+    let _ = plain();
+    sync(runtime)?;
+    let t = Instant::now();
+    for _ in 0..steps {
+        let _ = plain();
+    }
+    sync(runtime)?;
+    let plain_s = t.elapsed().as_secs_f64() / steps as f64;
     let eager = step();
     sync(runtime)?;
     let t0 = Instant::now();
@@ -77,6 +89,7 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         batch,
         prompt,
         steps,
+        plain_ms: 1e3 * plain_s,
         eager_ms: 1e3 * eager_s,
         replay_ms: 1e3 * replay_s,
         speedup: eager_s / replay_s,
