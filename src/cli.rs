@@ -137,8 +137,9 @@ pub struct RunArgs {
     /// After a failure, finish the branches that do not depend on it.
     #[arg(long)]
     pub keep_going: bool,
-    /// Where stages run: `local`, or `slurm` (each stage an sbatch job).
-    #[arg(long, value_name = "local|slurm")]
+    /// Where stages run: `local` (in this process), `process` (each in a process of its own on
+    /// this machine) or `slurm` (each stage an sbatch job).
+    #[arg(long, value_name = "local|process|slurm")]
     pub executor: Option<String>,
     /// Wait for another run holding the workspace instead of refusing.
     #[arg(long)]

@@ -146,3 +146,55 @@ fn runs_answers_while_another_run_holds_the_workspace() {
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2, "the finished run and the one in progress");
     assert!(busy.wait().unwrap().success());
 }
+
+/// `executor = "process"`: the stage runs in a `distill exec-stage` process of its own (its
+/// command's parent is not the `distill run` process, as a local stage's is), its outputs are
+/// stored and cached like any stage's, and a failure there fails the stage with its message.
+#[test]
+fn a_stage_with_the_process_executor_runs_in_a_process_of_its_own() {
+    let t = TestRun::new();
+    t.manifest(
+        r#"
+[stages.own]
+kind = "command"
+executor = "process"
+cmd = "echo $PPID > own.txt"
+outs = ["own.txt"]
+
+[stages.here]
+kind = "command"
+cmd = "echo $PPID > here.txt"
+outs = ["here.txt"]
+
+[stages.broken]
+kind = "command"
+executor = "process"
+cmd = "echo the reason >&2; exit 3"
+"#,
+    );
+    let child = t.spawn(["run", "--keep-going", "--json"], &[]);
+    let run_pid = child.id().to_string();
+    let out = child.wait_with_output().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |name: &str| record["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(status("own")["status"], "ran", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status("broken")["status"], "failed");
+    assert!(status("broken")["error"].as_str().unwrap().contains("status 3"), "{}", status("broken"));
+    let pid_in = |stage: &str, file: &str| {
+        let stored = t.run(["path", &format!("@{stage}")]).success().stdout();
+        let stored = std::path::Path::new(stored.trim());
+        let file = if stored.is_dir() { stored.join(file) } else { stored.to_path_buf() };
+        std::fs::read_to_string(file).unwrap().trim().to_string()
+    };
+    assert_eq!(pid_in("here", "here.txt"), run_pid, "a local stage runs in `distill run` itself");
+    assert_ne!(pid_in("own", "own.txt"), run_pid, "the process executor's does not");
+    let again = t.run(["run", "--json", "--keep-going"]).statuses();
+    assert!(again.iter().any(|(n, s)| n == "own" && s == "cached"), "{again:?}");
+
+    // A process that dies without its result (here not even a distill) fails the stage with
+    // the end of what it printed.
+    let out = t.command(["run", "--json", "--force", "own", "--only", "own"]).env("DISTILL_EXE", "/bin/sh").output().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = record["stages"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("without a result") && error.contains("exec-stage"), "{error}");
+}

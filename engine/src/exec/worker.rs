@@ -86,6 +86,8 @@ impl Job<'_> {
             }
             let attempt_result = if spec.executor.slurm {
                 self.attempt_slurm(spec, stage.family.as_deref(), &inputs, &work, &out_dir, &log_path)
+            } else if spec.executor.process {
+                self.attempt_process(spec, &inputs, &work, &out_dir, &log_path)
             } else {
                 self.attempt_local(&kind, spec, &inputs, &work, &out_dir, &log_path, attempt)
             };
@@ -150,6 +152,69 @@ impl Job<'_> {
         }
     }
 
+    /// One try in a process of its own (`distill exec-stage JOB`, as a Slurm job runs it, on
+    /// this machine): cancelling kills it, and a process that dies without writing its result
+    /// (a crash, the kernel's out-of-memory killer) fails the stage with the end of its stderr.
+    fn attempt_process(
+        &self,
+        spec: &StageSpec,
+        inputs: &BTreeMap<String, PathBuf>,
+        work: &Path,
+        out_dir: &Path,
+        log_path: &Path,
+    ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
+        let job = self.job_file(spec, inputs, work, out_dir, log_path);
+        let path = work.join("job.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
+        let exe = match std::env::var_os("DISTILL_EXE") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe().map_err(|e| StageError::io("distill executable", e))?,
+        };
+        let stderr_path = work.join("stderr.txt");
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| StageError::io(&stderr_path, e))?;
+        let mut child = std::process::Command::new(&exe)
+            .arg("exec-stage")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| StageError::io(&exe, e))?;
+        let status = loop {
+            if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StageError::Interrupted);
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                Err(e) => return Err(StageError::io(&exe, e)),
+            }
+        };
+        let result: Option<super::detached::JobResult> = std::fs::read(&job.result).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        match result {
+            Some(r) => match r.error {
+                Some(e) => Err(StageError::Failed(e)),
+                None => Ok((r.metrics, r.steps)),
+            },
+            None => Err(StageError::Failed(format!("the stage's process exited ({status}) without a result; its stderr ends:\n{}", tail(&stderr_path, 20).join("\n")))),
+        }
+    }
+
+    fn job_file(&self, spec: &StageSpec, inputs: &BTreeMap<String, PathBuf>, work: &Path, out_dir: &Path, log_path: &Path) -> JobFile {
+        JobFile {
+            spec: spec.clone(),
+            run_id: self.run_id.to_string(),
+            inputs: inputs.clone(),
+            out_dir: out_dir.to_path_buf(),
+            log: log_path.to_path_buf(),
+            steps: work.join("steps.jsonl"),
+            workspace: self.ws.dir.clone(),
+            result: work.join("result.json"),
+        }
+    }
+
     /// One try as a Slurm job.
     fn attempt_slurm(
         &self,
@@ -160,16 +225,7 @@ impl Job<'_> {
         out_dir: &Path,
         log_path: &Path,
     ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
-        let job = JobFile {
-            spec: spec.clone(),
-            run_id: self.run_id.to_string(),
-            inputs: inputs.clone(),
-            out_dir: out_dir.to_path_buf(),
-            log: log_path.to_path_buf(),
-            steps: work.join("steps.jsonl"),
-            workspace: self.ws.dir.clone(),
-            result: work.join("result.json"),
-        };
+        let job = self.job_file(spec, inputs, work, out_dir, log_path);
         let path = work.join("job.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
         let r = super::slurm::run(self.slurm, family, &job, &path, &self.cancel)?;

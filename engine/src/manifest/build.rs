@@ -85,15 +85,15 @@ pub fn build(manifest: &Path, sets: &[String], registry: &Registry) -> Result<Pl
         };
         body.span = m.key.span.clone();
         let executor = raw.executor.clone().unwrap_or_else(|| experiment.executor.clone());
-        if executor != "local" && executor != "slurm" {
+        if !["local", "process", "slurm"].contains(&executor.as_str()) {
             problems.push(
                 Problem::new(format!("unknown executor `{executor}`"))
-                    .at(&span_of(&m, "executor"), "expected `local` or `slurm`"),
+                    .at(&span_of(&m, "executor"), "expected `local`, `process` or `slurm`"),
             );
         }
         let mut slurm = top.experiment.slurm.clone();
         slurm.extend(raw.slurm.clone());
-        drafts.push(draft(m, raw, &experiment, &root_dir, executor == "slurm", slurm));
+        drafts.push(draft(m, raw, &experiment, &root_dir, &executor, slurm));
     }
     let families = check_names(&drafts, &mut problems);
     check_kinds(&drafts, registry, &mut problems);
@@ -173,7 +173,7 @@ fn draft(
     raw: RawStage,
     exp: &Experiment,
     root: &Path,
-    slurm: bool,
+    executor: &str,
     mut options: BTreeMap<String, String>,
 ) -> Draft {
     if let Some(m) = &raw.resources.mem {
@@ -206,7 +206,7 @@ fn draft(
         env: raw.env,
         workdir: raw.workdir,
         manifest_dir: root.to_path_buf(),
-        executor: crate::stage::ExecutorSpec { slurm, options },
+        executor: crate::stage::ExecutorSpec { slurm: executor == "slurm", process: executor == "process", options },
     };
     Draft { member, spec, description: raw.description, inputs: Vec::new(), edges: Vec::new() }
 }

@@ -34,10 +34,15 @@ pub struct StageSpec {
     pub executor: ExecutorSpec,
 }
 
-/// `executor = "local" | "slurm"` and the batch options a Slurm job gets.
+/// `executor = "local" | "process" | "slurm"` and the batch options a Slurm job gets.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ExecutorSpec {
     pub slurm: bool,
+    /// In a process of its own on this machine (`distill exec-stage`): whatever the stage
+    /// holds (GPU memory above all) goes back when it ends, and stages running side by side
+    /// share no runtime.
+    #[serde(default)]
+    pub process: bool,
     /// `--mem` (`4G`), `--time` (`1:00:00`), `--partition`, `--account`, and any other sbatch
     /// long option, from `[experiment.slurm]` overridden by the stage's `slurm = {...}`.
     pub options: BTreeMap<String, String>,
