@@ -18,8 +18,8 @@
 # train` started in 22 s rather than 84 (BENCHMARKS.md).
 #
 # PIPELINE_GPUS=N (default 1) on a machine with N GPUs: every GPU stage asks for one GPU and the
-# engine runs up to N of them side by side, each on its own (the two distillations, the chat
-# stages beside the control), in one invocation instead of the ordered phases.
+# engine runs up to N of them side by side, each on its own GPU and in a process of its own
+# (`--executor process`), in one invocation instead of the ordered phases.
 set -uo pipefail
 bin=$1 mirror=$2 work=$3 out=$4
 shift 4
@@ -44,6 +44,7 @@ if [ "${PIPELINE_GPUS:-1}" -gt 1 ]; then
   export DISTILL_GPUS=$PIPELINE_GPUS
   jobs=$PIPELINE_GPUS
   phases=('')
+  gpu_sets+=(--executor process)
   for s in teacher hybrid50 control50 distill answers sft pairs dpo draft speculative heldout; do gpu_sets+=(--set "stages.$s.resources.gpus=1"); done
 fi
 for until in "${phases[@]}"; do
