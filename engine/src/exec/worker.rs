@@ -163,9 +163,7 @@ impl Job<'_> {
         out_dir: &Path,
         log_path: &Path,
     ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
-        let job = self.job_file(spec, inputs, work, out_dir, log_path);
-        let path = work.join("job.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
+        let (job, path) = self.write_job(spec, inputs, work, out_dir, log_path)?;
         let exe = match std::env::var_os("DISTILL_EXE") {
             Some(p) => PathBuf::from(p),
             None => std::env::current_exe().map_err(|e| StageError::io("distill executable", e))?,
@@ -202,8 +200,9 @@ impl Job<'_> {
         }
     }
 
-    fn job_file(&self, spec: &StageSpec, inputs: &BTreeMap<String, PathBuf>, work: &Path, out_dir: &Path, log_path: &Path) -> JobFile {
-        JobFile {
+    /// The job file another process runs this stage from, written to `work/job.json`.
+    fn write_job(&self, spec: &StageSpec, inputs: &BTreeMap<String, PathBuf>, work: &Path, out_dir: &Path, log_path: &Path) -> Result<(JobFile, PathBuf), StageError> {
+        let job = JobFile {
             spec: spec.clone(),
             run_id: self.run_id.to_string(),
             inputs: inputs.clone(),
@@ -212,7 +211,10 @@ impl Job<'_> {
             steps: work.join("steps.jsonl"),
             workspace: self.ws.dir.clone(),
             result: work.join("result.json"),
-        }
+        };
+        let path = work.join("job.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
+        Ok((job, path))
     }
 
     /// One try as a Slurm job.
@@ -225,9 +227,7 @@ impl Job<'_> {
         out_dir: &Path,
         log_path: &Path,
     ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
-        let job = self.job_file(spec, inputs, work, out_dir, log_path);
-        let path = work.join("job.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
+        let (job, path) = self.write_job(spec, inputs, work, out_dir, log_path)?;
         let r = super::slurm::run(self.slurm, family, &job, &path, &self.cancel)?;
         Ok((r.metrics, r.steps))
     }

@@ -52,35 +52,17 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     };
     let plain = || m.model.forward(next.clone(), &vec![vec![true]; batch], &m.rope, &mut cache.clone());
     let _ = plain();
-    sync(runtime)?;
-    let t = Instant::now();
-    for _ in 0..steps {
-        let _ = plain();
-    }
-    sync(runtime)?;
-    let plain_s = t.elapsed().as_secs_f64() / steps as f64;
+    let plain_s = per_step(runtime, steps, plain)?;
     let eager = step();
-    sync(runtime)?;
-    let t0 = Instant::now();
-    for _ in 0..steps {
-        let _ = step();
-    }
-    sync(runtime)?;
-    let eager_s = t0.elapsed().as_secs_f64() / steps as f64;
+    let eager_s = per_step(runtime, steps, step)?;
 
     let mut graph = capture(device, step);
     // SAFETY: everything the step reads (`next`, `inputs`, the cache's buffers) outlives the
     // graph, which holds its own output; nothing else runs on this device meanwhile.
     let replayed = unsafe { graph.replay() }.clone();
     let max_abs_diff = f64::from((eager.clone() - replayed).abs().max().into_scalar::<f32>());
-    sync(runtime)?;
-    let t1 = Instant::now();
-    for _ in 0..steps {
-        // SAFETY: as above.
-        let _ = unsafe { graph.replay() };
-    }
-    sync(runtime)?;
-    let replay_s = t1.elapsed().as_secs_f64() / steps as f64;
+    // SAFETY: as above.
+    let replay_s = per_step(runtime, steps, || unsafe { graph.replay() }.clone())?;
     Ok(GraphResult {
         bench: "decode_graph",
         model: m.label.clone(),
@@ -95,6 +77,17 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         speedup: eager_s / replay_s,
         max_abs_diff,
     })
+}
+
+/// Seconds per call of `f` over `steps` calls, the device's queue drained before and after.
+fn per_step<T>(runtime: &Runtime, steps: usize, mut f: impl FnMut() -> T) -> Result<f64> {
+    sync(runtime)?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        let _ = f();
+    }
+    sync(runtime)?;
+    Ok(t0.elapsed().as_secs_f64() / steps.max(1) as f64)
 }
 
 #[cfg(test)]
