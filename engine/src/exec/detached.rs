@@ -40,6 +40,15 @@ pub enum JobError {
     Kind(String),
 }
 
+/// The `distill` executable another process runs a job with: `var`'s value when set (a cluster
+/// node may see it at another path; tests stand in their own), else this program.
+pub(crate) fn distill_exe(var: &str) -> Result<PathBuf, crate::stage::StageError> {
+    match std::env::var_os(var) {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => std::env::current_exe().map_err(|e| crate::stage::StageError::io("distill executable", e)),
+    }
+}
+
 /// The job file on line `index` of a job array's list.
 pub fn job_from_list(list: &Path, index: usize) -> Result<PathBuf, JobError> {
     let text = std::fs::read_to_string(list).map_err(|source| JobError::Io { path: list.to_path_buf(), source })?;

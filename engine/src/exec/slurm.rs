@@ -78,11 +78,7 @@ fn submit_array(job: &JobFile, group: &str, dir: &Path, members: &[(PathBuf, Wai
 }
 
 fn exe() -> Result<String, StageError> {
-    let exe = match std::env::var_os("DISTILL_SLURM_EXE") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe().map_err(|e| StageError::io("distill executable", e))?,
-    };
-    Ok(shell_quote(&exe.to_string_lossy()))
+    Ok(shell_quote(&super::detached::distill_exe("DISTILL_SLURM_EXE")?.to_string_lossy()))
 }
 
 fn sbatch(job: &JobFile, name: &str, output: &Path, array: Option<&str>, wrap: &str) -> Result<String, StageError> {

@@ -164,10 +164,7 @@ impl Job<'_> {
         log_path: &Path,
     ) -> Result<(BTreeMap<String, f64>, Option<PathBuf>), StageError> {
         let (job, path) = self.write_job(spec, inputs, work, out_dir, log_path)?;
-        let exe = match std::env::var_os("DISTILL_EXE") {
-            Some(p) => PathBuf::from(p),
-            None => std::env::current_exe().map_err(|e| StageError::io("distill executable", e))?,
-        };
+        let exe = super::detached::distill_exe("DISTILL_EXE")?;
         let stderr_path = work.join("stderr.txt");
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| StageError::io(&stderr_path, e))?;
         let mut child = std::process::Command::new(&exe)

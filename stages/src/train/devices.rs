@@ -14,7 +14,8 @@ pub fn device_of<M: Module>(model: &M) -> Device {
 /// A frozen model (a teacher, a reference) and its copies on data-parallel replicas' devices,
 /// each made the first time a micro-batch asks for it there, on the thread that asks: the
 /// replica's own, so its memory comes from that thread's stream (cubecl keeps a pool per
-/// stream; a copy made by the main thread would sit in a second pool on that device).
+/// stream; a copy made by the main thread would sit in a second pool on that device, a
+/// suspect, not yet confirmed, of the out-of-memory two H200s showed).
 pub struct Copies<'a, M> {
     main: &'a M,
     main_device: Device,
@@ -40,10 +41,11 @@ impl<'a, M: Module> Copies<'a, M> {
 }
 
 /// `model` on `device`, its values copied through host memory, trainable parameters still
-/// trainable. Not burn's `to_device`: between two CUDA devices that is an NCCL send and receive
-/// on the communicator the gradient all-reduce then uses, and on two H200s the all-reduces
-/// that followed such copies never completed (`distill bench allreduce` alone runs fine).
-/// A model is copied once per run, so the host round trip costs nothing that matters.
+/// trainable. Not burn's `to_device`: between two CUDA devices that is an NCCL send and
+/// receive issued by the calling thread on both devices, and a send whose source was never
+/// written (an out-of-memory) leaves the receiver waiting instead of failing (two H200s); a
+/// host read fails with the device's error. A model is copied once per run, so the round trip
+/// costs nothing that matters.
 pub fn moved_to<M: Module>(model: M, device: &Device) -> M {
     model.map(&mut Mover { device })
 }

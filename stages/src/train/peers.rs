@@ -185,6 +185,9 @@ impl Drop for Started {
     }
 }
 
+/// Values a wire write or read handles at a time.
+const WIRE_CHUNK: usize = 1 << 16;
+
 // A share on the wire: 0 and an error's UTF-8, or 1, the tokens, the count and the f32s.
 fn write_share(s: &mut UnixStream, share: &Share) -> io::Result<()> {
     match share {
@@ -192,8 +195,14 @@ fn write_share(s: &mut UnixStream, share: &Share) -> io::Result<()> {
             s.write_all(&[1])?;
             s.write_all(&tokens.to_le_bytes())?;
             s.write_all(&(values.len() as u64).to_le_bytes())?;
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            s.write_all(&bytes)
+            // In slices: a step's sums are ~100 MB, not worth a second copy in bytes.
+            let mut bytes = Vec::with_capacity(4 * WIRE_CHUNK);
+            for chunk in values.chunks(WIRE_CHUNK) {
+                bytes.clear();
+                bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+                s.write_all(&bytes)?;
+            }
+            Ok(())
         }
         Err(message) => {
             s.write_all(&[0])?;
@@ -212,9 +221,15 @@ fn read_share(s: &mut UnixStream) -> io::Result<Share> {
         return Ok(Err(String::from_utf8_lossy(&message).into_owned()));
     }
     let tokens = read_u64(s)?;
-    let mut bytes = vec![0u8; read_u64(s)? as usize * 4];
-    s.read_exact(&mut bytes)?;
-    Ok(Ok((bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(), tokens)))
+    let n = read_u64(s)? as usize;
+    let mut values = Vec::with_capacity(n);
+    let mut bytes = vec![0u8; 4 * WIRE_CHUNK];
+    while values.len() < n {
+        let bytes = &mut bytes[..4 * WIRE_CHUNK.min(n - values.len())];
+        s.read_exact(bytes)?;
+        values.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    Ok(Ok((values, tokens)))
 }
 
 fn read_u64(s: &mut UnixStream) -> io::Result<u64> {
@@ -279,5 +294,26 @@ mod tests {
         assert!(err.contains("rank 1 exited") && err.contains("no such model folder"), "{err}");
         let err = started.finish().unwrap_err();
         assert!(err.contains("rank 1") && err.contains("no such model folder"), "{err}");
+    }
+
+    /// A buffer longer than one wire slice arrives whole.
+    #[test]
+    fn long_buffers_cross_in_slices() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 2 * WIRE_CHUNK + 7;
+        let ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                let dir = tmp.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let mut p = Peers::join(&dir, rank, 2, Duration::from_secs(10)).unwrap();
+                    p.all_reduce(Ok(((0..n).map(|i| (i + rank) as f32).collect(), 1))).unwrap()
+                })
+            })
+            .collect();
+        for r in ranks {
+            let (v, tokens) = r.join().unwrap().unwrap();
+            assert_eq!((v.len(), tokens), (n, 2));
+            assert!(v.iter().enumerate().all(|(i, &x)| x == (2 * i + 1) as f32));
+        }
     }
 }

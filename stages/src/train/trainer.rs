@@ -188,7 +188,7 @@ impl<M: TrainableLm> Trainer<M> {
         }
         tracing::debug!(step, devices = n, "step computes");
         let mine = compute(&self.model, loss_fn, &share(rank), c.batch);
-        let (p, tokens, host_sum) = match self.peers.as_mut() {
+        let (p, tokens, mut host_sum) = match self.peers.as_mut() {
             Some(peers) => {
                 let (p, tokens) = exchange(peers, mine, self.failures, failed_before, step)?;
                 (p, tokens, None)
@@ -213,11 +213,7 @@ impl<M: TrainableLm> Trainer<M> {
             Some(_) => values.pop().unwrap_or(f64::NAN).sqrt(),
             None => 0.0,
         };
-        let failed = (self.failures)() - failed_before;
-        if failed > 0 {
-            let message = format!("the GPU runtime logged {failed} failed kernel launch(es) during this step (its log says why; out of device memory: lower micro_batch), so some of its values were never computed");
-            return Err(TrainError::Device { step, message });
-        }
+        launches_ran(self.failures, failed_before, step)?;
         let loss = values.first().copied().unwrap_or(f64::NAN);
         if !loss.is_finite() {
             return Err(TrainError::NonFinite { step, what: format!("loss ({loss})") });
@@ -229,8 +225,9 @@ impl<M: TrainableLm> Trainer<M> {
         // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when above max.
         let coef = c.max_grad_norm.map_or(1.0, |max| max / (grad_norm + 1e-6));
         let lr = c.schedule.at(self.state.step);
-        for w in workers {
-            w.update(coef, lr, host_sum.clone());
+        for (i, w) in workers.iter().enumerate() {
+            // The last worker takes the buffer itself: no copy when there is one.
+            w.update(coef, lr, if i + 1 == workers.len() { host_sum.take() } else { host_sum.clone() });
         }
         self.model = update(self.model.clone(), &mut self.opt, p.grads, coef, lr);
         self.state.step = step;
@@ -255,21 +252,37 @@ fn exchange(peers: &mut Peers, mine: TrainResult<Partial>, failures: fn() -> u64
         let (flat, layout) = flatten(&mut p);
         let here = flat.device();
         let values = flat.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| TrainError::Device { step, message: format!("{e:?}") })?;
-        if failures() > failed_before {
-            return Err(TrainError::Device { step, message: "the GPU runtime logged failed kernel launches (out of device memory: lower micro_batch)".into() });
-        }
+        launches_ran(failures, failed_before, step)?;
         Ok((p, layout, here, values))
     });
-    let wire = match &local {
-        Ok((p, _, _, values)) => Ok((values.clone(), p.tokens as u64)),
-        Err(e) => Err(format!("rank {rank}: {e}")),
+    let (local, wire) = match local {
+        Ok((p, layout, here, values)) => {
+            let tokens = p.tokens as u64;
+            (Ok((p, layout, here)), Ok((values, tokens)))
+        }
+        Err(e) => {
+            let wire = Err(format!("rank {rank}: {e}"));
+            (Err(e), wire)
+        }
     };
     let summed = peers.all_reduce(wire).map_err(|e| TrainError::Device { step, message: format!("rank {rank} lost its peers: {e}") })?;
-    let (mut p, layout, here, _) = local?;
+    let (mut p, layout, here) = local?;
     let (values, tokens) = summed.map_err(|message| TrainError::Device { step, message })?;
     let len = values.len();
-    unflatten(&mut p, layout, burn::tensor::TensorData::new(values, [len]), &here);
+    unflatten(&mut p, layout, Tensor::from_data(burn::tensor::TensorData::new(values, [len]), &here));
     Ok((p, tokens as usize))
+}
+
+/// Fails `step` when the GPU runtime logged failed launches since `before` (`failures` counts
+/// them): some of the step's values were never computed.
+fn launches_ran(failures: fn() -> u64, before: u64, step: u64) -> TrainResult<()> {
+    match failures() - before {
+        0 => Ok(()),
+        failed => {
+            let message = format!("the GPU runtime logged {failed} failed kernel launch(es) during this step (its log says why; out of device memory: lower micro_batch), so some of its values were never computed");
+            Err(TrainError::Device { step, message })
+        }
+    }
 }
 
 /// One-element f32 tensors read back in one transfer (NaN where one is not f32), or the error

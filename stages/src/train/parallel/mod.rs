@@ -130,9 +130,9 @@ pub fn reduce_across<M: Module>(p: &mut Partial, workers: &[Worker<'_, M>], redu
                 Share::Host(data) => data,
                 _ => unreachable!("a replica of the host path shares host data"),
             });
-            let summed = add_on_host(mine, others.collect());
-            unflatten(p, layout, summed.clone(), &devices[0]);
-            Ok(Some(summed))
+            let (summed, data) = add_on_host(mine, others.collect());
+            unflatten(p, layout, summed);
+            Ok(Some(data))
         }
         _ => Ok(None),
     }
@@ -237,7 +237,7 @@ impl<'scope, M: Module + Send + 'scope> Worker<'scope, M> {
                     ToWorker::Update(coef, lr, summed) => {
                         tracing::debug!(?here, "replica updates");
                         if let (Some(summed), Some(p), Some(l)) = (summed, partial.as_mut(), layout.take()) {
-                            unflatten(p, l, summed, &here);
+                            unflatten(p, l, Tensor::from_data(summed, &here));
                         }
                         let grads = partial.take().map(|p| p.grads).unwrap_or_default();
                         replica.model = update(replica.model.clone(), &mut replica.opt, grads, coef, lr);

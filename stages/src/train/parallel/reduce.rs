@@ -88,11 +88,9 @@ pub fn flatten(p: &mut Partial) -> (Tensor<1>, Layout) {
     (Tensor::cat(parts, 0), Layout { names, lengths })
 }
 
-/// Puts `summed` (a reduced flat buffer) back into `p` as its loss sums and gradients, on
-/// `here`, the values brought through host memory: the one variant tried on two H200s with
-/// which later steps completed, and the host path's way between devices.
-pub fn unflatten(p: &mut Partial, layout: Layout, summed: TensorData, here: &Device) {
-    let summed = Tensor::<1>::from_data(summed, here);
+/// Puts `summed` (a reduced flat buffer, on the device `p` computed on) back into `p` as its
+/// loss sums and gradients.
+pub fn unflatten(p: &mut Partial, layout: Layout, summed: Tensor<1>) {
     let mut at = 0;
     let mut pieces = layout.lengths.into_iter().map(|len| {
         at += len;
@@ -112,7 +110,7 @@ pub fn all_reduce_in_place(p: &mut Partial, devices: &[Device]) -> Result<(), St
     sync(&here)?;
     let (flat, layout) = flatten(p);
     let summed = all_reduce(flat, ReduceOperation::Sum, devices.to_vec()).resolve();
-    unflatten(p, layout, summed.into_data(), &here);
+    unflatten(p, layout, through_host(summed));
     sync(&here)
 }
 
@@ -128,8 +126,15 @@ pub fn issue_all(flats: Vec<Tensor<1>>, devices: &[Device]) -> Vec<CollectiveTen
 pub fn resolve_in_place(p: &mut Partial, layout: Layout, reduced: CollectiveTensor<1>) -> Result<(), String> {
     let summed = reduced.resolve();
     let here = summed.device();
-    unflatten(p, layout, summed.into_data(), &here);
+    unflatten(p, layout, through_host(summed));
     sync(&here)
+}
+
+/// A collective's result copied through host memory onto its own device: of the variants tried
+/// on two H200s, the only one with which the steps after the first completed.
+fn through_host(t: Tensor<1>) -> Tensor<1> {
+    let here = t.device();
+    Tensor::from_data(t.into_data(), &here)
 }
 
 pub fn sync(device: &Device) -> Result<(), String> {
@@ -137,13 +142,16 @@ pub fn sync(device: &Device) -> Result<(), String> {
 }
 
 /// [`Reduce::Host`], on the main thread: `mine` (the main device's flat buffer) plus the other
-/// devices' (host copies their own threads made), as host data for every device to take.
-/// Nothing crosses between GPUs on the device: burn's `to_device` there is an NCCL send and
-/// receive, and a send of a buffer an out-of-memory left unwritten hangs its peer rather than
-/// failing (two H200s), where a host read fails the step with the device's error.
-pub fn add_on_host(mine: Tensor<1>, others: Vec<TensorData>) -> TensorData {
+/// devices' (host copies their own threads made), on the main device, and as host data for the
+/// other devices to take. Nothing crosses between GPUs on the device: burn's `to_device` there
+/// is an NCCL send and receive, and a send of a buffer an out-of-memory left unwritten hangs its
+/// peer rather than failing (two H200s), where a host read fails the step with the device's
+/// error.
+pub fn add_on_host(mine: Tensor<1>, others: Vec<TensorData>) -> (Tensor<1>, TensorData) {
     let here = mine.device();
-    others.into_iter().fold(mine, |sum, other| sum + Tensor::from_data(other, &here)).into_data()
+    let sum = others.into_iter().fold(mine, |sum, other| sum + Tensor::from_data(other, &here));
+    let data = sum.clone().into_data();
+    (sum, data)
 }
 
 #[cfg(test)]
@@ -174,7 +182,7 @@ mod tests {
         let (flat, layout) = flatten(&mut p);
         assert_eq!(flat.to_data().try_to_vec::<f32>().unwrap(), [1.0, 0.5, 2.0, 3.0, 4.0, 5.0]);
         assert!(p.grads.is_empty());
-        unflatten(&mut p, layout, (flat * 2.0).into_data(), &d);
+        unflatten(&mut p, layout, flat * 2.0);
         let v = |t: &Tensor<1>| t.to_data().try_to_vec::<f32>().unwrap();
         assert_eq!(v(&p.grads["a"]), [4.0]);
         assert_eq!(v(&p.grads["b"]), [6.0, 8.0, 10.0]);
