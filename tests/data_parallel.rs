@@ -89,3 +89,31 @@ resources = {{ gpus = {gpus} }}
     assert!(a < kl(&one.0, "val_kl_before") / 2.0, "distills: {}", one.1);
     assert!((a - b).abs() <= 1e-4 * a, "one process {a}, two {b}:\n{}\n{}", one.1, two.1);
 }
+
+/// A step whose micro-batches the stage's GPUs cannot share is refused when the manifest is
+/// planned, naming the line, not after the models have loaded (the H200 pipeline lost 40 s a
+/// stage to it, session 7).
+#[test]
+fn an_uneven_split_is_refused_at_plan_time_naming_the_line() {
+    let t = TestRun::new().env("DISTILL_GPUS", "2");
+    t.manifest(
+        r#"[experiment]
+name = "dp"
+device = "cpu"
+
+[stages.teacher]
+kind = "teacher"
+params = { source = { hf_dir = "missing-model" } }
+
+[stages.distill]
+kind = "distill"
+params = { teacher = "@teacher", student = "@teacher", data = "@teacher", batch = 16, micro_batch = 16 }
+resources = { gpus = 2 }
+"#,
+    );
+    let out = t.run(["status"]);
+    let err = out.stderr();
+    assert_ne!(out.code(), 0, "{err}");
+    assert!(err.contains("makes 1 per step, which resources.gpus = 2 cannot share evenly") && err.contains("batch = 32"), "{err}");
+    assert!(err.contains("distill.toml:11:83"), "the manifest line of the batch: {err}");
+}

@@ -191,7 +191,7 @@ impl Stage for DistillStage {
     fn summary(&self) -> &'static str { "distill a frozen teacher into a student (KL + CE on packed text)" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
-        check(&spec.params)?;
+        check(&spec.params)?.optim.check_split(spec.gpus)?;
         check_runtime(spec)
     }
 

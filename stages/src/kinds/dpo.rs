@@ -114,7 +114,7 @@ impl Stage for DpoStage {
     fn summary(&self) -> &'static str { "direct preference optimization against a frozen reference (the student's copy or the teacher)" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
-        check(&spec.params)?;
+        check(&spec.params)?.optim.check_split(spec.gpus)?;
         check_runtime(spec)
     }
 

@@ -101,7 +101,7 @@ impl Stage for SftStage {
     fn summary(&self) -> &'static str { "supervised fine-tuning on assistant tokens, with optional KL to a teacher" }
 
     fn validate(&self, spec: &StageSpec) -> Result<(), ParamError> {
-        check(&spec.params)?;
+        check(&spec.params)?.optim.check_split(spec.gpus)?;
         check_runtime(spec)
     }
 

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData};
-use distill_engine::stage::{StageContext, StageError};
+use distill_engine::stage::{ParamError, StageContext, StageError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
@@ -75,6 +75,27 @@ impl Default for OptimParams {
 }
 
 impl OptimParams {
+    /// Checked when the manifest is planned, not after the models have loaded: a step's
+    /// micro-batches are dealt to `gpus` devices (`resources.gpus`), so both must divide.
+    pub fn check_split(&self, gpus: usize) -> Result<(), ParamError> {
+        let micro = self.micro_batch.unwrap_or(self.batch);
+        if micro == 0 || self.batch % micro != 0 {
+            return Err(ParamError::new("params.micro_batch", format!("batch {} must be a positive multiple of micro_batch {micro}", self.batch)));
+        }
+        let micros = self.batch / micro;
+        if gpus > 1 && !micros.is_multiple_of(gpus) {
+            return Err(ParamError::new(
+                "params.batch",
+                format!(
+                    "batch {} in micro-batches of {micro} makes {micros} per step, which resources.gpus = {gpus} cannot share evenly: make batch / micro_batch a multiple of {gpus} (batch = {})",
+                    self.batch,
+                    micro * gpus * micros.div_ceil(gpus)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// `tokens_per_example` converts a `tokens` budget into steps.
     pub fn config(&self, examples: usize, tokens_per_example: usize, seed: u64, checkpoint_dir: PathBuf) -> TrainConfig {
         let per_step = (self.batch * tokens_per_example.max(1)) as u64;
