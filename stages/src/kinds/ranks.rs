@@ -1,8 +1,9 @@
-//! How a training stage with `resources.gpus = N` spreads over its GPUs. By default one thread
-//! per GPU in this process (`train::parallel`); with `DISTILL_ALLREDUCE=procs`, one process per
-//! GPU (`train::peers`, `torchrun`'s model): this stage is rank 0 and starts ranks 1..N-1 as
-//! `distill exec-stage` jobs of the same stage on the other GPUs, with the same inputs. They
-//! train with it and stop after training; rank 0 alone validates, saves and records.
+//! How a training stage with `resources.gpus = N` spreads over its GPUs. By default one process
+//! per GPU (`train::peers`, `torchrun`'s model); with `DISTILL_ALLREDUCE=nccl|nccl-main|host`,
+//! one thread per GPU in this process (`train::parallel`). With processes, this stage is rank 0
+//! and starts ranks 1..N-1 as `distill exec-stage` jobs of the same stage on the other GPUs,
+//! with the same inputs. They train with it and stop after training; rank 0 alone validates,
+//! saves and records.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -45,7 +46,7 @@ impl DataParallel {
             return Ok(Self { rank, peers: Some(peers), ..none() });
         }
         let spec = ctx.spec;
-        let processes = spec.gpus > 1 && std::env::var("DISTILL_ALLREDUCE").is_ok_and(|v| v == "procs");
+        let processes = one_process_per_gpu(&spec.device, spec.gpus, std::env::var("DISTILL_ALLREDUCE").ok().as_deref());
         if !processes {
             let replicas = replica_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(|e| failed(e.to_string()))?;
             if !replicas.is_empty() {
@@ -103,6 +104,13 @@ impl DataParallel {
     }
 }
 
+/// Processes unless a thread way is named: on two H200s one process per GPU scaled the
+/// distillation step 1.84x, one thread per GPU 1.45x (BENCHMARKS.md, session 7). On the CPU
+/// only when asked (`resources.gpus` means nothing there; the tests ask).
+fn one_process_per_gpu(device: &str, gpus: usize, setting: Option<&str>) -> bool {
+    gpus > 1 && (setting == Some("procs") || (setting.is_none() && device.starts_with("cuda")))
+}
+
 /// Each rank's device: on CUDA the stage's GPUs in the order the engine gave them (`device`
 /// is the first; `visible` lists them all), on the CPU the CPU for every rank.
 fn rank_devices(device: &str, gpus: usize, visible: Option<&str>) -> Vec<String> {
@@ -120,6 +128,16 @@ fn rank_devices(device: &str, gpus: usize, visible: Option<&str>) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_gpus_train_in_processes_unless_a_thread_way_is_named() {
+        assert!(one_process_per_gpu("cuda", 2, None));
+        assert!(one_process_per_gpu("cuda:1", 4, Some("procs")));
+        assert!(!one_process_per_gpu("cuda", 2, Some("nccl")));
+        assert!(!one_process_per_gpu("cuda", 1, None), "one GPU is one process");
+        assert!(!one_process_per_gpu("cpu", 2, None));
+        assert!(one_process_per_gpu("cpu", 2, Some("procs")));
+    }
 
     #[test]
     fn ranks_take_the_stages_gpus_first_one_first() {
