@@ -108,7 +108,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::DecodeGraph { model, batch, prompt, steps } => {
             for m in models(model, &runtime)? {
                 let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps)?;
-                out.row(&r, format!("decode_graph | {} | batch {} | context {} | plain {:.3} ms | eager {:.3} ms | replayed {:.3} ms | {:.2}x | max logit diff {:.1e}", r.model, r.batch, r.prompt, r.plain_ms, r.eager_ms, r.replay_ms, r.speedup, r.max_abs_diff))?;
+                out.row(&r, format!(
+                    "decode_graph | {} | batch {} | context {} | step: plain {:.3} ms, eager {:.3} ms, replayed {:.3} ms ({:.2}x, max logit diff {:.1e}) | decoding: plain {:.3} ms/token, on a graph {:.3} ms/token ({:.2}x, {} replays, same tokens: {})",
+                    r.model, r.batch, r.prompt, r.plain_ms, r.eager_ms, r.replay_ms, r.speedup, r.max_abs_diff,
+                    r.decode_plain_ms, r.decode_graph_ms, r.decode_plain_ms / r.decode_graph_ms, r.graph_replays, r.same_tokens
+                ))?;
             }
         }
         BenchWhat::Allreduce { gpus, count, elements, repeats, copies_first } => {

@@ -69,7 +69,7 @@ for part in $parts; do
     parity-peer) step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
     decode) step decode 100 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     # Issue 6: one decode step eager against replayed as a CUDA graph (launch overhead).
-    decode-graph) step decode-graph 150 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt 512 --steps 32 ;;
+    decode-graph) step decode-graph 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt 512 --steps ${GRAPH_STEPS:-64} ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
@@ -152,6 +152,9 @@ for r in rows:
         print(f"attention {str(r['shape']):22} burn {r['burn_ms']:8.2f} ms  composite {r['composite_ms']:8.2f} ms  recomputing {r['ours_ms']:8.2f} ms  {r['speedup']:.2f}x  grad rel diff {r['grad_rel_diff']:.1e}")
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
-    else:
+    elif r["bench"] == "decode_graph":
+        print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
+              f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}")
+    elif "tokens_per_s" in r:
         print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} mb {r.get('micro_batch', '-')} {r.get('freeze', '-')} first loss {r.get('first_loss', float('nan')):.6e} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step  MFU {r['mfu']:.3f}")
 PY

@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use super::{sync, BenchModel};
 use crate::error::Result;
+use crate::generate::graph::greedy_on_graph;
+use crate::generate::{generate, GenerateOptions};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 
@@ -34,6 +36,14 @@ pub struct GraphResult {
     pub speedup: f64,
     /// Largest difference between the eager step's logits and a replay's.
     pub max_abs_diff: f64,
+    /// Greedy decoding of `steps` tokens: plain (`generate`), ms per token after the first.
+    pub decode_plain_ms: f64,
+    /// The same tokens, each step replayed from one graph (`generate::graph`), ms per token.
+    pub decode_graph_ms: f64,
+    /// Whether both chose the same tokens.
+    pub same_tokens: bool,
+    /// Steps that replayed the graph (the others ran while it was captured).
+    pub graph_replays: usize,
 }
 
 pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps: usize) -> Result<GraphResult> {
@@ -63,6 +73,18 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     let max_abs_diff = f64::from((eager.clone() - replayed).abs().max().into_scalar::<f32>());
     // SAFETY: as above.
     let replay_s = per_step(runtime, steps, || unsafe { graph.replay() }.clone())?;
+    // Whole generations: the plain loop against the one on a graph, the same greedy tokens.
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|r| (0..prompt).map(|i| ((i * 7919 + r * 104_729 + 13) % vocab) as u32).collect()).collect();
+    let plain_tokens = |n: usize| {
+        let opts = GenerateOptions { max_new_tokens: n, ..Default::default() };
+        let t0 = Instant::now();
+        let out = generate(&m.model, &m.rope, &prompts, &opts, |_, _| false);
+        (out, t0.elapsed().as_secs_f64())
+    };
+    let _ = plain_tokens(2);
+    let (_, one) = plain_tokens(1);
+    let (plain_out, all) = plain_tokens(steps + 1);
+    let graph_out = greedy_on_graph(&m.model, &m.rope, &prompts, steps + 1);
     Ok(GraphResult {
         bench: "decode_graph",
         model: m.label.clone(),
@@ -76,6 +98,10 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         replay_ms: 1e3 * replay_s,
         speedup: eager_s / replay_s,
         max_abs_diff,
+        decode_plain_ms: 1e3 * (all - one) / steps.max(1) as f64,
+        decode_graph_ms: 1e3 * graph_out.replay_seconds / graph_out.replays.max(1) as f64,
+        same_tokens: graph_out.tokens == plain_out,
+        graph_replays: graph_out.replays,
     })
 }
 
@@ -102,8 +128,9 @@ mod tests {
         let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
         let runtime = Runtime::cpu();
         let m = BenchModel::load(&ModelSource::Random(config), 0.5, &runtime).unwrap();
-        let r = run(&m, &runtime, 2, 8, 2).unwrap();
+        let r = run(&m, &runtime, 2, 8, 6).unwrap();
         assert_eq!(r.max_abs_diff, 0.0);
+        assert!(r.same_tokens, "{r:?}");
 
         let mut cache = m.model.new_cache();
         let ids: Vec<i64> = (0..16).map(|i| (i * 7919 + 13) as i64 % m.config.llama.vocab_size as i64).collect();

@@ -4,6 +4,7 @@ mod decode;
 mod request;
 mod sampling;
 
+pub mod graph;
 pub use decode::{generate, GenerateOptions};
 pub use request::{run_generate, GenerateRequest};
 pub use sampling::{argmax, LogitsProcessor, Sampling};

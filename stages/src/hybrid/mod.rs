@@ -17,5 +17,5 @@ pub use config::{HybridConfig, MambaConfigJson, MixerConfig};
 pub use convert::{convert_teacher, hybrid_config, ConvertOptions, InitFrom, MixerChoice};
 pub use folder::write_hybrid_dir;
 pub use load::{checkpoint_key, field_path, read_config};
-pub use model::{Hybrid, HybridLayer, HybridModel, MambaMixer};
+pub use model::{Hybrid, HybridLayer, HybridModel, MambaMixer, StepInputs};
 pub use schedule::interleaved_attention_layers;

@@ -168,6 +168,16 @@ pub struct StepInputs {
     keep: Tensor<2>,
 }
 
+impl StepInputs {
+    /// Inputs made on the device from a position that lives there (`generate::graph`).
+    ///
+    /// # Shapes
+    /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`; `keep`: `[batch, seq]`
+    pub fn new(cos: Tensor<4>, sin: Tensor<4>, kv: KvStep, keep: Tensor<2>) -> Self {
+        Self { cos, sin, kv, keep }
+    }
+}
+
 impl CausalLm for Hybrid {
     type Cache = HybridCache;
 

@@ -33,6 +33,10 @@ pub struct KvStep {
     /// Buffer length every layer's keys and values must have for this step.
     pub capacity: usize,
     pub mask: StepMask,
+    /// `[1, 1, capacity, 1]`, true at the one slot a one-token step writes, instead of
+    /// `offset`: a step whose write position lives on the device, so the same launches serve
+    /// every position (decoding replayed from a CUDA graph, `generate::graph`).
+    pub write: Option<Tensor<4, Bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,7 +97,7 @@ impl KvCache {
             self.valid = step_valid.to_vec();
             // Keys are stored as computed (exactly `s` long); a later step regrows them.
             self.capacity = s;
-            return KvStep { offset, capacity: s, mask: StepMask::Causal };
+            return KvStep { offset, capacity: s, mask: StepMask::Causal, write: None };
         }
         if self.valid.is_empty() {
             self.valid = vec![Vec::new(); step_valid.len()];
@@ -116,7 +120,7 @@ impl KvCache {
             }
         }
         let mask = Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device);
-        KvStep { offset, capacity: t, mask: StepMask::Masked(mask) }
+        KvStep { offset, capacity: t, mask: StepMask::Masked(mask), write: None }
     }
 }
 
@@ -128,6 +132,14 @@ impl KvCache {
 /// - returns `[batch, n_kv_heads, step.capacity, head_dim]`
 pub(crate) fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, step: &KvStep) -> Tensor<4> {
     let [b, h, s, d] = new.dims();
+    let buffer = match (&step.write, buffer) {
+        // Held by nothing else, the buffer is written in place: the same one every step.
+        (Some(write), Some(buffer)) => {
+            let t = buffer.dims()[2];
+            return buffer.mask_where(write.clone().expand([b, h, t, d]), new.expand([b, h, t, d]));
+        }
+        (_, buffer) => buffer,
+    };
     if step.offset == 0 && s == step.capacity {
         return new;
     }
