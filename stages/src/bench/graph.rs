@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{sync, BenchModel};
 use crate::error::Result;
-use crate::generate::graph::greedy_on_graph;
+use crate::generate::graph::generate_on_graph;
 use crate::generate::{generate, GenerateOptions};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
@@ -42,6 +42,10 @@ pub struct GraphResult {
     pub decode_graph_ms: f64,
     /// Whether both chose the same tokens.
     pub same_tokens: bool,
+    /// The first token where they differ (0 = the prompt's own next token), if any.
+    pub first_mismatch: Option<usize>,
+    /// The first 16 tokens of each (row 0), plain then on the graph.
+    pub tokens: [Vec<u32>; 2],
     /// Steps that replayed the graph (the others ran while it was captured).
     pub graph_replays: usize,
 }
@@ -84,7 +88,8 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     let _ = plain_tokens(2);
     let (_, one) = plain_tokens(1);
     let (plain_out, all) = plain_tokens(steps + 1);
-    let graph_out = greedy_on_graph(&m.model, &m.rope, &prompts, steps + 1);
+    let opts = GenerateOptions { max_new_tokens: steps + 1, ..Default::default() };
+    let graph_out = generate_on_graph(&m.model, &m.rope, &prompts, &opts, |_, _| false);
     Ok(GraphResult {
         bench: "decode_graph",
         model: m.label.clone(),
@@ -101,6 +106,8 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         decode_plain_ms: 1e3 * (all - one) / steps.max(1) as f64,
         decode_graph_ms: 1e3 * graph_out.replay_seconds / graph_out.replays.max(1) as f64,
         same_tokens: graph_out.tokens == plain_out,
+        first_mismatch: plain_out[0].iter().zip(&graph_out.tokens[0]).position(|(a, b)| a != b),
+        tokens: [plain_out[0].iter().take(16).copied().collect(), graph_out.tokens[0].iter().take(16).copied().collect()],
         graph_replays: graph_out.replays,
     })
 }

@@ -1,6 +1,6 @@
 //! Autoregressive generation with a KV cache, for a batch of prompts (left-padded).
 
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::sampling::{LogitsProcessor, Sampling};
 use crate::llama::Rope;
@@ -15,11 +15,36 @@ pub struct GenerateOptions {
     pub eos: Vec<u32>,
     /// Fills the left padding of shorter prompts.
     pub pad: u32,
+    /// Whether greedy steps replay one captured CUDA graph (`generate::graph`).
+    pub graph: StepGraph,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 64, sampling: Sampling::Greedy, seed: 0, eos: Vec::new(), pad: 0 }
+        Self { max_new_tokens: 64, sampling: Sampling::Greedy, seed: 0, eos: Vec::new(), pad: 0, graph: StepGraph::Auto }
+    }
+}
+
+/// Greedy decoding on a GPU launches hundreds of small kernels a token; replayed from one
+/// captured graph they cost a third as much (BENCHMARKS.md, session 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepGraph {
+    /// On a GPU, unless `DISTILL_DECODE_GRAPH=0`.
+    #[default]
+    Auto,
+    /// Never: every step launched on its own (a baseline, or a comparison).
+    Off,
+    /// Also on the CPU, where a replay re-runs the step (the tests).
+    On,
+}
+
+impl StepGraph {
+    pub fn wanted(self, device: &Device) -> bool {
+        match self {
+            StepGraph::Auto => *device != Device::flex() && std::env::var("DISTILL_DECODE_GRAPH").map_or(true, |v| v != "0"),
+            StepGraph::Off => false,
+            StepGraph::On => true,
+        }
     }
 }
 
@@ -50,7 +75,13 @@ pub fn generate<M: CausalLm>(
         ids.extend(std::iter::repeat_n(opts.pad as i64, pad).chain(p.iter().map(|&t| t as i64)));
         valid.push((0..width).map(|i| i >= pad).collect::<Vec<bool>>());
     }
+    if opts.sampling == Sampling::Greedy && opts.graph.wanted(&device) {
+        if let Some(out) = model.generate_on_graph(rope, prompts, opts, &mut on_token) {
+            return out;
+        }
+    }
     let mut cache = model.new_cache();
+    model.reserve(&mut cache, width + opts.max_new_tokens);
     let mut processor = LogitsProcessor::new(opts.sampling.clone(), opts.seed);
     let mut done = vec![false; b];
     let mut input: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, width]), &device);

@@ -23,6 +23,7 @@ use crate::hybrid::{Hybrid, HybridCache};
 use crate::llama::{KvCache, KvStep, Rope, StepMask};
 use crate::lm::CausalLm;
 use crate::mamba::MambaState;
+use super::GenerateOptions;
 
 /// What a step reads and writes; every buffer keeps its place for the whole generation.
 struct Pinned {
@@ -30,7 +31,7 @@ struct Pinned {
     mamba: Vec<MambaState>,
     /// `[batch, 1]`: the token this step feeds in.
     token: Tensor<2, Int>,
-    /// `[1]`: its position.
+    /// `[1]`: the cache slot it goes to (the same for every row: prompts are left-padded).
     pos: Tensor<1, Int>,
     /// `[batch, new_tokens]`: the tokens chosen so far.
     out: Tensor<2, Int>,
@@ -39,45 +40,74 @@ struct Pinned {
 /// How a graph-replayed generation went.
 #[derive(Debug, Clone)]
 pub struct GraphTokens {
-    /// `[batch][new_tokens]`
+    /// `[batch][new_i]`: each row's tokens, up to its stop as in [`super::generate`].
     pub tokens: Vec<Vec<u32>>,
     /// Whether steps replayed a hardware graph (else the step re-ran: the CPU).
     pub replayed: bool,
     /// Steps that replayed the graph; the others ran while it was captured.
     pub replays: usize,
-    /// Wall time of the replays, the tokens' read back included.
+    /// Wall time of the replays, the tokens' reads included.
     pub replay_seconds: f64,
 }
 
-/// The `new_tokens` greedy tokens after each prompt (all of one length, no padding), the
-/// steps after the first replayed from one captured graph. Equal to [`super::generate`]'s
-/// greedy tokens without stop tokens.
+/// Tokens read back (and stops checked) after this many replays: a row that stops early
+/// wastes at most this many steps, and a stream shows its text this many tokens at a time.
+const CHUNK: usize = 16;
+
+/// [`super::generate`] for greedy decoding, every step after the first replayed from one
+/// captured graph: the same tokens, the same stops (`opts.eos`, `on_token`), the same left
+/// padding. Rows keep stepping after they stop (their tokens are dropped), as in `generate`.
 ///
 /// # Shapes
-/// - `prompts`: `[batch][prompt_len]`
-pub fn greedy_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], new_tokens: usize) -> GraphTokens {
-    let (mut state, first) = prefill(model, rope, prompts, new_tokens);
-    let (b, p) = (prompts.len(), prompts[0].len());
-    if new_tokens <= 1 {
-        return GraphTokens { tokens: rows(first, b), replayed: false, replays: 0, replay_seconds: 0.0 };
+/// - `prompts`: `[batch][prompt_len_i]`, each non-empty
+pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts: &GenerateOptions, mut on_token: impl FnMut(usize, u32) -> bool) -> GraphTokens {
+    let (b, n) = (prompts.len(), opts.max_new_tokens);
+    let mut tokens = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    let mut deliver = |columns: &[Vec<u32>], from: usize, to: usize, tokens: &mut Vec<Vec<u32>>| {
+        for c in from..to {
+            for (row, out) in tokens.iter_mut().enumerate() {
+                if done[row] {
+                    continue;
+                }
+                let tok = columns[row][c];
+                out.push(tok);
+                if opts.eos.contains(&tok) || on_token(row, tok) || out.len() >= n {
+                    done[row] = true;
+                }
+            }
+        }
+        done.iter().all(|&d| d)
+    };
+    let none = |tokens| GraphTokens { tokens, replayed: false, replays: 0, replay_seconds: 0.0 };
+    if b == 0 || n == 0 || prompts.iter().any(Vec::is_empty) {
+        return none(tokens);
+    }
+    let (state, first, pads) = prefill(model, rope, prompts, opts.pad, n);
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if deliver(&rows(first.clone(), b), 0, 1, &mut tokens) {
+        return none(tokens);
     }
     let device = model.device();
     let t = state.kv.capacity;
     let dtype = model.model.embed_tokens.weight.val().dtype();
-    let (cos_table, sin_table) = rope.cos_sin(&[(0..t).collect()], dtype, &device); // [1, 1, t, head_dim]
+    // Rows for a few positions past the end: capturing may run the step beyond the last token.
+    let (cos_table, sin_table) = rope.cos_sin(&[(0..t + 8).collect()], dtype, &device); // [1, 1, t + 8, head_dim]
     let head_dim = cos_table.dims()[3];
-    let slots = Tensor::<1, Int>::arange(0..t as i64, &device);
-    let columns = Tensor::<1, Int>::arange(0..new_tokens as i64, &device);
+    let slots = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
+    let pads = Tensor::<1, Int>::from_data(TensorData::new(pads, [b]), &device);
+    let columns = Tensor::<1, Int>::arange(0..n as i64, &device);
     let keep = Tensor::<2>::ones([b, 1], (&device, DType::F32));
-    state.out = state.out.clone().slice_assign([0..b, 0..1], first);
-    let state = RefCell::new(state);
+    let state = RefCell::new(Pinned { out: state.out.slice_assign([0..b, 0..1], first), ..state });
     let step = || {
         let mut guard = state.borrow_mut();
         let Pinned { kv, mamba, token, pos, out } = &mut *guard;
-        let at = |n: usize| pos.clone().expand([n]);
-        let rotary = |table: &Tensor<4>| table.clone().select(2, pos.clone()).expand([b, 1, 1, head_dim]);
-        let mask = slots.clone().greater(at(t)).reshape([1, 1, 1, t]).expand([b, 1, 1, t]);
-        let write = slots.clone().equal(at(t)).reshape([1, 1, t, 1]);
+        // Each row's rotary position counts its real tokens (left padding is not one).
+        let rotary = |table: &Tensor<4>| table.clone().select(2, pos.clone().expand([b]) - pads.clone()).reshape([b, 1, 1, head_dim]);
+        let future = slots.clone().greater(pos.clone().reshape([1, 1]).expand([1, t]));
+        let padding = slots.clone().lower(pads.clone().reshape([b, 1]).expand([b, t]));
+        let mask = future.expand([b, t]).bool_or(padding).reshape([b, 1, 1, t]);
+        let write = slots.clone().equal(pos.clone().reshape([1, 1]).expand([1, t])).reshape([1, 1, t, 1]);
         let kv_step = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask), write: Some(write) };
         let inputs = crate::hybrid::StepInputs::new(rotary(&cos_table), rotary(&sin_table), kv_step, keep.clone());
         let logits = model.forward_from(token.clone(), &inputs, kv, |i, mixer, u, _| {
@@ -88,60 +118,80 @@ pub fn greedy_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], new_to
         });
         let v = logits.dims()[2];
         let next = logits.reshape([b, v]).argmax(1); // [b, 1]
-        // `pos` feeds token `pos - p + 1` of the output (token 0 came from the prompt).
-        let column = columns.clone().equal((pos.clone() - (p as i64 - 1)).expand([new_tokens])).reshape([1, new_tokens]);
-        out.inplace(|o| o.mask_where(column.expand([b, new_tokens]), next.clone().expand([b, new_tokens])));
+        // Slot `pos` feeds new token `pos - width + 1` (token 0 came from the prompt).
+        let column = columns.clone().equal((pos.clone() - (width as i64 - 1)).expand([n])).reshape([1, n]);
+        out.inplace(|o| o.mask_where(column.expand([b, n]), next.clone().expand([b, n])));
         token.inplace(|tok| overwrite(tok, next.clone()));
         pos.inplace(|q| q + 1);
         next
     };
     let mut graph = capture(&device, step);
-    // Capturing ran the step a few times (warm-up) on a backend with graphs, once without: the
-    // position says how many tokens are already out.
-    let ran = state.borrow().pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default()[0] as usize - p;
-    let replays = (new_tokens - 1).saturating_sub(ran);
+    // Capturing ran the step a few times (warm-up, and once more without graphs): the
+    // position says how many tokens are out.
+    let at = state.borrow().pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+    let mut made = (at.first().map_or(width, |&p| p as usize) - width + 1).min(n);
+    let (mut shown, mut replays) = (1, 0);
     let start = std::time::Instant::now();
-    for _ in 0..replays {
-        // SAFETY: every buffer the step touches is held by `state`, the tables above or the
-        // model, all of which outlive `graph`; nothing else runs on this device meanwhile, and
-        // the tokens are read on the same stream after the last replay.
-        unsafe {
-            graph.replay();
+    loop {
+        let out = rows(state.borrow().out.clone(), b);
+        if deliver(&out, shown, made, &mut tokens) || made >= n {
+            break;
+        }
+        shown = made;
+        for _ in 0..CHUNK.min(n - made) {
+            // SAFETY: every buffer the step touches is held by `state`, the tables above or the
+            // model, all of which outlive `graph`; nothing else runs on this device meanwhile,
+            // and the tokens are read on the same stream after the replays.
+            unsafe {
+                graph.replay();
+            }
+            made += 1;
+            replays += 1;
         }
     }
-    let replayed = graph.is_hardware();
-    drop(graph);
-    let tokens = rows(state.into_inner().out, b);
-    GraphTokens { tokens, replayed, replays, replay_seconds: start.elapsed().as_secs_f64() }
+    let replay_seconds = start.elapsed().as_secs_f64();
+    GraphTokens { tokens, replayed: graph.is_hardware(), replays, replay_seconds }
 }
 
-/// The prompt's forward pass, its cache grown to the generation's final length, and the first
-/// new token `[batch, 1]`.
-fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], new_tokens: usize) -> (Pinned, Tensor<2, Int>) {
+/// The prompts' forward pass as [`super::generate`] runs it (left padding, the cache told how
+/// long it will grow), the cache's buffers at the length that decoding gives them, the first
+/// new token `[batch, 1]` and each row's padding.
+fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_tokens: usize) -> (Pinned, Tensor<2, Int>, Vec<i64>) {
     let device = model.device();
-    let (b, p) = (prompts.len(), prompts.first().map_or(0, Vec::len));
-    assert!(p > 0 && prompts.iter().all(|r| r.len() == p), "prompts of one length, none empty");
-    let ids: Vec<i64> = prompts.iter().flatten().map(|&t| t as i64).collect();
+    let b = prompts.len();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<i64> = prompts.iter().map(|r| (width - r.len()) as i64).collect();
+    let ids: Vec<i64> = prompts.iter().flat_map(|r| std::iter::repeat_n(pad as i64, width - r.len()).chain(r.iter().map(|&t| t as i64))).collect();
+    let valid: Vec<Vec<bool>> = pads.iter().map(|&p| (0..width).map(|i| i >= p as usize).collect()).collect();
     let mut cache: HybridCache = model.new_cache();
-    let logits = model.forward(Tensor::from_data(TensorData::new(ids, [b, p]), &device), &vec![vec![true; p]; b], rope, &mut cache);
+    model.reserve(&mut cache, width + new_tokens);
+    let logits = model.forward(Tensor::from_data(TensorData::new(ids, [b, width]), &device), &valid, rope, &mut cache);
     let v = logits.dims()[2];
-    let first = logits.narrow(1, p - 1, 1).reshape([b, v]).argmax(1);
-    let t = (p + new_tokens).next_multiple_of(64);
+    let first = logits.narrow(1, width - 1, 1).reshape([b, v]).argmax(1);
+    // The length plain decoding's buffers have from its first step on: the same attention
+    // kernels, so the same tokens.
+    let t = match cache.kv.capacity {
+        c if c > width => c,
+        _ => crate::llama::grown_capacity(width + 1, width + new_tokens),
+    };
     let grow = |x: Tensor<4>| {
         let [b, h, len, d] = x.dims();
+        if len == t {
+            return x;
+        }
         let pad = Tensor::zeros([b, h, t - len, d], (&x.device(), x.dtype()));
         Tensor::cat(vec![x, pad], 2)
     };
     let layers = cache.kv.layers.into_iter().map(|slot| slot.map(|(k, v)| (grow(k), grow(v)))).collect();
-    let kv = KvCache { layers, valid: vec![vec![true; p]; b], capacity: t };
+    let kv = KvCache { layers, valid, capacity: t, reserved: t };
     let pinned = Pinned {
         kv,
         mamba: cache.mamba,
         token: first.clone(),
-        pos: Tensor::from_data(TensorData::new(vec![p as i64], [1]), &device),
+        pos: Tensor::from_data(TensorData::new(vec![width as i64], [1]), &device),
         out: Tensor::zeros([b, new_tokens], &device),
     };
-    (pinned, first)
+    (pinned, first, pads)
 }
 
 /// Copies a step's new Mamba state into the buffers the graph reads, which `working` no
@@ -178,12 +228,13 @@ fn rows(tokens: Tensor<2, Int>, b: usize) -> Vec<Vec<u32>> {
 mod tests {
     use super::*;
     use crate::bench::{BenchModel, ModelSource};
-    use crate::generate::{generate, GenerateOptions};
+    use crate::generate::{generate, StepGraph};
     use crate::runtime::Runtime;
 
     /// The device-resident step (position, masks and rotary rows from a device tensor, KV
     /// written through a one-hot mask, states copied back) chooses plain greedy decoding's
-    /// tokens, for a pure attention model, a hybrid and a pure Mamba model.
+    /// tokens and stops where it stops, for pure attention, hybrid and pure Mamba models, over
+    /// left-padded prompts of different lengths, and past several chunks of replays.
     #[test]
     fn graph_steps_choose_the_plain_greedy_tokens() {
         let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
@@ -191,13 +242,24 @@ mod tests {
         for fraction in [1.0, 0.5, 0.0] {
             let m = BenchModel::load(&ModelSource::Random(config.clone()), fraction, &runtime).unwrap();
             let vocab = m.config.llama.vocab_size as u32;
-            let prompts: Vec<Vec<u32>> = (0..2).map(|r| (0..5).map(|i| (i * 31 + r * 7 + 3) % vocab).collect()).collect();
-            let opts = GenerateOptions { max_new_tokens: 9, ..Default::default() };
+            let prompts: Vec<Vec<u32>> = [5, 3, 7].iter().enumerate().map(|(r, &len)| (0..len).map(|i| (i * 31 + r as u32 * 7 + 3) % vocab).collect()).collect();
+            let opts = GenerateOptions { max_new_tokens: 40, pad: 1, ..Default::default() };
             let plain = generate(&m.model, &m.rope, &prompts, &opts, |_, _| false);
-            let graph = greedy_on_graph(&m.model, &m.rope, &prompts, 9);
+            let graph = generate_on_graph(&m.model, &m.rope, &prompts, &opts, |_, _| false);
             assert_eq!(graph.tokens, plain, "attention fraction {fraction}");
-            // Capturing runs the step (warm-up, and on the CPU once more instead of recording).
-            assert!(!graph.replayed && graph.replays < 8, "the CPU re-runs the step: {graph:?}");
+            let through_generate = generate(&m.model, &m.rope, &prompts, &GenerateOptions { graph: StepGraph::On, ..opts.clone() }, |_, _| false);
+            assert_eq!(through_generate, plain, "`generate` takes the graph when asked");
+            assert!(!graph.replayed && graph.replays > 2 * CHUNK, "the CPU re-runs the step: {graph:?}");
+
+            // Stops: a stop token ends its row where plain decoding ends it; `on_token` ends row 1.
+            let eos = plain[0][3];
+            let opts = GenerateOptions { eos: vec![eos], ..opts };
+            let stop = |row: usize, _tok: u32, seen: &mut usize| row == 1 && { *seen += 1; *seen == 6 };
+            let (mut a, mut b) = (0, 0);
+            let plain = generate(&m.model, &m.rope, &prompts, &opts, |row, tok| stop(row, tok, &mut a));
+            let graph = generate_on_graph(&m.model, &m.rope, &prompts, &opts, |row, tok| stop(row, tok, &mut b));
+            assert_eq!(graph.tokens, plain, "attention fraction {fraction}, with stops");
+            assert!(plain[0].len() <= 4 && plain[1].len() <= 6, "{plain:?}");
         }
     }
 }

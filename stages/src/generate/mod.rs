@@ -5,6 +5,6 @@ mod request;
 mod sampling;
 
 pub mod graph;
-pub use decode::{generate, GenerateOptions};
+pub use decode::{generate, GenerateOptions, StepGraph};
 pub use request::{run_generate, GenerateRequest};
 pub use sampling::{argmax, LogitsProcessor, Sampling};

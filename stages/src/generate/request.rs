@@ -53,6 +53,7 @@ pub fn run_generate(req: &GenerateRequest, mut on_text: impl FnMut(&str)) -> Res
         seed: req.seed,
         eos: Vec::new(),
         pad: m.tokenizer.pad_id(),
+        ..Default::default()
     };
     let mut out = m.generate_text(&[prompt], &opts, &req.stop, |_, piece| on_text(piece))?;
     Ok(out.remove(0))

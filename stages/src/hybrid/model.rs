@@ -9,6 +9,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use super::cache::HybridCache;
 use super::config::{HybridConfig, MixerConfig};
 use crate::llama::{Attention, AttentionConfig, KvCache, KvStep, Mlp, MlpConfig, RmsNorm, RmsNormConfig, Rope};
+use crate::generate::GenerateOptions;
 use crate::lm::CausalLm;
 use crate::mamba::{Mamba1, Mamba2, MambaState};
 
@@ -187,6 +188,14 @@ impl CausalLm for Hybrid {
 
     fn device(&self) -> Device {
         self.model.embed_tokens.weight.val().device()
+    }
+
+    fn reserve(&self, cache: &mut HybridCache, positions: usize) {
+        cache.kv.reserved = positions;
+    }
+
+    fn generate_on_graph(&self, rope: &Rope, prompts: &[Vec<u32>], opts: &GenerateOptions, on_token: &mut dyn FnMut(usize, u32) -> bool) -> Option<Vec<Vec<u32>>> {
+        Some(crate::generate::graph::generate_on_graph(self, rope, prompts, opts, on_token).tokens)
     }
 
     fn forward(&self, tokens: Tensor<2, Int>, valid: &[Vec<bool>], rope: &Rope, cache: &mut HybridCache) -> Tensor<3> {

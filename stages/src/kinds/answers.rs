@@ -66,7 +66,7 @@ pub fn answer(ctx: &StageContext, m: &LoadedModel, prompts: &[Vec<Message>], p: 
         let width = batch.iter().map(Vec::len).max().unwrap_or(0);
         // Never past the positions the model has RoPE tables for.
         let room = m.config.max_seq_len.saturating_sub(width).min(p.max_new_tokens);
-        let opts = GenerateOptions { max_new_tokens: room, sampling: sampling.clone(), seed: seed.wrapping_add(b as u64), eos: Vec::new(), pad: m.tokenizer.pad_id() };
+        let opts = GenerateOptions { max_new_tokens: room, sampling: sampling.clone(), seed: seed.wrapping_add(b as u64), eos: Vec::new(), pad: m.tokenizer.pad_id(), ..Default::default() };
         let texts = m.generate_text(&batch, &opts, &[], |_, _| {}).map_err(failed)?;
         for (&i, t) in chunk.iter().zip(texts) {
             out[i] = Some(t.trim().to_string());

@@ -8,7 +8,8 @@
 //!            max_new_tokens = 128, mode = "greedy", seed = 0 }   # stop_at_eos = false
 //! ```
 //! Metrics: `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
-//! `plain/tokens_per_s`, and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
+//! `plain/tokens_per_s` (each step launched, as the rounds launch theirs; on a GPU greedy
+//! decoding also on a captured graph: `plain_graph/tokens_per_s`, `speedup_vs_graph`), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
 //! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
 //! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
 //! exact arithmetic; bf16 near-ties can flip a token), and `greedy_mismatch_max_gap`: where each
@@ -24,7 +25,8 @@ use serde::Deserialize;
 
 use super::data::read_texts;
 use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
-use crate::generate::{generate, GenerateOptions, Sampling};
+use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
+use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 use crate::speculative::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::teacher::LoadedModel;
@@ -148,19 +150,37 @@ impl Stage for SpeculativeStage {
         let (v, d) = (SpecModel { model: &verifier.model, rope: &verifier.rope }, SpecModel { model: &draft.model, rope: &draft.rope });
         let spec_opts = |k, seed| SpeculativeOptions { k, max_new_tokens: p.max_new_tokens, sampling: sampling.clone(), seed, eos: eos.clone() };
         // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
-        let warm = GenerateOptions { max_new_tokens: 4, sampling: sampling.clone(), seed: p.seed, eos: eos.clone(), pad: 0 };
+        // Plain decoding launches each step (`StepGraph::Off`) as speculative rounds do: the
+        // baseline of the speedups and of the greedy comparison. On a GPU greedy decoding is
+        // also timed on a captured graph (`plain_graph/tokens_per_s`, `speedup_vs_graph`).
+        let eager = |max_new_tokens, seed| GenerateOptions { max_new_tokens, sampling: sampling.clone(), seed, eos: eos.clone(), pad: 0, graph: StepGraph::Off };
+        let warm = eager(4, p.seed);
         generate(v.model, v.rope, &prompts[..1], &warm, |_, _| false);
         speculative_generate(v, d, &prompts[0], &spec_opts(p.ks()[0], p.seed), |_| false).map_err(failed)?;
         // Plain decoding of the verifier, one prompt at a time like speculative decoding.
         let started = Instant::now();
         let mut plain = Vec::new();
         for (i, prompt) in prompts.iter().enumerate() {
-            let opts = GenerateOptions { max_new_tokens: p.max_new_tokens, sampling: sampling.clone(), seed: p.seed + i as u64, eos: eos.clone(), pad: 0 };
-            plain.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| ctx.cancelled()).remove(0));
+            plain.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &eager(p.max_new_tokens, p.seed + i as u64), |_, _| ctx.cancelled()).remove(0));
             interrupted(ctx)?;
         }
         let plain_tps = plain.iter().map(Vec::len).sum::<usize>() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         ctx.metric("plain/tokens_per_s", plain_tps)?;
+        let graph_tps = if sampling == Sampling::Greedy && StepGraph::Auto.wanted(&verifier.model.device()) {
+            let on_graph = |n, seed| GenerateOptions { graph: StepGraph::Auto, ..eager(n, seed) };
+            generate(v.model, v.rope, &prompts[..1], &on_graph(4, p.seed), |_, _| false);
+            let (started, mut tokens) = (Instant::now(), 0);
+            for (i, prompt) in prompts.iter().enumerate() {
+                tokens += generate(v.model, v.rope, std::slice::from_ref(prompt), &on_graph(p.max_new_tokens, p.seed + i as u64), |_, _| ctx.cancelled())[0].len();
+                interrupted(ctx)?;
+            }
+            let tps = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            ctx.log(format!("plain decoding {plain_tps:.1} tok/s, on a captured graph {tps:.1} tok/s"));
+            ctx.metric("plain_graph/tokens_per_s", tps)?;
+            Some(tps)
+        } else {
+            None
+        };
         let (mut all, mut all_secs, mut best) = (SpeculativeStats::default(), 0.0, (0usize, 0.0f64));
         let (mut mismatches, mut max_gap) = (0, 0.0f32);
         for k in p.ks() {
@@ -192,6 +212,9 @@ impl Stage for SpeculativeStage {
         ctx.metric("acceptance_rate", all.acceptance_rate())?;
         ctx.metric("tokens_per_round", all.tokens_per_round())?;
         ctx.metric("speedup", all.tokens as f64 / all_secs / plain_tps)?;
+        if let Some(graph_tps) = graph_tps {
+            ctx.metric("speedup_vs_graph", all.tokens as f64 / all_secs / graph_tps)?;
+        }
         ctx.metric("best_k", best.0 as f64)?;
         ctx.metric("best_speedup", best.1)?;
         if sampling == Sampling::Greedy {

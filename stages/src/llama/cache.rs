@@ -23,6 +23,10 @@ pub struct KvCache {
     pub valid: Vec<Vec<bool>>,
     /// Positions the buffers hold, once the next step's tokens are in.
     pub capacity: usize,
+    /// Positions the caller will fill (prompt plus new tokens): the first regrowth makes room
+    /// for all of them, so a generation keeps one buffer length (and one set of kernels)
+    /// from its first decode step to its last.
+    pub reserved: usize,
 }
 
 /// What the attention layers of one forward step need to know about the cache.
@@ -50,7 +54,7 @@ pub enum StepMask {
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers], valid: Vec::new(), capacity: 0 }
+        Self { layers: vec![None; n_layers], valid: Vec::new(), capacity: 0, reserved: 0 }
     }
 
     /// Number of cached positions.
@@ -107,7 +111,7 @@ impl KvCache {
         }
         let end = offset + s;
         if end > self.capacity {
-            self.capacity = end.next_power_of_two().max(MIN_CAPACITY);
+            self.capacity = grown_capacity(end, self.reserved);
         }
         let (b, t) = (step_valid.len(), self.capacity);
         let mut mask = Vec::with_capacity(b * s * t);
@@ -122,6 +126,11 @@ impl KvCache {
         let mask = Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device);
         KvStep { offset, capacity: t, mask: StepMask::Masked(mask), write: None }
     }
+}
+
+/// The buffer length a step ending at `end` regrows to.
+pub fn grown_capacity(end: usize, reserved: usize) -> usize {
+    end.next_power_of_two().max(MIN_CAPACITY).max(reserved)
 }
 
 /// Writes a step's keys (or values) into a layer's buffer at `step.offset`, first growing the
