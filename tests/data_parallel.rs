@@ -117,3 +117,75 @@ resources = { gpus = 2 }
     assert!(err.contains("makes 1 per step, which resources.gpus = 2 cannot share evenly") && err.contains("batch = 32"), "{err}");
     assert!(err.contains("distill.toml:11:83"), "the manifest line of the batch: {err}");
 }
+
+/// `sft` and `dpo` with `resources = { gpus = 2 }` train on two processes and end where one
+/// process ends (the same global batch; the update is the same up to the order of additions).
+#[test]
+fn sft_and_dpo_stages_on_two_processes_end_where_one_process_ends() {
+    use distill_stages::data::fixtures::write_model_dir;
+    use distill_stages::llama::LlamaConfig;
+    let models = tempfile::tempdir().unwrap();
+    let teacher = models.path().join("t");
+    write_model_dir(&teacher, &LlamaConfig::new(258, 16, 32, 4, 4, 2, 4).with_max_seq_len(64));
+    let run = |gpus: usize| {
+        let t = TestRun::new().env("DISTILL_ALLREDUCE", "procs").env("DISTILL_GPUS", "2");
+        let chat: String = (0..40)
+            .map(|i| serde_json::json!({ "messages": [{ "role": "user", "content": format!("add {i} and 1") }, { "role": "assistant", "content": format!("{}", i + 1) }] }).to_string() + "\n")
+            .collect();
+        let pairs: String = (0..40).map(|i| serde_json::json!({ "prompt": format!("is {i} fine?"), "chosen": format!("yes {i}"), "rejected": format!("no {i}") }).to_string() + "\n").collect();
+        t.file("chat.jsonl", &chat).file("pairs.jsonl", &pairs);
+        t.manifest(&format!(
+            r#"[experiment]
+name = "dp"
+device = "cpu"
+
+[stages.teacher]
+kind = "teacher"
+params = {{ source = {{ hf_dir = {teacher:?} }} }}
+
+[stages.chat]
+kind = "command"
+cmd = "mkdir -p .data && cp chat.jsonl .data/chat.jsonl"
+deps = ["chat.jsonl"]
+outs = [".data/chat.jsonl"]
+
+[stages.pairs]
+kind = "command"
+cmd = "mkdir -p .data && cp pairs.jsonl .data/pairs.jsonl"
+deps = ["pairs.jsonl"]
+outs = [".data/pairs.jsonl"]
+
+[stages.hybrid]
+kind = "init"
+params = {{ teacher = "@teacher", attention_fraction = 0.5 }}
+
+[stages.sft]
+kind = "sft"
+params = {{ student = "@hybrid", data = "@chat", teacher = "@teacher", beta = 0.1, batch = 4, micro_batch = 2, steps = 6, lr = 1e-2, warmup = 1, validation = 0.2 }}
+resources = {{ gpus = {gpus} }}
+
+[stages.dpo]
+kind = "dpo"
+params = {{ student = "@sft", data = "@pairs", reference = "self", beta = 0.1, batch = 4, micro_batch = 2, steps = 6, lr = 1e-2, warmup = 1, validation = 0.2 }}
+resources = {{ gpus = {gpus} }}
+"#
+        ));
+        let out = t.run(["run", "--json"]);
+        assert_eq!(support::with_status(&out.statuses(), "ran").len(), 6, "{}", out.stderr());
+        let runs = t.run(["runs", "--json"]).success().json();
+        let metrics = |name: &str| runs["runs"][0]["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["metrics"].clone();
+        let log = |name: &str| {
+            let dir = std::fs::read_dir(t.distill_dir().join("runs")).unwrap().next().unwrap().unwrap().path();
+            std::fs::read_to_string(dir.join(format!("logs/{name}.log"))).unwrap()
+        };
+        (metrics("sft"), metrics("dpo"), log("sft") + &log("dpo"))
+    };
+    let (one, two) = (run(1), run(2));
+    assert_eq!(two.2.matches("data parallel over 2 processes").count(), 2, "{}", two.2);
+    let m = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "{what}: one process {a}, two {b}\n{}\n{}", one.2, two.2);
+    assert!(m(&one.0, "val_loss") < m(&one.0, "val_loss_before"), "sft trains: {}", one.2);
+    close(m(&one.0, "val_loss"), m(&two.0, "val_loss"), "sft val_loss");
+    assert!(m(&one.1, "val_margin") > m(&one.1, "val_margin_before"), "dpo trains: {}", one.2);
+    close(m(&one.1, "val_margin"), m(&two.1, "val_margin"), "dpo val_margin");
+}
