@@ -69,7 +69,8 @@ for part in $parts; do
     parity-peer) step parity 60 python3 stages/bench/parity_transformers.py $fx ;;
     decode) step decode 100 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     # Issue 6: one decode step eager against replayed as a CUDA graph (launch overhead).
-    decode-graph) step decode-graph 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt 512 --steps ${GRAPH_STEPS:-64} ;;
+    # Batch 8 has left-padded rows (each 3 tokens shorter than the one before).
+    decode-graph) for b in 1 8; do step "decode-graph b$b" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch $b --prompt 512 --steps ${GRAPH_STEPS:-64}; done ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{sync, BenchModel};
 use crate::error::Result;
 use crate::generate::graph::generate_on_graph;
-use crate::generate::{generate, GenerateOptions};
+use crate::generate::{generate, GenerateOptions, StepGraph};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 
@@ -40,7 +40,7 @@ pub struct GraphResult {
     pub decode_plain_ms: f64,
     /// The same tokens, each step replayed from one graph (`generate::graph`), ms per token.
     pub decode_graph_ms: f64,
-    /// Whether both chose the same tokens.
+    /// Whether both chose the same tokens (every row; rows after the first are left-padded).
     pub same_tokens: bool,
     /// The first token where they differ (0 = the prompt's own next token), if any.
     pub first_mismatch: Option<usize>,
@@ -78,9 +78,10 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     // SAFETY: as above.
     let replay_s = per_step(runtime, steps, || unsafe { graph.replay() }.clone())?;
     // Whole generations: the plain loop against the one on a graph, the same greedy tokens.
-    let prompts: Vec<Vec<u32>> = (0..batch).map(|r| (0..prompt).map(|i| ((i * 7919 + r * 104_729 + 13) % vocab) as u32).collect()).collect();
+    // Rows after the first a little shorter each: left padding, as batched generation has it.
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|r| (0..prompt - (r * 3).min(prompt - 1)).map(|i| ((i * 7919 + r * 104_729 + 13) % vocab) as u32).collect()).collect();
     let plain_tokens = |n: usize| {
-        let opts = GenerateOptions { max_new_tokens: n, ..Default::default() };
+        let opts = GenerateOptions { max_new_tokens: n, graph: StepGraph::Off, ..Default::default() };
         let t0 = Instant::now();
         let out = generate(&m.model, &m.rope, &prompts, &opts, |_, _| false);
         (out, t0.elapsed().as_secs_f64())
