@@ -19,8 +19,8 @@ use std::ops::Range;
 
 use burn::tensor::{capture, DType, Int, Tensor, TensorData};
 
-use crate::hybrid::{Hybrid, HybridCache};
-use crate::llama::{KvCache, KvStep, Rope, StepMask};
+use crate::hybrid::{Hybrid, HybridCache, StepInputs};
+use crate::llama::{KvCache, KvStep, KvWrite, Rope, StepMask};
 use crate::lm::CausalLm;
 use crate::mamba::MambaState;
 use super::GenerateOptions;
@@ -89,27 +89,14 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
         return none(tokens);
     }
     let device = model.device();
-    let t = state.kv.capacity;
-    let dtype = model.model.embed_tokens.weight.val().dtype();
-    // Rows for a few positions past the end: capturing may run the step beyond the last token.
-    let (cos_table, sin_table) = rope.cos_sin(&[(0..t + 8).collect()], dtype, &device); // [1, 1, t + 8, head_dim]
-    let head_dim = cos_table.dims()[3];
-    let slots = Tensor::<1, Int>::arange(0..t as i64, &device).reshape([1, t]);
+    let tables = Tables::new(model, rope, state.kv.capacity, b);
     let pads = Tensor::<1, Int>::from_data(TensorData::new(pads, [b]), &device);
     let columns = Tensor::<1, Int>::arange(0..n as i64, &device);
-    let keep = Tensor::<2>::ones([b, 1], (&device, DType::F32));
     let state = RefCell::new(Pinned { out: state.out.slice_assign([0..b, 0..1], first), ..state });
     let step = || {
         let mut guard = state.borrow_mut();
         let Pinned { kv, mamba, token, pos, out } = &mut *guard;
-        // Each row's rotary position counts its real tokens (left padding is not one).
-        let rotary = |table: &Tensor<4>| table.clone().select(2, pos.clone().expand([b]) - pads.clone()).reshape([b, 1, 1, head_dim]);
-        let future = slots.clone().greater(pos.clone().reshape([1, 1]).expand([1, t]));
-        let padding = slots.clone().lower(pads.clone().reshape([b, 1]).expand([b, t]));
-        let mask = future.expand([b, t]).bool_or(padding).reshape([b, 1, 1, t]);
-        let write = slots.clone().equal(pos.clone().reshape([1, 1]).expand([1, t])).reshape([1, 1, t, 1]);
-        let kv_step = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask), write: Some(write) };
-        let inputs = crate::hybrid::StepInputs::new(rotary(&cos_table), rotary(&sin_table), kv_step, keep.clone());
+        let inputs = tables.inputs(pos, 1, Some(&pads));
         let logits = model.forward_from(token.clone(), &inputs, kv, |i, mixer, u, _| {
             let mut working = mamba[i].clone();
             let y = mixer.forward(u, None, &mut working);
@@ -194,9 +181,58 @@ fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_toke
     (pinned, first, pads)
 }
 
+/// What a device-resident step computes its inputs from: rotary rows for every position a
+/// cache of `t` slots can hold, and the slots' indices.
+pub(crate) struct Tables {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    /// `[t]`
+    slots: Tensor<1, Int>,
+    t: usize,
+    b: usize,
+}
+
+impl Tables {
+    pub(crate) fn new(model: &Hybrid, rope: &Rope, t: usize, b: usize) -> Self {
+        let device = model.device();
+        let dtype = model.model.embed_tokens.weight.val().dtype();
+        let (cos, sin) = rope.cos_sin(&[(0..t).collect()], dtype, &device); // [1, 1, t, head_dim]
+        Self { cos, sin, slots: Tensor::arange(0..t as i64, &device), t, b }
+    }
+
+    /// The inputs of `s` tokens per row at slots `pos..pos + s` (`pos`: `[1]`), each query
+    /// seeing the slots up to its own; `pads` (`[batch]`) counts each row's left padding,
+    /// which no query sees and which rotary positions skip. Positions past the cache (a
+    /// capture's warm-up can step beyond the last token) clamp to its end; they write nothing.
+    pub(crate) fn inputs(&self, pos: &Tensor<1, Int>, s: usize, pads: Option<&Tensor<1, Int>>) -> StepInputs {
+        let (b, t) = (self.b, self.t);
+        let device = pos.device();
+        let at = pos.clone().reshape([1, 1]) + Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]); // [1, s]
+        let positions = match pads {
+            Some(p) => at.clone().expand([b, s]) - p.clone().reshape([b, 1]).expand([b, s]),
+            None => at.clone().expand([b, s]),
+        };
+        let positions = positions.clamp(0, t as i64 - 1).reshape([b * s]);
+        let head_dim = self.cos.dims()[3];
+        let rotary = |table: &Tensor<4>| table.clone().select(2, positions.clone()).reshape([b, 1, s, head_dim]);
+        let slots = self.slots.clone().reshape([1, 1, t]);
+        let future = slots.clone().expand([1, s, t]).greater(at.reshape([1, s, 1]).expand([1, s, t])).expand([b, s, t]);
+        let mask = match pads {
+            Some(p) => future.bool_or(slots.expand([b, s, t]).lower(p.clone().reshape([b, 1, 1]).expand([b, s, t]))),
+            None => future,
+        };
+        let rel = self.slots.clone() - pos.clone().expand([t]); // [t]: which token a slot takes
+        let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
+        let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
+        let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write) };
+        let keep = Tensor::<2>::ones([b, s], (&device, DType::F32));
+        StepInputs::new(rotary(&self.cos), rotary(&self.sin), kv, keep)
+    }
+}
+
 /// Copies a step's new Mamba state into the buffers the graph reads, which `working` no
 /// longer shares once the step has replaced its own.
-fn settle(pinned: &mut MambaState, working: MambaState) {
+pub(crate) fn settle(pinned: &mut MambaState, working: MambaState) {
     if let (Some(dst), Some(src)) = (pinned.conv.take(), working.conv) {
         pinned.conv = Some(overwrite(dst, src));
     }
@@ -209,7 +245,7 @@ fn settle(pinned: &mut MambaState, working: MambaState) {
 }
 
 /// `src` written over all of `dst`, in `dst`'s buffer when nothing else holds it.
-fn overwrite<const D: usize, K>(dst: Tensor<D, K>, src: Tensor<D, K>) -> Tensor<D, K>
+pub(crate) fn overwrite<const D: usize, K>(dst: Tensor<D, K>, src: Tensor<D, K>) -> Tensor<D, K>
 where
     K: burn::tensor::kind::Basic,
 {

@@ -6,7 +6,7 @@
 //! GPU, no fresh kernel compilation or autotuning for every new length. Slots past the cached
 //! length are masked, so rolling back (speculative decoding) is only a shorter length.
 
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Capacity of a fresh buffer: small enough that short CPU runs stay cheap, large enough that
 /// decoding does not regrow at every step.
@@ -37,10 +37,19 @@ pub struct KvStep {
     /// Buffer length every layer's keys and values must have for this step.
     pub capacity: usize,
     pub mask: StepMask,
-    /// `[1, 1, capacity, 1]`, true at the one slot a one-token step writes, instead of
-    /// `offset`: a step whose write position lives on the device, so the same launches serve
-    /// every position (decoding replayed from a CUDA graph, `generate::graph`).
-    pub write: Option<Tensor<4, Bool>>,
+    /// Where the step's keys go when the position lives on the device instead of in
+    /// `offset`: the same launches then serve every position (decoding replayed from a CUDA
+    /// graph, `generate::graph`).
+    pub write: Option<KvWrite>,
+}
+
+/// A step's writes into the cache buffers, as masks instead of a slice at a host offset.
+#[derive(Debug, Clone)]
+pub struct KvWrite {
+    /// `[1, 1, capacity, 1]`: true at the slots this step writes.
+    pub slots: Tensor<4, Bool>,
+    /// `[capacity]`: which of the step's tokens each slot takes (`None`: a one-token step).
+    pub rows: Option<Tensor<1, Int>>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,7 +154,11 @@ pub(crate) fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, step: &KvStep) ->
         // Held by nothing else, the buffer is written in place: the same one every step.
         (Some(write), Some(buffer)) => {
             let t = buffer.dims()[2];
-            return buffer.mask_where(write.clone().expand([b, h, t, d]), new.expand([b, h, t, d]));
+            let values = match &write.rows {
+                Some(rows) => new.select(2, rows.clone()),
+                None => new.expand([b, h, t, d]),
+            };
+            return buffer.mask_where(write.slots.clone().expand([b, h, t, d]), values);
         }
         (_, buffer) => buffer,
     };

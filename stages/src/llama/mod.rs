@@ -11,7 +11,7 @@ mod rope;
 mod train_attention;
 
 pub use attention::{Attention, AttentionConfig};
-pub use cache::{grown_capacity, KvCache, KvStep, StepMask};
+pub use cache::{grown_capacity, KvCache, KvStep, KvWrite, StepMask};
 pub use config::{HfLlamaConfig, HfRope, Llama3Scaling, LlamaConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{DecoderLayer, Llama, LlamaModel};
