@@ -11,6 +11,7 @@
 //! - `cache`: `SpecCache` (KV + rounds) with `commit(keep)`, and `forward_round`;
 //! - `accept`: greedy and rejection-sampling verdicts;
 //! - `decode`: the loop, `speculative_generate`;
+//! - `graph`: greedy rounds replayed from one captured graph each (the GPU's path);
 //! - `request`: `run_speculative`, the call behind `distill generate --draft`;
 //! - `draft`: the paper's draft, some of the teacher's layers with its embeddings and head.
 
@@ -18,6 +19,7 @@ mod accept;
 mod cache;
 mod decode;
 mod draft;
+mod graph;
 #[cfg(test)]
 mod properties;
 mod request;
@@ -28,6 +30,7 @@ pub use accept::{verify, Verdict};
 pub use cache::{forward_round, SpecCache};
 pub use decode::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
 pub use draft::{first_and_last, keep_layers, write_draft_dir};
+pub use graph::speculative_on_graph;
 pub use request::{run_speculative, TextStream};
 pub use round::{selective_advance, ssd_advance, Decay, MambaRound, StepInputs};
 pub use round2::Mamba2Round;

@@ -71,6 +71,48 @@ fn verifiers(vocab: usize) -> [(&'static str, HybridConfig); 4] {
     ]
 }
 
+/// The same property for rounds replayed from a captured graph (`speculative::graph`): on the
+/// CPU a replay re-runs the round, so what this checks is the device-side round itself (the
+/// draft's own argmax fed back, the leading-match count, the output scatter, the rollback by
+/// position and by picking each Mamba layer's state), at every K and every acceptance.
+#[test]
+fn greedy_rounds_on_a_graph_equal_the_verifiers_greedy_output() {
+    let vocab = 64;
+    let mut rng = StdRng::seed_from_u64(7);
+    let prompts: Vec<Vec<u32>> = [1, 5].iter().map(|&n| (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
+    let mut by_draft = [SpeculativeStats::default(); 3];
+    for (name, cfg) in verifiers(vocab) {
+        let verifier = seeded(&cfg, 1);
+        let rope = Rope::new(&cfg.llama);
+        let other_cfg = config(vocab, 2, if name == "attention" { &[] } else { &[0, 1] }, false);
+        let drafts = [("itself", verifier.clone()), ("noisy", noisy_copy(&verifier, 0.08, 2)), ("unrelated", seeded(&other_cfg, 3))];
+        for prompt in &prompts {
+            let plain_opts = GenerateOptions { max_new_tokens: 12, ..GenerateOptions::default() };
+            let plain = generate(&verifier, &rope, std::slice::from_ref(prompt), &plain_opts, |_, _| false).remove(0);
+            for ((draft_name, draft), total) in drafts.iter().zip(by_draft.iter_mut()) {
+                for k in 1..=8 {
+                    let opts = SpeculativeOptions { k, max_new_tokens: 12, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
+                    let v = SpecModel { model: &verifier, rope: &rope };
+                    let d = SpecModel { model: draft, rope: &rope };
+                    let (out, s) = crate::speculative::speculative_on_graph(v, d, prompt, &opts, |_| false).unwrap();
+                    assert_eq!(out, plain, "{name} verifier, {draft_name} draft, K {k}, prompt {prompt:?}");
+                    assert_eq!(s.tokens, out.len());
+                    total.add(&s);
+                }
+            }
+            // A stop token ends the output where plain decoding's ends.
+            let eos = plain[4];
+            let opts = SpeculativeOptions { k: 3, max_new_tokens: 12, sampling: Sampling::Greedy, seed: 0, eos: vec![eos] };
+            let (out, _) = crate::speculative::speculative_on_graph(SpecModel { model: &verifier, rope: &rope }, SpecModel { model: &drafts[1].1, rope: &rope }, prompt, &opts, |_| false).unwrap();
+            let cut = plain.iter().position(|&t| t == eos).unwrap() + 1;
+            assert_eq!(out, plain[..cut], "{name}: stops at the stop token");
+        }
+    }
+    let rates: Vec<f64> = by_draft.iter().map(SpeculativeStats::acceptance_rate).collect();
+    eprintln!("on a graph, acceptance by draft (itself, noisy, unrelated): {rates:.2?}");
+    assert!(rates[0] == 1.0 && rates[1] > 0.1 && rates[1] < 0.9 && rates[2] < 0.1, "{rates:?}");
+}
+
 #[test]
 fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
     let vocab = 64;

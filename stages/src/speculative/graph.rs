@@ -1,0 +1,273 @@
+//! Greedy speculative decoding with every round replayed from one captured graph.
+//!
+//! On a GPU a round launched op by op costs more in launches than in work: the draft's `K`
+//! steps and the verifier's pass over `K + 1` tokens are each hundreds of small kernels, and
+//! plain decoding replayed from a graph (`generate::graph`) is 2.4-3.3x faster than launched
+//! (BENCHMARKS.md, session 7). So the whole round lives on the device, with no read back in
+//! between: the draft proposes by its own argmax, the verifier checks the `K + 1` tokens in one
+//! pass, the accepted count `r` is counted there (leading matches), the accepted tokens and the
+//! verifier's next token are written into the output buffer, and both models roll back by
+//! moving the shared position past the `r + 1` tokens they keep and by picking the Mamba
+//! states after those tokens (each Mamba layer steps through the round's tokens one at a time
+//! and keeps every step's state). The host replays a few rounds, then reads the output to
+//! check stops and the budget.
+//!
+//! Both models feed the same tokens each round (the last accepted token, then the drafts), so
+//! they share the cache positions: the draft takes `K + 1` steps, the last one only so that it
+//! has consumed what the verifier has when all `K` drafts are accepted.
+
+use std::cell::RefCell;
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::decode::{SpecModel, SpeculativeOptions, SpeculativeStats};
+use crate::error::{Error, Result};
+use crate::generate::graph::{overwrite, Tables};
+use crate::generate::Sampling;
+use crate::hybrid::{Hybrid, HybridCache, MambaMixer};
+use crate::lm::CausalLm;
+use crate::llama::{grown_capacity, KvCache};
+use crate::mamba::MambaState;
+
+/// Rounds replayed between two reads of the output.
+const CHUNK: usize = 4;
+
+/// A model's buffers for the whole generation.
+struct Side {
+    kv: KvCache,
+    mamba: Vec<MambaState>,
+}
+
+/// What a round reads and writes; every buffer keeps its place.
+struct Round {
+    verifier: Side,
+    draft: Side,
+    /// `[1, 1]`: the last accepted token, which neither model has fed yet.
+    last: Tensor<2, Int>,
+    /// `[1]`: its cache slot in both models.
+    pos: Tensor<1, Int>,
+    /// `[1, room]`: the tokens so far, and `[1]` how many.
+    out: Tensor<2, Int>,
+    len: Tensor<1, Int>,
+    /// `[1, room]`: each round's accepted drafts, by round; and `[1]` rounds so far.
+    accepted: Tensor<2, Int>,
+    rounds: Tensor<1, Int>,
+}
+
+/// [`super::speculative_generate`] in greedy mode, each round replayed from one captured graph:
+/// the same tokens (up to the rounding of a differently fused step on a GPU) and the same stops.
+///
+/// # Shapes
+/// - `prompt`: `[len]`, non-empty; returns the new tokens `[new]` (EOS included when produced)
+pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32], opts: &SpeculativeOptions, mut on_token: impl FnMut(u32) -> bool) -> Result<(Vec<u32>, SpeculativeStats)> {
+    if opts.sampling != Sampling::Greedy {
+        return Err(Error::Config("speculative rounds on a graph are greedy only".into()));
+    }
+    if prompt.is_empty() || opts.k == 0 {
+        return Err(Error::Config("speculative decoding needs a non-empty prompt and k of at least 1".into()));
+    }
+    let (k, n, p) = (opts.k, opts.max_new_tokens, prompt.len());
+    let (mut out, mut stats) = (Vec::new(), SpeculativeStats::default());
+    if n == 0 {
+        return Ok((out, stats));
+    }
+    let device = verifier.model.device();
+    // A capture's warm-up runs rounds too, and the last chunk may overshoot the budget: room
+    // for both beyond the `n` tokens.
+    let room = n + (CHUNK + 8) * (k + 1);
+    let t = grown_capacity(p + 1, p + room);
+    let (vside, first) = prefill(verifier.model, verifier, prompt, t);
+    let (dside, _) = prefill(draft.model, draft, prompt, t);
+    let first_token = first.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default()[0] as u32;
+    let mut stopped = push(&mut out, first_token, opts, n, &mut on_token);
+    if stopped {
+        stats.tokens = out.len();
+        return Ok((out, stats));
+    }
+    let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1), Tables::new(draft.model, draft.rope, t, 1));
+    let columns = Tensor::<1, Int>::arange(0..room as i64, &device).reshape([1, room]);
+    let offsets = Tensor::<1, Int>::arange(0..(k + 1) as i64, &device).reshape([1, k + 1]);
+    let state = RefCell::new(Round {
+        verifier: vside,
+        draft: dside,
+        last: first.clone(),
+        pos: Tensor::from_data(TensorData::new(vec![p as i64], [1]), &device),
+        out: Tensor::<2, Int>::zeros([1, room], &device).slice_assign([0..1, 0..1], first),
+        len: Tensor::from_data(TensorData::new(vec![1i64], [1]), &device),
+        accepted: Tensor::zeros([1, room], &device),
+        rounds: Tensor::zeros([1], &device),
+    });
+    let round = || {
+        let mut guard = state.borrow_mut();
+        let Round { verifier: vs, draft: ds, last, pos, out, len, accepted, rounds } = &mut *guard;
+        // The draft: K + 1 steps from `last`, each feeding its own argmax.
+        let mut draft_history = vec![Vec::with_capacity(k + 1); ds.mamba.len()];
+        let mut current = ds.mamba.clone();
+        let mut feed = last.clone();
+        let mut drafts = Vec::with_capacity(k + 1);
+        for i in 0..=k {
+            let inputs = dt.inputs(&(pos.clone() + i as i64), 1, None);
+            let logits = draft.model.forward_from(feed, &inputs, &mut ds.kv, |l, mixer, u, _| {
+                let y = mixer.forward(u, None, &mut current[l]);
+                draft_history[l].push(current[l].clone());
+                y
+            });
+            let v = logits.dims()[2];
+            feed = logits.reshape([1, v]).argmax(1);
+            drafts.push(feed.clone());
+        }
+        drafts.pop(); // the K + 1-th only advanced the draft's state
+        let proposed = Tensor::cat(drafts, 1); // [1, K]
+        // The verifier: `last` and the K drafts in one pass.
+        let fed = Tensor::cat(vec![last.clone(), proposed.clone()], 1); // [1, K + 1]
+        let inputs = vt.inputs(pos, k + 1, None);
+        let mut verifier_history = vec![Vec::with_capacity(k + 1); vs.mamba.len()];
+        let kept = &vs.mamba;
+        let logits = verifier.model.forward_from(fed, &inputs, &mut vs.kv, |l, mixer, u, _| one_at_a_time(mixer, u, &kept[l], &mut verifier_history[l]));
+        let v = logits.dims()[2];
+        let verdicts = logits.reshape([k + 1, v]).argmax(1).reshape([1, k + 1]); // the verifier's token after each fed one
+        // r: the drafts before the first that differs from the verifier's choice.
+        let misses = proposed.clone().not_equal(verdicts.clone().narrow(1, 0, k)).int();
+        let r = misses.cumsum(1).equal_elem(0).int().sum(); // [1]
+        let next = verdicts.select(1, r.clone()); // [1, 1]
+        // This round's tokens: the r accepted drafts, then `next`, at out[len..len + r + 1].
+        let at = offsets.clone().equal(r.clone().reshape([1, 1]).expand([1, k + 1]));
+        let made = Tensor::cat(vec![proposed, next.clone()], 1).mask_where(at, next.clone().expand([1, k + 1])); // [1, K + 1]
+        let rel = columns.clone() - len.clone().reshape([1, 1]).expand([1, room]);
+        let hit = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_equal(r.clone().reshape([1, 1]).expand([1, room])));
+        let values = made.select(1, rel.clamp(0, k as i64).reshape([room])); // [1, room]
+        out.inplace(|o| o.mask_where(hit, values));
+        let this_round = columns.clone().equal(rounds.clone().reshape([1, 1]).expand([1, room]));
+        accepted.inplace(|a| a.mask_where(this_round, r.clone().reshape([1, 1]).expand([1, room])));
+        // Both models keep the r + 1 tokens the round accepted.
+        settle_at(&mut vs.mamba, verifier_history, &r);
+        settle_at(&mut ds.mamba, draft_history, &r);
+        last.inplace(|x| overwrite(x, next.clone()));
+        pos.inplace(|q| q + r.clone() + 1);
+        len.inplace(|q| q + r.clone() + 1);
+        rounds.inplace(|q| q + 1);
+        next
+    };
+    let mut graph = burn::tensor::capture(&device, round);
+    let mut shown = 1;
+    loop {
+        let (made, tokens) = {
+            let s = state.borrow();
+            (read(&s.len)[0] as usize, read(&s.out.clone().reshape([room])))
+        };
+        for &tok in &tokens[shown..made.min(room)] {
+            stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
+            if stopped {
+                break;
+            }
+        }
+        shown = made;
+        if stopped {
+            break;
+        }
+        for _ in 0..CHUNK {
+            // SAFETY: every buffer the round touches is held by `state`, the tables or the
+            // models, all of which outlive `graph`; nothing else runs on this device meanwhile,
+            // and the output is read on the same stream after the replays.
+            unsafe {
+                graph.replay();
+            }
+        }
+    }
+    drop(graph);
+    // The rounds that made the returned tokens (later ones overshot the stop).
+    let s = state.into_inner();
+    let per_round = read(&s.accepted.reshape([room]));
+    let mut made = 1;
+    for &r in per_round.iter().take(read(&s.rounds)[0] as usize) {
+        if made >= out.len() {
+            break;
+        }
+        stats.rounds += 1;
+        stats.drafted += k;
+        stats.accepted += r as usize;
+        made += r as usize + 1;
+    }
+    stats.tokens = out.len();
+    Ok((out, stats))
+}
+
+/// Adds `tok` to `out`; true when generation stops there.
+fn push(out: &mut Vec<u32>, tok: u32, opts: &SpeculativeOptions, n: usize, on_token: &mut impl FnMut(u32) -> bool) -> bool {
+    out.push(tok);
+    opts.eos.contains(&tok) || on_token(tok) || out.len() >= n
+}
+
+fn read(t: &Tensor<1, Int>) -> Vec<i64> {
+    t.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default()
+}
+
+/// The prompt's forward pass with buffers of `t` slots, and the model's next token `[1, 1]`.
+fn prefill(model: &Hybrid, m: SpecModel, prompt: &[u32], t: usize) -> (Side, Tensor<2, Int>) {
+    let device = model.device();
+    let p = prompt.len();
+    let mut cache: HybridCache = model.new_cache();
+    model.reserve(&mut cache, t);
+    let ids: Vec<i64> = prompt.iter().map(|&x| x as i64).collect();
+    let logits = model.forward(Tensor::from_data(TensorData::new(ids, [1, p]), &device), &[vec![true; p]], m.rope, &mut cache);
+    let v = logits.dims()[2];
+    let first = logits.narrow(1, p - 1, 1).reshape([1, v]).argmax(1);
+    let grow = |x: Tensor<4>| {
+        let [b, h, len, d] = x.dims();
+        match len < t {
+            true => Tensor::cat(vec![x.clone(), Tensor::zeros([b, h, t - len, d], (&x.device(), x.dtype()))], 2),
+            false => x,
+        }
+    };
+    let layers = cache.kv.layers.into_iter().map(|slot| slot.map(|(k, v)| (grow(k), grow(v)))).collect();
+    (Side { kv: KvCache { layers, valid: vec![vec![true; p]], capacity: t, reserved: t }, mamba: cache.mamba }, first)
+}
+
+/// A Mamba layer over the round's tokens one step at a time from `kept`, keeping the state
+/// after each step (the rollback picks one).
+///
+/// # Shapes
+/// - `u`: `[1, steps, d_model]` -> same
+fn one_at_a_time(mixer: &MambaMixer, u: Tensor<3>, kept: &MambaState, history: &mut Vec<MambaState>) -> Tensor<3> {
+    let steps = u.dims()[1];
+    let mut state = kept.clone();
+    let ys = (0..steps)
+        .map(|i| {
+            let y = mixer.forward(u.clone().narrow(1, i, 1), None, &mut state);
+            history.push(state.clone());
+            y
+        })
+        .collect();
+    Tensor::cat(ys, 1)
+}
+
+/// Each Mamba layer's state becomes the one after the round's `r + 1`-th token (`r`: `[1]`),
+/// written into the layer's own buffers.
+fn settle_at(layers: &mut [MambaState], history: Vec<Vec<MambaState>>, r: &Tensor<1, Int>) {
+    for (state, steps) in layers.iter_mut().zip(history) {
+        if steps.is_empty() {
+            continue;
+        }
+        if state.step_weights.is_none() {
+            state.step_weights = steps[0].step_weights.clone();
+        }
+        let conv: Vec<Tensor<3>> = steps.iter().filter_map(|s| s.conv.clone()).collect();
+        if conv.len() == steps.len() {
+            let [b, w, c] = conv[0].dims();
+            let picked = Tensor::stack::<4>(conv, 0).select(0, r.clone()).reshape([b, w, c]);
+            state.conv = Some(match state.conv.take() {
+                Some(dst) => overwrite(dst, picked),
+                None => picked,
+            });
+        }
+        let ssm: Vec<Tensor<4>> = steps.iter().filter_map(|s| s.ssm.clone()).collect();
+        if ssm.len() == steps.len() {
+            let [b, h, x, y] = ssm[0].dims();
+            let picked = Tensor::stack::<5>(ssm, 0).select(0, r.clone()).reshape([b, h, x, y]);
+            state.ssm = Some(match state.ssm.take() {
+                Some(dst) => overwrite(dst, picked),
+                None => picked,
+            });
+        }
+    }
+}
