@@ -8,7 +8,8 @@ use burn::tensor::{DType, Tensor};
 use super::accept::verify;
 use super::cache::{forward_round, SpecCache};
 use crate::error::{Error, Result};
-use crate::generate::{LogitsProcessor, Sampling};
+use crate::generate::{LogitsProcessor, Sampling, StepGraph};
+use crate::lm::CausalLm;
 use crate::hybrid::Hybrid;
 use crate::llama::Rope;
 
@@ -94,6 +95,15 @@ fn host_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
     let v = logits.dims()[1];
     let flat = logits.cast(DType::F32).into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
     flat.chunks(v).map(<[f32]>::to_vec).collect()
+}
+
+/// [`speculative_generate`], or where `graph` wants it (greedy decoding on a GPU, by default)
+/// its rounds replayed from captured graphs ([`super::speculative_on_graph`]).
+pub fn speculative_decode(verifier: SpecModel, draft: SpecModel, prompt: &[u32], opts: &SpeculativeOptions, graph: StepGraph, on_token: impl FnMut(u32) -> bool) -> Result<(Vec<u32>, SpeculativeStats)> {
+    if opts.sampling == Sampling::Greedy && graph.wanted(&verifier.model.device()) {
+        return super::speculative_on_graph(verifier, draft, prompt, opts, on_token);
+    }
+    speculative_generate(verifier, draft, prompt, opts, on_token)
 }
 
 /// Generates up to `max_new_tokens` after `prompt`. `on_token(id)` sees each new token in order

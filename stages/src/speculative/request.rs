@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::decode::{speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+use super::decode::{speculative_decode, SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::error::Result;
-use crate::generate::GenerateRequest;
+use crate::generate::{GenerateRequest, StepGraph};
 use crate::runtime::Runtime;
 use crate::teacher::LoadedModel;
 use crate::text::TextTokenizer;
@@ -63,7 +63,7 @@ pub fn run_speculative(req: &GenerateRequest, draft_dir: &Path, k: usize, mut on
     let mut stream = TextStream::new(&verifier.tokenizer, &req.stop);
     let v = SpecModel { model: &verifier.model, rope: &verifier.rope };
     let d = SpecModel { model: &draft.model, rope: &draft.rope };
-    let (_, stats) = speculative_generate(v, d, &prompt, &opts, |id| stream.push(id, &mut on_text))?;
+    let (_, stats) = speculative_decode(v, d, &prompt, &opts, StepGraph::Auto, |id| stream.push(id, &mut on_text))?;
     Ok((stream.finish()?, stats))
 }
 
