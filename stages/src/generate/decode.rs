@@ -75,10 +75,10 @@ pub fn generate<M: CausalLm>(
         ids.extend(std::iter::repeat_n(opts.pad as i64, pad).chain(p.iter().map(|&t| t as i64)));
         valid.push((0..width).map(|i| i >= pad).collect::<Vec<bool>>());
     }
-    if opts.sampling == Sampling::Greedy && opts.graph.wanted(&device) {
-        if let Some(out) = model.generate_on_graph(rope, prompts, opts, &mut on_token) {
-            return out;
-        }
+    if opts.sampling == Sampling::Greedy && opts.graph.wanted(&device)
+        && let Some(out) = model.generate_on_graph(rope, prompts, opts, &mut on_token)
+    {
+        return out;
     }
     let mut cache = model.new_cache();
     model.reserve(&mut cache, width + opts.max_new_tokens);

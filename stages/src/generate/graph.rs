@@ -64,13 +64,13 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
     let (b, n) = (prompts.len(), opts.max_new_tokens);
     let mut tokens = vec![Vec::new(); b];
     let mut done = vec![false; b];
-    let mut deliver = |columns: &[Vec<u32>], from: usize, to: usize, tokens: &mut Vec<Vec<u32>>| {
+    let mut deliver = |rows: &[Vec<u32>], from: usize, to: usize, tokens: &mut Vec<Vec<u32>>| {
         for c in from..to {
             for (row, out) in tokens.iter_mut().enumerate() {
                 if done[row] {
                     continue;
                 }
-                let tok = columns[row][c];
+                let tok = rows[row][c];
                 out.push(tok);
                 if opts.eos.contains(&tok) || on_token(row, tok) || out.len() >= n {
                     done[row] = true;

@@ -79,7 +79,7 @@ impl OptimParams {
     /// micro-batches are dealt to `gpus` devices (`resources.gpus`), so both must divide.
     pub fn check_split(&self, gpus: usize) -> Result<(), ParamError> {
         let micro = self.micro_batch.unwrap_or(self.batch);
-        if micro == 0 || self.batch % micro != 0 {
+        if micro == 0 || !self.batch.is_multiple_of(micro) {
             return Err(ParamError::new("params.micro_batch", format!("batch {} must be a positive multiple of micro_batch {micro}", self.batch)));
         }
         let micros = self.batch / micro;
