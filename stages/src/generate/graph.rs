@@ -89,7 +89,7 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
         return none(tokens);
     }
     let device = model.device();
-    let tables = Tables::new(model, rope, state.kv.capacity, b);
+    let tables = Tables::new(model, rope, state.kv.capacity, b, 1);
     let pads = Tensor::<1, Int>::from_data(TensorData::new(pads, [b]), &device);
     let columns = Tensor::<1, Int>::arange(0..n as i64, &device);
     let state = RefCell::new(Pinned { out: state.out.slice_assign([0..b, 0..1], first), ..state });
@@ -183,21 +183,28 @@ fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_toke
 
 /// What a device-resident step computes its inputs from: rotary rows for every position a
 /// cache of `t` slots can hold, and the slots' indices.
+/// Made once, before capture: a captured step must not upload from the host.
 pub(crate) struct Tables {
     cos: Tensor<4>,
     sin: Tensor<4>,
     /// `[t]`
     slots: Tensor<1, Int>,
+    /// `[max_s]`: a step's token offsets, and `[batch, max_s]` ones (no padding in a step).
+    offsets: Tensor<1, Int>,
+    keep: Tensor<2>,
     t: usize,
     b: usize,
 }
 
 impl Tables {
-    pub(crate) fn new(model: &Hybrid, rope: &Rope, t: usize, b: usize) -> Self {
+    /// For steps of up to `max_s` tokens per row, `b` rows, a cache of `t` slots.
+    pub(crate) fn new(model: &Hybrid, rope: &Rope, t: usize, b: usize, max_s: usize) -> Self {
         let device = model.device();
         let dtype = model.model.embed_tokens.weight.val().dtype();
         let (cos, sin) = rope.cos_sin(&[(0..t).collect()], dtype, &device); // [1, 1, t, head_dim]
-        Self { cos, sin, slots: Tensor::arange(0..t as i64, &device), t, b }
+        let offsets = Tensor::arange(0..max_s as i64, &device);
+        let keep = Tensor::ones([b, max_s], (&device, DType::F32));
+        Self { cos, sin, slots: Tensor::arange(0..t as i64, &device), offsets, keep, t, b }
     }
 
     /// The inputs of `s` tokens per row at slots `pos..pos + s` (`pos`: `[1]`), each query
@@ -206,8 +213,7 @@ impl Tables {
     /// capture's warm-up can step beyond the last token) clamp to its end; they write nothing.
     pub(crate) fn inputs(&self, pos: &Tensor<1, Int>, s: usize, pads: Option<&Tensor<1, Int>>) -> StepInputs {
         let (b, t) = (self.b, self.t);
-        let device = pos.device();
-        let at = pos.clone().reshape([1, 1]) + Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]); // [1, s]
+        let at = pos.clone().reshape([1, 1]) + self.offsets.clone().narrow(0, 0, s).reshape([1, s]); // [1, s]
         let positions = match pads {
             Some(p) => at.clone().expand([b, s]) - p.clone().reshape([b, 1]).expand([b, s]),
             None => at.clone().expand([b, s]),
@@ -225,8 +231,7 @@ impl Tables {
         let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
         let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
         let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write) };
-        let keep = Tensor::<2>::ones([b, s], (&device, DType::F32));
-        StepInputs::new(rotary(&self.cos), rotary(&self.sin), kv, keep)
+        StepInputs::new(rotary(&self.cos), rotary(&self.sin), kv, self.keep.clone().narrow(1, 0, s))
     }
 }
 

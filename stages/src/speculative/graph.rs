@@ -84,7 +84,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         stats.tokens = out.len();
         return Ok((out, stats));
     }
-    let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1), Tables::new(draft.model, draft.rope, t, 1));
+    let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1, k + 1), Tables::new(draft.model, draft.rope, t, 1, 1));
     let columns = Tensor::<1, Int>::arange(0..room as i64, &device).reshape([1, room]);
     let offsets = Tensor::<1, Int>::arange(0..(k + 1) as i64, &device).reshape([1, k + 1]);
     let state = RefCell::new(Round {
