@@ -113,6 +113,7 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
         next
     };
     let mut graph = capture(&device, step);
+    warn_without_graph(graph.is_hardware(), &device);
     // Capturing ran the step a few times (warm-up, and once more without graphs): the
     // position says how many tokens are out.
     let at = state.borrow().pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
@@ -183,6 +184,15 @@ fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_toke
 
 /// What a device-resident step computes its inputs from: rotary rows for every position a
 /// cache of `t` slots can hold, and the slots' indices.
+/// On a GPU a failed capture leaves burn re-running the step at every replay: the same tokens
+/// at launched speed. Said once per process, so that a slow run says why.
+pub(crate) fn warn_without_graph(captured: bool, device: &burn::tensor::Device) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if !captured && *device != burn::tensor::Device::flex() {
+        SAID.call_once(|| tracing::warn!("a decode step could not be captured as a graph: each step is launched again (slower, the same tokens)"));
+    }
+}
+
 /// Made once, before capture: a captured step must not upload from the host.
 pub(crate) struct Tables {
     cos: Tensor<4>,

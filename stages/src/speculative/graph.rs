@@ -22,7 +22,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::decode::{SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::error::{Error, Result};
-use crate::generate::graph::{overwrite, Tables};
+use crate::generate::graph::{overwrite, warn_without_graph, Tables};
 use crate::generate::Sampling;
 use crate::hybrid::{Hybrid, HybridCache, MambaMixer};
 use crate::lm::CausalLm;
@@ -149,6 +149,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         next
     };
     let mut graph = burn::tensor::capture(&device, round);
+    warn_without_graph(graph.is_hardware(), &device);
     let mut shown = 1;
     loop {
         let (made, tokens) = {
