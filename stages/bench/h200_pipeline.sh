@@ -19,7 +19,9 @@
 #
 # PIPELINE_GPUS=N (default 1) on a machine with N GPUs: every GPU stage asks for one GPU and the
 # engine runs up to N of them side by side, each on its own GPU and in a process of its own
-# (`--executor process`), in one invocation instead of the ordered phases.
+# (`--executor process`), in one invocation instead of the ordered phases; the distillations
+# train data-parallel on all N (a process per GPU), their batch of 16 in N micro-batches of
+# 16 / N, so the recipe (and the loss curve) is the one-GPU run's.
 set -uo pipefail
 bin=$1 mirror=$2 work=$3 out=$4
 shift 4
@@ -45,7 +47,8 @@ if [ "${PIPELINE_GPUS:-1}" -gt 1 ]; then
   jobs=$PIPELINE_GPUS
   phases=('')
   gpu_sets+=(--executor process)
-  for s in teacher hybrid50 control50 distill answers sft pairs dpo draft speculative heldout; do gpu_sets+=(--set "stages.$s.resources.gpus=1"); done
+  for s in teacher hybrid50 control50 answers sft pairs dpo draft speculative heldout; do gpu_sets+=(--set "stages.$s.resources.gpus=1"); done
+  gpu_sets+=(--set "stages.distill.resources.gpus=$PIPELINE_GPUS" --set "stages.distill.params.micro_batch=$(( 16 / PIPELINE_GPUS ))")
 fi
 for until in "${phases[@]}"; do
   sel=()

@@ -65,14 +65,13 @@ pub fn parse_split<K: DeserializeOwned, O: DeserializeOwned>(params: &serde_json
 fn check_keys(params: &serde_json::Value, known: &[&[&str]]) -> Result<(), ParamError> {
     let Some(map) = params.as_object() else { return Ok(()) }; // a non-table fails in parse_value
     let all = || known.iter().flat_map(|k| k.iter().copied());
-    for key in map.keys().filter(|k| !all().any(|f| f == k.as_str())) {
-        let hint = match closest(key, all()) {
-            Some(near) => format!("did you mean `{near}`?"),
-            None => format!("valid params: {}", all().collect::<Vec<_>>().join(", ")),
-        };
-        return Err(ParamError::new(format!("params.{key}"), format!("unknown param; {hint}")));
-    }
-    Ok(())
+    // The first unknown key: one error names one place in the manifest.
+    let Some(key) = map.keys().find(|k| !all().any(|f| f == k.as_str())) else { return Ok(()) };
+    let hint = match closest(key, all()) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => format!("valid params: {}", all().collect::<Vec<_>>().join(", ")),
+    };
+    Err(ParamError::new(format!("params.{key}"), format!("unknown param; {hint}")))
 }
 
 /// The known name nearest to `name` by edit distance, if near enough to be a typo. A name that
