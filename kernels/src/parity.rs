@@ -132,9 +132,9 @@ fn host_us(device: &Device, repeats: usize, f: &dyn Fn()) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / repeats.max(1) as f64
 }
 
-/// Steps per multi-step case: one (a plain step through the multi-step kernel), then K + 1 = 5
-/// and 9 (speculative verification at K = 4 and 8).
-pub const STEPS: [usize; 3] = [1, 5, 9];
+/// Steps per multi-step case: one (a plain step through the multi-step kernel), then K + 1 for
+/// every K from 1 to 8 (speculative verification).
+pub const STEPS: [usize; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepsParity {
