@@ -38,7 +38,8 @@ fn run_with_gpus(gpus: usize, manifest: &str, files: &[(&str, String)], stages: 
     (metrics, logs)
 }
 
-fn losses(processes: usize, batch_per_process: usize) -> Vec<f64> {
+/// Each step's loss, and rank 0's median time in the exchange.
+fn losses(processes: usize, batch_per_process: usize) -> (Vec<f64>, f64) {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/tiny-gqa-untied/config.json");
     let out = Command::new(env!("CARGO_BIN_EXE_distill"))
         .args(["bench", "train", "--random", config, "--attention-fraction", "0.5", "--distill", "--micro-batch", "1", "--seq", "32"])
@@ -50,13 +51,14 @@ fn losses(processes: usize, batch_per_process: usize) -> Vec<f64> {
     let line = stdout.lines().find(|l| l.starts_with('{')).expect("a JSON result line");
     let r: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(r["devices"], processes, "{line}");
-    r["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    (r["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(), r["exchange_ms"].as_f64().unwrap())
 }
 
 #[test]
 fn two_processes_follow_one_process_loss_curve_at_the_same_global_batch() {
-    let one = losses(1, 4);
-    let two = losses(2, 2);
+    let (one, alone) = losses(1, 4);
+    let (two, exchanged) = losses(2, 2);
+    assert!(alone == 0.0 && exchanged > 0.0, "exchange time: one process {alone} ms, two {exchanged} ms");
     assert_eq!(one.len(), 4);
     assert!(one[3] < one[0], "trains: {one:?}");
     for (a, b) in one.iter().zip(&two) {

@@ -52,7 +52,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             for m in models {
                 let r = train::run(m, teacher.as_ref(), &runtime, case.clone(), &replicas, peers.take())?;
                 if group.rank == 0 {
-                    out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | last loss {:.6e} | {:.0} tok/s | {:.1} ms/step | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.losses.last().copied().unwrap_or(f64::NAN), r.tokens_per_s, r.ms_per_step, r.tflops, r.mfu))?;
+                    out.row(&r, format!("{} | {} | freeze {} | batch {} x {} on {} device(s) | first loss {:.6e} | last loss {:.6e} | {:.0} tok/s | {:.1} ms/step (exchange {:.1}) | {:.1} TFLOP/s | MFU {:.3}", r.bench, r.model, r.freeze, r.batch, r.seq, r.devices, r.first_loss, r.losses.last().copied().unwrap_or(f64::NAN), r.tokens_per_s, r.ms_per_step, r.exchange_ms, r.tflops, r.mfu))?;
                 }
             }
             group.finish()?;

@@ -49,6 +49,8 @@ pub struct TrainResult {
     pub losses: Vec<f64>,
     pub tokens_per_s: f64,
     pub ms_per_step: f64,
+    /// Rank 0's median time in the exchange with the other processes (`--processes`; 0 else).
+    pub exchange_ms: f64,
     /// Model FLOPs per token (PaLM's count: 6·P + 12·L·d_attn·seq for the student, where a
     /// frozen parameter costs 4 rather than 6 (no weight gradient), plus the teacher's forward
     /// 2·P + 4·L·d_attn·seq); SSM scan FLOPs are left out.
@@ -117,13 +119,17 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         };
         Ok(Loss { parts: Vec::new(), total, tokens: ids.len() * s })
     };
-    let (mut rates, mut losses) = (Vec::new(), Vec::new());
+    let (mut rates, mut losses, mut exchanges) = (Vec::new(), Vec::new(), Vec::new());
     trainer
         .run(
             loss_fn,
             |r| {
                 losses.push(r.loss);
-                Ok(if r.step > case.warmup { rates.push(r.tokens_per_s) })
+                if r.step > case.warmup {
+                    rates.push(r.tokens_per_s);
+                    exchanges.push(r.exchange_s);
+                }
+                Ok(())
             },
             || false,
         )
@@ -146,6 +152,7 @@ pub fn run(student: BenchModel, teacher: Option<&BenchModel>, runtime: &Runtime,
         losses,
         tokens_per_s,
         ms_per_step: 1e3 * (batch * case.seq) as f64 / tokens_per_s,
+        exchange_ms: 1e3 * median(exchanges),
         flops_per_token,
         tflops,
         mfu: tflops / (case.peak_tflops * devices as f64),

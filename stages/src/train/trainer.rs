@@ -62,6 +62,9 @@ pub struct StepReport {
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens_per_s: f64,
+    /// Seconds this rank spent in the exchange with its peers (0 without): moving the sums
+    /// plus waiting for the slowest rank.
+    pub exchange_s: f64,
 }
 
 pub struct Trainer<M> {
@@ -188,9 +191,11 @@ impl<M: TrainableLm> Trainer<M> {
         }
         tracing::debug!(step, devices = n, "step computes");
         let mine = compute(&self.model, loss_fn, &share(rank), c.batch);
+        let mut exchange_s = 0.0;
         let (p, tokens, mut host_sum) = match self.peers.as_mut() {
             Some(peers) => {
-                let (p, tokens) = exchange(peers, mine, self.failures, failed_before, step)?;
+                let (p, tokens, secs) = exchange(peers, mine, self.failures, failed_before, step)?;
+                exchange_s = secs;
                 (p, tokens, None)
             }
             None => {
@@ -233,7 +238,7 @@ impl<M: TrainableLm> Trainer<M> {
         self.state.step = step;
         self.state.tokens += tokens as u64;
         let secs = started.elapsed().as_secs_f64().max(1e-9);
-        Ok(StepReport { step, loss, parts, lr, grad_norm, tokens_per_s: tokens as f64 / secs })
+        Ok(StepReport { step, loss, parts, lr, grad_norm, tokens_per_s: tokens as f64 / secs, exchange_s })
     }
 
     /// The trained model off the autodiff device, for saving and evaluation.
@@ -246,7 +251,7 @@ impl<M: TrainableLm> Trainer<M> {
 /// this device, and the tokens of all. A local failure (the loss function's error, the device's
 /// failed launches) goes to the peers as the step's error, so every rank fails it; this rank
 /// reports its own error as it was.
-fn exchange(peers: &mut Peers, mine: TrainResult<Partial>, failures: fn() -> u64, failed_before: u64, step: u64) -> TrainResult<(Partial, usize)> {
+fn exchange(peers: &mut Peers, mine: TrainResult<Partial>, failures: fn() -> u64, failed_before: u64, step: u64) -> TrainResult<(Partial, usize, f64)> {
     let rank = peers.rank;
     let local = mine.and_then(|mut p| {
         let (flat, layout) = flatten(&mut p);
@@ -265,12 +270,14 @@ fn exchange(peers: &mut Peers, mine: TrainResult<Partial>, failures: fn() -> u64
             (Err(e), wire)
         }
     };
+    let started = std::time::Instant::now();
     let summed = peers.all_reduce(wire).map_err(|e| TrainError::Device { step, message: format!("rank {rank} lost its peers: {e}") })?;
+    let secs = started.elapsed().as_secs_f64();
     let (mut p, layout, here) = local?;
     let (values, tokens) = summed.map_err(|message| TrainError::Device { step, message })?;
     let len = values.len();
     unflatten(&mut p, layout, Tensor::from_data(burn::tensor::TensorData::new(values, [len]), &here));
-    Ok((p, tokens as usize))
+    Ok((p, tokens as usize, secs))
 }
 
 /// Fails `step` when the GPU runtime logged failed launches since `before` (`failures` counts
