@@ -36,20 +36,26 @@ impl Runtime {
     }
 }
 
-/// The devices besides `device` that a training stage with `resources.gpus = gpus` trains on
-/// (data parallelism): the engine places such a stage on `cuda:FIRST` with
-/// `CUDA_VISIBLE_DEVICES` naming all of its GPUs (`visible`), so these are the others. None on
-/// the CPU or with one GPU.
-pub fn replica_devices(device: &str, gpus: usize, visible: Option<&str>) -> Result<Vec<Device>> {
-    if gpus <= 1 || !device.starts_with("cuda") {
-        return Ok(Vec::new());
-    }
+/// The GPU numbers a stage with `resources.gpus = gpus` trains on, the one it runs on first:
+/// the engine places such a stage on `cuda:FIRST` with `CUDA_VISIBLE_DEVICES` naming all of its
+/// GPUs (`visible`).
+pub fn stage_gpus(device: &str, gpus: usize, visible: Option<&str>) -> Result<Vec<usize>> {
     let ids: Vec<usize> = match visible {
         Some(v) => v.split(',').map(|i| i.trim().parse().map_err(|_| Error::Device(device.into(), format!("CUDA_VISIBLE_DEVICES `{v}` is not a list of GPU numbers")))).collect::<Result<_>>()?,
         None => (0..gpus).collect(),
     };
-    let first = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).unwrap_or(ids[0]);
-    ids.into_iter().filter(|&i| i != first).take(gpus - 1).map(|i| cuda(device, i)).collect()
+    let first = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).or(ids.first().copied()).unwrap_or(0);
+    Ok(std::iter::once(first).chain(ids.into_iter().filter(|&i| i != first)).take(gpus).collect())
+}
+
+/// The devices besides `device` that a training stage with `resources.gpus = gpus` trains on
+/// (data parallelism, a thread each): [`stage_gpus`] after the first. None on the CPU or with
+/// one GPU.
+pub fn replica_devices(device: &str, gpus: usize, visible: Option<&str>) -> Result<Vec<Device>> {
+    if gpus <= 1 || !device.starts_with("cuda") {
+        return Ok(Vec::new());
+    }
+    stage_gpus(device, gpus, visible)?.into_iter().skip(1).map(|i| cuda(device, i)).collect()
 }
 
 fn parse_device(s: &str) -> Result<Device> {

@@ -23,11 +23,25 @@ pub struct JobFile {
     pub result: PathBuf,
 }
 
+impl JobFile {
+    /// Writes the job where the process that runs it (`distill exec-stage PATH`) reads it.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, serde_json::to_vec_pretty(self).expect("jobs serialize"))
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct JobResult {
     pub error: Option<String>,
     pub metrics: BTreeMap<String, f64>,
     pub steps: Option<PathBuf>,
+}
+
+impl JobResult {
+    /// What the job's process wrote, if it got as far as writing it.
+    pub(crate) fn read(job: &JobFile) -> Option<Self> {
+        std::fs::read(&job.result).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -142,8 +142,7 @@ pub fn run(
     if let Some(out) = own_output {
         append_output(job, &out);
     }
-    let result: Option<JobResult> = std::fs::read(&job.result).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    match (state.state.as_str(), result) {
+    match (state.state.as_str(), JobResult::read(job)) {
         ("COMPLETED", Some(r)) if r.error.is_none() => Ok(r),
         (_, Some(JobResult { error: Some(e), .. })) => Err(StageError::Failed(format!("Slurm job {id}: {e}"))),
         ("TIMEOUT", _) => Err(StageError::Failed(format!(

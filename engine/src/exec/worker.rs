@@ -187,8 +187,7 @@ impl Job<'_> {
                 Err(e) => return Err(StageError::io(&exe, e)),
             }
         };
-        let result: Option<super::detached::JobResult> = std::fs::read(&job.result).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        match result {
+        match super::detached::JobResult::read(&job) {
             Some(r) => match r.error {
                 Some(e) => Err(StageError::Failed(e)),
                 None => Ok((r.metrics, r.steps)),
@@ -210,7 +209,7 @@ impl Job<'_> {
             result: work.join("result.json"),
         };
         let path = work.join("job.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&job).expect("jobs serialize")).map_err(|e| StageError::io(&path, e))?;
+        job.write(&path).map_err(|e| StageError::io(&path, e))?;
         Ok((job, path))
     }
 

@@ -116,7 +116,7 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
     warn_without_graph(graph.is_hardware(), &device);
     // Capturing ran the step a few times (warm-up, and once more without graphs): the
     // position says how many tokens are out.
-    let at = state.borrow().pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+    let at = host_ints(state.borrow().pos.clone());
     let mut made = (at.first().map_or(width, |&p| p as usize) - width + 1).min(n);
     let (mut shown, mut replays) = (1, 0);
     let start = std::time::Instant::now();
@@ -162,18 +162,8 @@ fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_toke
         c if c > width => c,
         _ => crate::llama::grown_capacity(width + 1, width + new_tokens),
     };
-    let grow = |x: Tensor<4>| {
-        let [b, h, len, d] = x.dims();
-        if len == t {
-            return x;
-        }
-        let pad = Tensor::zeros([b, h, t - len, d], (&x.device(), x.dtype()));
-        Tensor::cat(vec![x, pad], 2)
-    };
-    let layers = cache.kv.layers.into_iter().map(|slot| slot.map(|(k, v)| (grow(k), grow(v)))).collect();
-    let kv = KvCache { layers, valid, capacity: t, reserved: t };
     let pinned = Pinned {
-        kv,
+        kv: cache.kv.grown_to(t),
         mamba: cache.mamba,
         token: first.clone(),
         pos: Tensor::from_data(TensorData::new(vec![width as i64], [1]), &device),
@@ -269,8 +259,13 @@ where
     dst.slice_assign(ranges, src)
 }
 
+/// A small integer tensor's values, read back (a sync).
+pub(crate) fn host_ints<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
+    t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default()
+}
+
 fn rows(tokens: Tensor<2, Int>, b: usize) -> Vec<Vec<u32>> {
-    let flat = tokens.into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default();
+    let flat = host_ints(tokens);
     let n = flat.len() / b.max(1);
     flat.chunks(n.max(1)).map(|r| r.iter().map(|&t| t as u32).collect()).collect()
 }

@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use distill_engine::exec::JobFile;
 use distill_engine::stage::{StageContext, StageError};
 
-use crate::runtime::replica_devices;
+use crate::runtime::{replica_devices, stage_gpus};
 use crate::train::{Peers, Started, Trainer, TrainableLm};
 
 /// How long ranks wait for each other (each loads its models and data first).
@@ -54,7 +54,7 @@ impl DataParallel {
             }
             return Ok(Self { replicas, ..none() });
         }
-        let devices = rank_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str));
+        let devices = rank_devices(&spec.device, spec.gpus, spec.env.get("CUDA_VISIBLE_DEVICES").map(String::as_str)).map_err(|e| failed(e.to_string()))?;
         let mut started = Started::new().map_err(|e| failed(format!("a rendezvous folder: {e}")))?;
         let exe = std::env::current_exe().map_err(|e| failed(format!("this program's path, to start the ranks: {e}")))?;
         for (rank, device) in devices.iter().enumerate().skip(1) {
@@ -72,7 +72,7 @@ impl DataParallel {
                 result: at("result"),
             };
             let file = at("job");
-            std::fs::write(&file, serde_json::to_vec(&job).expect("a job serializes")).map_err(|e| failed(format!("{}: {e}", file.display())))?;
+            job.write(&file).map_err(|e| failed(format!("{}: {e}", file.display())))?;
             let mut command = Command::new(&exe);
             command.arg("exec-stage").arg(&file).envs([(RANK, rank.to_string()), (WORLD, devices.len().to_string())]).env(RENDEZVOUS, started.dir());
             let log = at("log");
@@ -111,18 +111,13 @@ fn one_process_per_gpu(device: &str, gpus: usize, setting: Option<&str>) -> bool
     gpus > 1 && (setting == Some("procs") || (setting.is_none() && device.starts_with("cuda")))
 }
 
-/// Each rank's device: on CUDA the stage's GPUs in the order the engine gave them (`device`
-/// is the first; `visible` lists them all), on the CPU the CPU for every rank.
-fn rank_devices(device: &str, gpus: usize, visible: Option<&str>) -> Vec<String> {
+/// Each rank's device: on CUDA the stage's GPUs in the order the engine gave them
+/// ([`stage_gpus`]: `device` first), on the CPU the CPU for every rank.
+fn rank_devices(device: &str, gpus: usize, visible: Option<&str>) -> crate::Result<Vec<String>> {
     if !device.starts_with("cuda") {
-        return vec![device.to_string(); gpus];
+        return Ok(vec![device.to_string(); gpus]);
     }
-    let first = device.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
-    let ids: Vec<usize> = match visible {
-        Some(v) => v.split(',').filter_map(|i| i.trim().parse().ok()).collect(),
-        None => (0..gpus).collect(),
-    };
-    std::iter::once(first).chain(ids.into_iter().filter(|&i| i != first)).take(gpus).map(|i| format!("cuda:{i}")).collect()
+    Ok(stage_gpus(device, gpus, visible)?.into_iter().map(|i| format!("cuda:{i}")).collect())
 }
 
 #[cfg(test)]
@@ -141,8 +136,8 @@ mod tests {
 
     #[test]
     fn ranks_take_the_stages_gpus_first_one_first() {
-        assert_eq!(rank_devices("cuda:2", 2, Some("2,3")), ["cuda:2", "cuda:3"]);
-        assert_eq!(rank_devices("cuda", 3, None), ["cuda:0", "cuda:1", "cuda:2"]);
-        assert_eq!(rank_devices("cpu", 2, Some("0,1")), ["cpu", "cpu"]);
+        assert_eq!(rank_devices("cuda:2", 2, Some("2,3")).unwrap(), ["cuda:2", "cuda:3"]);
+        assert_eq!(rank_devices("cuda", 3, None).unwrap(), ["cuda:0", "cuda:1", "cuda:2"]);
+        assert_eq!(rank_devices("cpu", 2, Some("0,1")).unwrap(), ["cpu", "cpu"]);
     }
 }

@@ -79,21 +79,8 @@ impl OptimParams {
     /// micro-batches are dealt to `gpus` devices (`resources.gpus`), so both must divide.
     pub fn check_split(&self, gpus: usize) -> Result<(), ParamError> {
         let micro = self.micro_batch.unwrap_or(self.batch);
-        if micro == 0 || !self.batch.is_multiple_of(micro) {
-            return Err(ParamError::new("params.micro_batch", format!("batch {} must be a positive multiple of micro_batch {micro}", self.batch)));
-        }
-        let micros = self.batch / micro;
-        if gpus > 1 && !micros.is_multiple_of(gpus) {
-            return Err(ParamError::new(
-                "params.batch",
-                format!(
-                    "batch {} in micro-batches of {micro} makes {micros} per step, which resources.gpus = {gpus} cannot share evenly: make batch / micro_batch a multiple of {gpus} (batch = {})",
-                    self.batch,
-                    micro * gpus * micros.div_ceil(gpus)
-                ),
-            ));
-        }
-        Ok(())
+        crate::train::batch_split(self.batch, micro, gpus.max(1), &format!("resources.gpus = {gpus}"))
+            .map_err(|(param, message)| ParamError::new(format!("params.{param}"), message))
     }
 
     /// `tokens_per_example` converts a `tokens` budget into steps.

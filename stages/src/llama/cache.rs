@@ -75,6 +75,21 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Every layer's buffers at `capacity` positions from now on, what they hold kept: a
+    /// generation replayed from a captured graph writes the same buffers at every step.
+    pub fn grown_to(mut self, capacity: usize) -> Self {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let len = k.dims()[2];
+            if len < capacity {
+                *k = regrown(k.clone(), len, capacity);
+                *v = regrown(v.clone(), len, capacity);
+            }
+        }
+        self.capacity = capacity;
+        self.reserved = capacity;
+        self
+    }
+
     /// Drops every position from `len` on (the buffers keep their size).
     pub fn truncate(&mut self, len: usize) {
         for row in self.valid.iter_mut() {
@@ -137,6 +152,13 @@ impl KvCache {
     }
 }
 
+/// `buffer`'s first `kept` positions at the front of a buffer of `capacity` (zeros after).
+fn regrown(buffer: Tensor<4>, kept: usize, capacity: usize) -> Tensor<4> {
+    let [b, h, _, d] = buffer.dims();
+    let grown = Tensor::zeros([b, h, capacity - kept, d], (&buffer.device(), buffer.dtype()));
+    Tensor::cat(vec![buffer.narrow(2, 0, kept), grown], 2)
+}
+
 /// The buffer length a step ending at `end` regrows to.
 pub fn grown_capacity(end: usize, reserved: usize) -> usize {
     end.next_power_of_two().max(MIN_CAPACITY).max(reserved)
@@ -169,8 +191,7 @@ pub(crate) fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, step: &KvStep) ->
         None => Tensor::zeros([b, h, step.capacity, d], (&new.device(), new.dtype())),
         Some(old) if old.dims()[2] < step.capacity => {
             let kept = old.dims()[2].min(step.offset);
-            let grown = Tensor::zeros([b, h, step.capacity - kept, d], (&new.device(), new.dtype()));
-            Tensor::cat(vec![old.narrow(2, 0, kept), grown], 2)
+            regrown(old, kept, step.capacity)
         }
         Some(old) => old,
     };

@@ -22,7 +22,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::decode::{SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::error::{Error, Result};
-use crate::generate::graph::{overwrite, warn_without_graph, Tables};
+use crate::generate::graph::{host_ints, overwrite, warn_without_graph, Tables};
 use crate::generate::Sampling;
 use crate::hybrid::{Hybrid, HybridCache, MambaMixer};
 use crate::lm::CausalLm;
@@ -78,7 +78,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     let t = grown_capacity(p + 1, p + room);
     let (vside, first) = prefill(verifier.model, verifier, prompt, t);
     let (dside, _) = prefill(draft.model, draft, prompt, t);
-    let first_token = first.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default()[0] as u32;
+    let first_token = host_ints(first.clone())[0] as u32;
     let mut stopped = push(&mut out, first_token, opts, n, &mut on_token);
     if stopped {
         stats.tokens = out.len();
@@ -154,7 +154,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     loop {
         let (made, tokens) = {
             let s = state.borrow();
-            (read(&s.len)[0] as usize, read(&s.out.clone().reshape([room])))
+            (host_ints(s.len.clone())[0] as usize, host_ints(s.out.clone().reshape([room])))
         };
         for &tok in &tokens[shown..made.min(room)] {
             stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
@@ -178,9 +178,9 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     drop(graph);
     // The rounds that made the returned tokens (later ones overshot the stop).
     let s = state.into_inner();
-    let per_round = read(&s.accepted.reshape([room]));
+    let per_round = host_ints(s.accepted.reshape([room]));
     let mut made = 1;
-    for &r in per_round.iter().take(read(&s.rounds)[0] as usize) {
+    for &r in per_round.iter().take(host_ints(s.rounds)[0] as usize) {
         if made >= out.len() {
             break;
         }
@@ -199,10 +199,6 @@ fn push(out: &mut Vec<u32>, tok: u32, opts: &SpeculativeOptions, n: usize, on_to
     opts.eos.contains(&tok) || on_token(tok) || out.len() >= n
 }
 
-fn read(t: &Tensor<1, Int>) -> Vec<i64> {
-    t.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap_or_default()
-}
-
 /// The prompt's forward pass with buffers of `t` slots, and the model's next token `[1, 1]`.
 fn prefill(model: &Hybrid, m: SpecModel, prompt: &[u32], t: usize) -> (Side, Tensor<2, Int>) {
     let device = model.device();
@@ -213,15 +209,7 @@ fn prefill(model: &Hybrid, m: SpecModel, prompt: &[u32], t: usize) -> (Side, Ten
     let logits = model.forward(Tensor::from_data(TensorData::new(ids, [1, p]), &device), &[vec![true; p]], m.rope, &mut cache);
     let v = logits.dims()[2];
     let first = logits.narrow(1, p - 1, 1).reshape([1, v]).argmax(1);
-    let grow = |x: Tensor<4>| {
-        let [b, h, len, d] = x.dims();
-        match len < t {
-            true => Tensor::cat(vec![x.clone(), Tensor::zeros([b, h, t - len, d], (&x.device(), x.dtype()))], 2),
-            false => x,
-        }
-    };
-    let layers = cache.kv.layers.into_iter().map(|slot| slot.map(|(k, v)| (grow(k), grow(v)))).collect();
-    (Side { kv: KvCache { layers, valid: vec![vec![true; p]], capacity: t, reserved: t }, mamba: cache.mamba }, first)
+    (Side { kv: cache.kv.grown_to(t), mamba: cache.mamba }, first)
 }
 
 /// A Mamba layer over the round's tokens one step at a time from `kept`, keeping the state

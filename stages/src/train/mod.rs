@@ -26,4 +26,4 @@ pub use order::DataOrder;
 pub use parallel::{all_reduce_in_place, Partial};
 pub use peers::{Peers, Started};
 pub use schedule::LrSchedule;
-pub use trainer::{Loss, StepReport, TrainConfig, Trainer};
+pub use trainer::{batch_split, Loss, StepReport, TrainConfig, Trainer};

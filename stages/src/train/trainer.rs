@@ -91,9 +91,7 @@ impl<M: TrainableLm> Trainer<M> {
     /// Prepares `model` (plain, loaded) for training over `examples` examples, resuming from
     /// `config.checkpoint_dir` when it holds a checkpoint.
     pub fn new(model: M, config: TrainConfig, examples: usize, dtype: DType, device: &Device) -> TrainResult<Self> {
-        if config.batch == 0 || config.micro_batch == 0 || config.batch % config.micro_batch != 0 {
-            return Err(TrainError::Config(format!("batch {} must be a positive multiple of micro_batch {}", config.batch, config.micro_batch)));
-        }
+        batch_split(config.batch, config.micro_batch, 1, "one device").map_err(|(_, message)| TrainError::Config(message))?;
         if examples == 0 {
             return Err(TrainError::Config("no training examples".into()));
         }
@@ -138,13 +136,7 @@ impl<M: TrainableLm> Trainer<M> {
             return Err(TrainError::Config("a process of a data-parallel group trains on one device (no replicas besides peers)".into()));
         }
         let n = self.peers.as_ref().map_or(1 + self.replica_devices.len(), |p| p.world);
-        let micros = self.config.batch / self.config.micro_batch;
-        if !micros.is_multiple_of(n) {
-            return Err(TrainError::Config(format!(
-                "batch {} in micro-batches of {} makes {micros} per step, which {n} devices cannot share evenly: make batch / micro_batch a multiple of {n}",
-                self.config.batch, self.config.micro_batch
-            )));
-        }
+        batch_split(self.config.batch, self.config.micro_batch, n, &format!("{n} devices")).map_err(|(_, message)| TrainError::Config(message))?;
         let devices: Vec<Device> = std::iter::once(device_of(&self.model)).chain(self.replica_devices.iter().cloned()).collect();
         let reduce = Reduce::for_devices(&devices)?;
         // Made on their own threads the first time (see `Worker::spawn`), kept for later runs.
@@ -245,6 +237,21 @@ impl<M: TrainableLm> Trainer<M> {
     pub fn into_model(self) -> M {
         self.model.valid()
     }
+}
+
+/// What is wrong with a step of `batch` examples in micro-batches of `micro` dealt to `n`
+/// devices (`sharers` names them in the message), if anything: the param to change and why.
+/// The stages check it when a manifest is planned, the trainer again before it trains.
+pub fn batch_split(batch: usize, micro: usize, n: usize, sharers: &str) -> Result<(), (&'static str, String)> {
+    if batch == 0 || micro == 0 || !batch.is_multiple_of(micro) {
+        return Err(("micro_batch", format!("batch {batch} must be a positive multiple of micro_batch {micro}")));
+    }
+    let micros = batch / micro;
+    if !micros.is_multiple_of(n) {
+        let fits = micro * n * micros.div_ceil(n);
+        return Err(("batch", format!("batch {batch} in micro-batches of {micro} makes {micros} per step, which {sharers} cannot share evenly: make batch / micro_batch a multiple of {n} (batch = {fits})")));
+    }
+    Ok(())
 }
 
 /// This process's share of a step summed with its peers': the step's sums over every rank on
