@@ -89,6 +89,13 @@ for part in $parts; do
       done
       echo "== dp-modes: first through: ${ok:-none}" | tee -a "$out/bench.log"
       [ -n "$ok" ] && DISTILL_ALLREDUCE=$ok scaling ;;
+    # Issue 5: the same frozen step at the same 32,768 tokens per step, as 64 x 512, 32 x 1024 and
+    # 16 x 2048: how much of the step the quadratic attention costs at the pipeline's length.
+    train-seq)
+      for v in ${TRAIN_SEQS:-64x512 32x1024 16x2048}; do set -- ${v/x/ }
+        step "train seq $2 batch $1" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
+          --batch $1 --micro-batch $1 --freeze non_mamba --lr 5e-4 --seq $2 --steps 6 --warmup 2
+      done ;;
     train-variants)
       for v in "8 composite" "16 composite" "16 recompute"; do set -- $v
         DISTILL_ATTENTION=$2 step "train mb $1 attention $2" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \

@@ -17,6 +17,11 @@
 # training step spends ~38 s compiling the TMA matmul kernels; with it a second `distill bench
 # train` started in 22 s rather than 84 (BENCHMARKS.md).
 #
+# PIPELINE_MANIFEST names another manifest of manifests/h200 (default smollm2-hybrid.toml);
+# PIPELINE_UNTIL="STAGE ..." replaces the phases below with one invocation per named stage (each
+# with its upstream), so a long stage can have a call of its own after a shorter call has run
+# and cached what it needs, on a machine kept warm between calls.
+#
 # PIPELINE_GPUS=N (default 1) on a machine with N GPUs: every GPU stage asks for one GPU and the
 # engine runs up to N of them side by side, each on its own GPU and in a process of its own
 # (`--executor process`), in one invocation instead of the ordered phases; the distillations
@@ -35,11 +40,12 @@ if [ "${KERNEL_CACHE:-1}" = 1 ]; then
   if [ -n "${KERNEL_CACHE_IN:-}" ]; then tar xzf "$KERNEL_CACHE_IN" -C "$work/kernel-cache"; fi
   printf '[compilation]\ncache = true\n\n[environment]\npath = { directory = "%s" }\n' "$work/kernel-cache" > cubecl.toml
 fi
-m=smollm2-hybrid.toml
+m=${PIPELINE_MANIFEST:-smollm2-hybrid.toml}
 deadline=$(( $(date +%s) + ${PIPELINE_SECONDS:-540} ))
 # One process per phase: each starts with the whole GPU (session 3's `draft` ran out of memory
 # after four chat stages had run in the same process).
 phases=("heldout[distill[hybrid50]]" "heldout[teacher]" sft dpo draft speculative '')
+[ -n "${PIPELINE_UNTIL:-}" ] && read -ra phases <<< "$PIPELINE_UNTIL"
 jobs=1
 gpu_sets=()
 if [ "${PIPELINE_GPUS:-1}" -gt 1 ]; then
