@@ -75,7 +75,7 @@ fn run_report_opens_in_chromium_with_sections_and_charts() {
 #[test]
 fn committed_example_reports_open_in_chromium() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    for (name, stages) in [("default-cpu", 25), ("h200", 25), ("h200-2gpu", 25)] {
+    for (name, stages) in [("default-cpu", 25), ("h200", 25), ("h200-2gpu", 25), ("h200-20m", 7)] {
         let html = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.html"));
         let Some(mut page) = open(&html) else { return };
         assert_loaded_cleanly(&mut page, name);

@@ -96,6 +96,10 @@ for part in $parts; do
         step "train seq $2 batch $1" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \
           --batch $1 --micro-batch $1 --freeze non_mamba --lr 5e-4 --seq $2 --steps 6 --warmup 2
       done ;;
+    train-seq-peer)
+      for v in ${TRAIN_SEQS:-64x512 32x1024 16x2048}; do set -- ${v/x/ }
+        step "train-peer seq $2 batch $1" 150 python3 stages/bench/torch_train.py $cfg --batch $1 --micro-batch $1 --seq $2 --freeze non_mamba --steps 5 --warmup 2
+      done ;;
     train-variants)
       for v in "8 composite" "16 composite" "16 recompute"; do set -- $v
         DISTILL_ATTENTION=$2 step "train mb $1 attention $2" 150 "$bin" bench --device cuda train --random $cfg --attention-fraction 0.5 --distill \

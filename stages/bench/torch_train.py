@@ -127,6 +127,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument("--freeze", choices=["none", "non_mamba"], default="none",
+                    help="non_mamba: the paper's layerwise step, only the Mamba mixers train (hybrid only)")
     args = ap.parse_args()
     micro = args.micro_batch or args.batch
     cfg = LlamaConfig.from_json_file(args.config)
@@ -134,9 +136,15 @@ def main():
     dev, dtype = "cuda", torch.bfloat16
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(cfg).to(dev, dtype).eval()
-    for name, student in [("llama", LlamaForCausalLM(cfg)), ("hybrid 50%", hybrid(cfg, 0.5, args.chunk))]:
-        student = student.to(dev, dtype).train()
-        opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
+    students = [("hybrid 50%", lambda: hybrid(cfg, 0.5, args.chunk))]
+    if args.freeze == "none":  # frozen outside its Mamba mixers a Llama would train nothing
+        students.insert(0, ("llama", lambda: LlamaForCausalLM(cfg)))
+    for name, build in students:
+        student = build().to(dev, dtype).train()
+        if args.freeze == "non_mamba":
+            for pname, p in student.named_parameters():
+                p.requires_grad_(".mamba." in pname)
+        opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
         gen = torch.Generator(device=dev).manual_seed(0)
         times = []
         for step in range(args.warmup + args.steps):
@@ -150,7 +158,7 @@ def main():
                 kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * (micro / args.batch)
                 kl.backward()
                 del t_logp, s_logp
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in student.parameters() if p.requires_grad], 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
             torch.cuda.synchronize()
@@ -162,9 +170,12 @@ def main():
         p_teacher = sum(p.numel() for p in teacher.parameters())
         hd = cfg.num_attention_heads * cfg.head_dim
         attn_layers = cfg.num_hidden_layers if name == "llama" else len(interleaved(cfg.num_hidden_layers, 0.5))
-        flops = 6 * p_student + 12 * attn_layers * hd * args.seq + 2 * p_teacher + 4 * cfg.num_hidden_layers * hd * args.seq
+        # Frozen weights skip their weight gradients: 4 FLOPs per parameter (forward, input
+        # gradient) instead of 6, as `distill bench train` counts them.
+        p_trained = sum(p.numel() for p in student.parameters() if p.requires_grad)
+        flops = 4 * p_student + 2 * p_trained + 12 * attn_layers * hd * args.seq + 2 * p_teacher + 4 * cfg.num_hidden_layers * hd * args.seq
         print(json.dumps({"bench": "distill_step", "impl": "pytorch", "model": name, "batch": args.batch,
-                          "micro_batch": micro, "seq": args.seq, "steps": args.steps, "tokens_per_s": tok_s,
+                          "micro_batch": micro, "seq": args.seq, "freeze": args.freeze, "steps": args.steps, "tokens_per_s": tok_s,
                           "ms_per_step": 1e3 * secs, "flops_per_token": flops, "tflops": flops * tok_s / 1e12,
                           "mfu": flops * tok_s / 1e12 / args.peak_tflops,
                           "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30}), flush=True)
