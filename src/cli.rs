@@ -252,6 +252,10 @@ pub enum BenchWhat {
         /// Steps timed each way.
         #[arg(long, default_value_t = 32)]
         steps: usize,
+        /// Also decode row 0 by speculative rounds on graphs with K drafts a round, the model
+        /// drafting for itself: the rounds' tokens against plain greedy decoding's.
+        #[arg(long, value_name = "K")]
+        speculative: Option<usize>,
     },
     /// Training-step tokens/s and model FLOPs utilization; `--distill` adds the teacher's forward.
     Train {

@@ -105,14 +105,23 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 ))?;
             }
         }
-        BenchWhat::DecodeGraph { model, batch, prompt, steps } => {
+        BenchWhat::DecodeGraph { model, batch, prompt, steps, speculative } => {
             for m in models(model, &runtime)? {
-                let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps)?;
-                out.row(&r, format!(
-                    "decode_graph | {} | batch {} | context {} | step: plain {:.3} ms, eager {:.3} ms, replayed {:.3} ms ({:.2}x, max logit diff {:.1e}) | decoding: plain {:.3} ms/token, on a graph {:.3} ms/token ({:.2}x, {} replays, same tokens: {})",
+                let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps, *speculative)?;
+                let part = |m: Option<usize>| m.map_or("-".to_string(), |i| i.to_string());
+                let mut summary = format!(
+                    "decode_graph | {} | batch {} | context {} | step: plain {:.3} ms, eager {:.3} ms, replayed {:.3} ms ({:.2}x, max logit diff {:.1e}) | decoding: plain {:.3} ms/token, on a graph {:.3} ms/token ({:.2}x, {} replays, same tokens: {}; rows part at {})",
                     r.model, r.batch, r.prompt, r.plain_ms, r.eager_ms, r.replay_ms, r.speedup, r.max_abs_diff,
-                    r.decode_plain_ms, r.decode_graph_ms, r.decode_plain_ms / r.decode_graph_ms, r.graph_replays, r.same_tokens
-                ))?;
+                    r.decode_plain_ms, r.decode_graph_ms, r.decode_plain_ms / r.decode_graph_ms, r.graph_replays, r.same_tokens,
+                    r.first_mismatch.iter().map(|m| part(*m)).collect::<Vec<_>>().join(" ")
+                );
+                if let Some(s) = &r.speculative {
+                    summary += &format!(
+                        " | speculative on graphs, self-drafted K={}: {:.3} ms/token, {:.2} tokens a round, acceptance {:.2}, parts from plain at {}",
+                        s.k, s.ms_per_token, s.tokens_per_round, s.acceptance, part(s.first_mismatch)
+                    );
+                }
+                out.row(&r, summary)?;
             }
         }
         BenchWhat::Allreduce { gpus, count, elements, repeats, copies_first } => {

@@ -70,7 +70,10 @@ for part in $parts; do
     decode) step decode 100 "$bin" bench --device cuda decode --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     # Issue 6: one decode step eager against replayed as a CUDA graph (launch overhead).
     # Batch 8 has left-padded rows (each 3 tokens shorter than the one before).
-    decode-graph) for b in 1 8; do step "decode-graph b$b" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch $b --prompt 512 --steps ${GRAPH_STEPS:-64}; done ;;
+    # Batch 1 also runs speculative rounds on graphs, each model drafting for itself (K = 4):
+    # every draft accepted and plain greedy's tokens, or the rounds lose their state.
+    decode-graph) for b in 1 8; do spec=; [ $b = 1 ] && spec="--speculative 4"
+      step "decode-graph b$b" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch $b --prompt 512 --steps ${GRAPH_STEPS:-64} $spec; done ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
@@ -166,7 +169,10 @@ for r in rows:
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
     elif r["bench"] == "decode_graph":
         print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
-              f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}")
+              f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")
+        if r.get("speculative"):
+            sp = r["speculative"]
+            print(f"  speculative self-drafted K={sp['k']} {sp['ms_per_token']:.2f} ms/token {sp['tokens_per_round']:.2f} tokens/round acceptance {sp['acceptance']:.2f} parts from plain at {sp['first_mismatch']}")
     elif "tokens_per_s" in r:
         print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} mb {r.get('micro_batch', '-')} {r.get('freeze', '-')} first loss {r.get('first_loss', float('nan')):.6e} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step (exchange {r.get('exchange_ms', 0):.0f})  MFU {r['mfu']:.3f}")
 PY

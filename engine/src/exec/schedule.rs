@@ -98,7 +98,15 @@ pub fn run(
                         let started = || {
                             let _ = tx.send(Msg::Started(i));
                         };
-                        let done = job.execute(i, forced, &gpu_ids, &lookup, &started);
+                        // The stage's own code is guarded where it runs; this guards the engine's
+                        // part (deciding, storing): without a `Done` the run would wait forever.
+                        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.execute(i, forced, &gpu_ids, &lookup, &started)))
+                            .unwrap_or_else(|p| {
+                                let mut run = placeholder(plan, i);
+                                run.status = StageStatus::Failed;
+                                run.error = Some(format!("panicked: {}", crate::stage::panic_message(&*p)));
+                                Done { idx: i, run, state: None }
+                            });
                         let _ = tx.send(Msg::Done(Box::new(done)));
                     });
                 }

@@ -141,7 +141,7 @@ impl Job<'_> {
         if attempt > 0 {
             ctx.log(format!("--- attempt {} of {} ---", attempt + 1, spec.retries + 1));
         }
-        match kind.run(&mut ctx) {
+        match StageError::unless_panicked(|| kind.run(&mut ctx)) {
             Ok(()) => Ok(ctx.finish()),
             Err(e) => {
                 if !matches!(e, StageError::Interrupted) {
@@ -325,6 +325,15 @@ fn place_on_gpus(spec: &StageSpec, gpu_ids: &[usize]) -> Option<StageSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_a_stage_is_its_failure_with_the_message() {
+        let e = StageError::unless_panicked::<()>(|| panic!("slice index starts at {} but ends at {}", 1, 0)).unwrap_err();
+        assert_eq!(e.to_string(), "panicked: slice index starts at 1 but ends at 0");
+        let e = StageError::unless_panicked::<()>(|| panic!("a plain message")).unwrap_err();
+        assert_eq!(e.to_string(), "panicked: a plain message");
+        assert_eq!(StageError::unless_panicked(|| Ok(3)).unwrap(), 3);
+    }
 
     #[test]
     fn a_stage_on_its_gpus_names_the_first_one_and_sees_only_them() {

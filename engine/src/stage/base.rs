@@ -96,6 +96,18 @@ impl StageError {
     pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         StageError::Other(Box::new(e))
     }
+
+    /// Runs `f`, turning a panic into a failure that says where it happened: a stage is code
+    /// we call, and a bug in it must fail that stage, not leave the run waiting for a result
+    /// its thread will never send.
+    pub fn unless_panicked<T>(f: impl FnOnce() -> Result<T, StageError>) -> Result<T, StageError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| Err(StageError::Failed(format!("panicked: {}", panic_message(&*p)))))
+    }
+}
+
+/// The text a panic was raised with (`panic!("...")`, a failed `expect`, an index out of range).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
 }
 
 /// One kind of stage (`command`, `teacher`, `distill`...). Implementations live in one module

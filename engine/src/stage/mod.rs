@@ -6,7 +6,7 @@ mod context;
 mod fetch;
 mod registry;
 
-pub use base::{ExecutorSpec, ParamError, Stage, StageError, StageSpec};
+pub use base::{panic_message, ExecutorSpec, ParamError, Stage, StageError, StageSpec};
 pub use command::CommandStage;
 pub use context::StageContext;
 pub use fetch::{from_mirror, mirror, FetchStage, Package};

@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::{sync, BenchModel};
 use crate::error::Result;
 use crate::generate::graph::generate_on_graph;
-use crate::generate::{generate, GenerateOptions, StepGraph};
+use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
+use crate::speculative::{speculative_decode, SpecModel, SpeculativeOptions};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 
@@ -42,15 +43,33 @@ pub struct GraphResult {
     pub decode_graph_ms: f64,
     /// Whether both chose the same tokens (every row; rows after the first are left-padded).
     pub same_tokens: bool,
-    /// The first token where they differ (0 = the prompt's own next token), if any.
-    pub first_mismatch: Option<usize>,
+    /// Per row, the first token where they differ (0 = the prompt's own next token; a row
+    /// of different lengths differs where the shorter ends), if any: a left-padded row that
+    /// parts at once is a padding bug, one that parts late a near-tie rounded differently.
+    pub first_mismatch: Vec<Option<usize>>,
     /// The first 16 tokens of each (row 0), plain then on the graph.
     pub tokens: [Vec<u32>; 2],
     /// Steps that replayed the graph (the others ran while it was captured).
     pub graph_replays: usize,
+    /// With `--speculative K`: row 0's prompt decoded by speculative rounds on graphs with the
+    /// model as its own draft (a probe of the rounds' mechanics, not of a speedup).
+    pub speculative: Option<SelfDrafted>,
 }
 
-pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps: usize) -> Result<GraphResult> {
+/// Speculative rounds on graphs, the model drafting for itself: every draft should be accepted
+/// (up to near-ties the one-token and `K + 1`-token passes round differently) and the tokens
+/// should be plain greedy decoding's.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelfDrafted {
+    pub k: usize,
+    pub ms_per_token: f64,
+    pub tokens_per_round: f64,
+    pub acceptance: f64,
+    /// Where its tokens first differ from plain greedy decoding's row 0, if anywhere.
+    pub first_mismatch: Option<usize>,
+}
+
+pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps: usize, speculative: Option<usize>) -> Result<GraphResult> {
     let device = &runtime.device;
     let vocab = m.config.llama.vocab_size;
     let ids: Vec<i64> = (0..batch * prompt).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
@@ -91,6 +110,10 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     let (plain_out, all) = plain_tokens(steps + 1);
     let opts = GenerateOptions { max_new_tokens: steps + 1, ..Default::default() };
     let graph_out = generate_on_graph(&m.model, &m.rope, &prompts, &opts, |_, _| false);
+    let speculative = match speculative {
+        Some(k) => Some(self_drafted(m, &prompts[0], k, steps + 1, &plain_out[0])?),
+        None => None,
+    };
     Ok(GraphResult {
         bench: "decode_graph",
         model: m.label.clone(),
@@ -107,10 +130,30 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         decode_plain_ms: 1e3 * (all - one) / steps.max(1) as f64,
         decode_graph_ms: 1e3 * graph_out.replay_seconds / graph_out.replays.max(1) as f64,
         same_tokens: graph_out.tokens == plain_out,
-        first_mismatch: plain_out[0].iter().zip(&graph_out.tokens[0]).position(|(a, b)| a != b),
+        first_mismatch: plain_out.iter().zip(&graph_out.tokens).map(|(a, b)| first_difference(a, b)).collect(),
         tokens: [plain_out[0].iter().take(16).copied().collect(), graph_out.tokens[0].iter().take(16).copied().collect()],
         graph_replays: graph_out.replays,
+        speculative,
     })
+}
+
+fn self_drafted(m: &BenchModel, prompt: &[u32], k: usize, n: usize, plain: &[u32]) -> Result<SelfDrafted> {
+    let me = SpecModel { model: &m.model, rope: &m.rope };
+    let opts = SpeculativeOptions { k, max_new_tokens: n, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
+    let _ = speculative_decode(me, me, prompt, &SpeculativeOptions { max_new_tokens: 2 * (k + 1), ..opts.clone() }, StepGraph::On, |_| false)?;
+    let t0 = Instant::now();
+    let (tokens, stats) = speculative_decode(me, me, prompt, &opts, StepGraph::On, |_| false)?;
+    Ok(SelfDrafted {
+        k,
+        ms_per_token: 1e3 * t0.elapsed().as_secs_f64() / tokens.len().max(1) as f64,
+        tokens_per_round: stats.tokens_per_round(),
+        acceptance: stats.acceptance_rate(),
+        first_mismatch: first_difference(plain, &tokens),
+    })
+}
+
+fn first_difference(a: &[u32], b: &[u32]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y).or((a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
 /// Seconds per call of `f` over `steps` calls, the device's queue drained before and after.
@@ -136,9 +179,12 @@ mod tests {
         let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
         let runtime = Runtime::cpu();
         let m = BenchModel::load(&ModelSource::Random(config), 0.5, &runtime).unwrap();
-        let r = run(&m, &runtime, 2, 8, 6).unwrap();
+        let r = run(&m, &runtime, 2, 8, 6, Some(2)).unwrap();
         assert_eq!(r.max_abs_diff, 0.0);
         assert!(r.same_tokens, "{r:?}");
+        let s = r.speculative.as_ref().expect("asked for");
+        assert_eq!((s.first_mismatch, s.acceptance), (None, 1.0), "self-drafted rounds take every draft: {s:?}");
+        assert!(s.tokens_per_round > 1.0 && s.tokens_per_round <= 3.0, "K = 2: at most 3 tokens a verifier pass: {s:?}");
 
         let mut cache = m.model.new_cache();
         let ids: Vec<i64> = (0..16).map(|i| (i * 7919 + 13) as i64 % m.config.llama.vocab_size as i64).collect();

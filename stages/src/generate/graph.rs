@@ -107,9 +107,9 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
         let next = logits.reshape([b, v]).argmax(1); // [b, 1]
         // Slot `pos` feeds new token `pos - width + 1` (token 0 came from the prompt).
         let column = columns.clone().equal((pos.clone() - (width as i64 - 1)).expand([n])).reshape([1, n]);
-        out.inplace(|o| o.mask_where(column.expand([b, n]), next.clone().expand([b, n])));
+        update(out, |o| o.mask_where(column.expand([b, n]), next.clone().expand([b, n])));
         token.inplace(|tok| overwrite(tok, next.clone()));
-        pos.inplace(|q| q + 1);
+        update(pos, |q| q + 1);
         next
     };
     let mut graph = capture(&device, step);
@@ -247,6 +247,22 @@ pub(crate) fn settle(pinned: &mut MambaState, working: MambaState) {
     if pinned.step_weights.is_none() {
         pinned.step_weights = working.step_weights;
     }
+}
+
+/// `t` replaced by `f(t)`, written into `t`'s own buffer. A graph replays its launches against
+/// the buffers they used when it was captured, so what a step updates must stay where it is:
+/// an op's result may land in a fresh buffer (burn reuses an input's only where its fusion
+/// chooses to; a speculative round's `len + r + 1` did not, and the host read a buffer the
+/// capture had only recorded), while a slice assigned over a tensor nothing else holds is
+/// written in place.
+pub(crate) fn update<const D: usize, K>(t: &mut Tensor<D, K>, f: impl FnOnce(Tensor<D, K>) -> Tensor<D, K>)
+where
+    K: burn::tensor::kind::Basic,
+{
+    t.inplace(|x| {
+        let value = f(x.clone());
+        overwrite(x, value)
+    });
 }
 
 /// `src` written over all of `dst`, in `dst`'s buffer when nothing else holds it.

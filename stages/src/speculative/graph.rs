@@ -22,7 +22,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::decode::{SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::error::{Error, Result};
-use crate::generate::graph::{host_ints, overwrite, warn_without_graph, Tables};
+use crate::generate::graph::{host_ints, overwrite, update, warn_without_graph, Tables};
 use crate::generate::Sampling;
 use crate::hybrid::{Hybrid, HybridCache, MambaMixer};
 use crate::lm::CausalLm;
@@ -136,26 +136,34 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         let rel = columns.clone() - len.clone().reshape([1, 1]).expand([1, room]);
         let hit = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_equal(r.clone().reshape([1, 1]).expand([1, room])));
         let values = made.select(1, rel.clamp(0, k as i64).reshape([room])); // [1, room]
-        out.inplace(|o| o.mask_where(hit, values));
+        update(out, |o| o.mask_where(hit, values));
         let this_round = columns.clone().equal(rounds.clone().reshape([1, 1]).expand([1, room]));
-        accepted.inplace(|a| a.mask_where(this_round, r.clone().reshape([1, 1]).expand([1, room])));
+        update(accepted, |a| a.mask_where(this_round, r.clone().reshape([1, 1]).expand([1, room])));
         // Both models keep the r + 1 tokens the round accepted.
         settle_at(&mut vs.mamba, verifier_history, &r);
         settle_at(&mut ds.mamba, draft_history, &r);
         last.inplace(|x| overwrite(x, next.clone()));
-        pos.inplace(|q| q + r.clone() + 1);
-        len.inplace(|q| q + r.clone() + 1);
-        rounds.inplace(|q| q + 1);
+        update(pos, |q| q + r.clone() + 1);
+        update(len, |q| q + r.clone() + 1);
+        update(rounds, |q| q + 1);
         next
     };
     let mut graph = burn::tensor::capture(&device, round);
     warn_without_graph(graph.is_hardware(), &device);
     let mut shown = 1;
+    let mut replayed = false;
     loop {
         let (made, tokens) = {
             let s = state.borrow();
             (host_ints(s.len.clone())[0] as usize, host_ints(s.out.clone().reshape([room])))
         };
+        // Every round adds at least one token: an output that did not grow over replays means
+        // the graph's state did not stay in its buffers, and replaying more would never end.
+        if made < shown || (replayed && made == shown && made < room) {
+            return Err(Error::Config(format!(
+                "speculative rounds on a graph lost their state ({made} tokens after {shown}); DISTILL_DECODE_GRAPH=0 decodes without graphs"
+            )));
+        }
         for &tok in &tokens[shown..made.min(room)] {
             stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
             if stopped {
@@ -174,12 +182,16 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
                 graph.replay();
             }
         }
+        replayed = true;
     }
     drop(graph);
     // The rounds that made the returned tokens (later ones overshot the stop).
     let s = state.into_inner();
     let per_round = host_ints(s.accepted.reshape([room]));
+    // The prompt's pass made the first token: a verifier pass like a round's (the launched
+    // decoder verifies its first drafts in it), so tokens per round stay at most K + 1.
     let mut made = 1;
+    stats.rounds = 1;
     for &r in per_round.iter().take(host_ints(s.rounds)[0] as usize) {
         if made >= out.len() {
             break;
