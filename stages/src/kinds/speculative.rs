@@ -10,7 +10,9 @@
 //! Metrics: `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
 //! `plain/tokens_per_s`, `graphs` (1 where greedy decoding, plain and speculative, replays
 //! captured graphs: on a GPU; `plain_launched/tokens_per_s` then times plain decoding with every
-//! step launched), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
+//! step launched, and `speculative_on_graphs` the share of speculative runs whose rounds
+//! replayed graphs: below 1 when a graph failed and its prompt was decoded with launched
+//! rounds), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
 //! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
 //! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
 //! exact arithmetic; bf16 near-ties can flip a token), and `greedy_mismatch_max_gap`: where each
@@ -203,6 +205,15 @@ impl Stage for SpeculativeStage {
             }
             all.add(&stats);
             all_secs += secs;
+        }
+        if graphs {
+            // A run whose graph could not be captured, or lost its state and was decoded again
+            // with launched rounds, compares launched speculative decoding with plain on graphs.
+            let runs = p.ks().len() * prompts.len();
+            if all.on_graph < runs {
+                ctx.log(format!("warning: {} of {runs} speculative runs replayed graphs; the others launched every round (see the warnings above)", all.on_graph));
+            }
+            ctx.metric("speculative_on_graphs", all.on_graph as f64 / runs.max(1) as f64)?;
         }
         ctx.metric("acceptance_rate", all.acceptance_rate())?;
         ctx.metric("tokens_per_round", all.tokens_per_round())?;

@@ -34,6 +34,8 @@ pub struct SpeculativeStats {
     pub accepted: usize,
     /// Tokens produced (accepted drafts, corrections and bonus tokens).
     pub tokens: usize,
+    /// Runs whose rounds replayed captured graphs (`speculative::graph` on a GPU).
+    pub on_graph: usize,
 }
 
 impl SpeculativeStats {
@@ -48,6 +50,7 @@ impl SpeculativeStats {
         self.drafted += o.drafted;
         self.accepted += o.accepted;
         self.tokens += o.tokens;
+        self.on_graph += o.on_graph;
     }
 }
 
@@ -100,8 +103,14 @@ fn host_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
 /// [`speculative_generate`], or where `graph` wants it (greedy decoding on a GPU, by default)
 /// its rounds replayed from captured graphs ([`super::speculative_on_graph`]).
 pub fn speculative_decode(verifier: SpecModel, draft: SpecModel, prompt: &[u32], opts: &SpeculativeOptions, graph: StepGraph, on_token: impl FnMut(u32) -> bool) -> Result<(Vec<u32>, SpeculativeStats)> {
+    let mut on_token = on_token;
     if opts.sampling == Sampling::Greedy && graph.wanted(&verifier.model.device()) {
-        return super::speculative_on_graph(verifier, draft, prompt, opts, on_token);
+        // Tokens are shown only once they are known good, so a graph that lost its state
+        // has shown none that the launched rounds would not also make.
+        match super::speculative_on_graph(verifier, draft, prompt, opts, &mut on_token) {
+            Err(Error::Device(device, why)) => tracing::warn!("{device}: {why}; decoding this prompt with launched rounds"),
+            done => return done,
+        }
     }
     speculative_generate(verifier, draft, prompt, opts, on_token)
 }

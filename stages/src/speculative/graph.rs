@@ -151,19 +151,24 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     let mut graph = burn::tensor::capture(&device, round);
     warn_without_graph(graph.is_hardware(), &device);
     let mut shown = 1;
-    let mut replayed = false;
+    // Rounds the device has run by the host's count, once the first read gave the capture's
+    // warm-up count: a check that the round's state stays in its buffers (a graph replays its
+    // launches against the buffers of its capture, so a counter that moved to a new buffer
+    // stops counting, or reads as whatever that buffer held).
+    let mut expected: Option<usize> = None;
     loop {
-        let (made, tokens) = {
+        let (made, ran, tokens) = {
             let s = state.borrow();
-            (host_ints(s.len.clone())[0] as usize, host_ints(s.out.clone().reshape([room])))
+            (host_ints(s.len.clone())[0], host_ints(s.rounds.clone())[0], host_ints(s.out.clone().reshape([room])))
         };
-        // Every round adds at least one token: an output that did not grow over replays means
-        // the graph's state did not stay in its buffers, and replaying more would never end.
-        if made < shown || (replayed && made == shown && made < room) {
-            return Err(Error::Config(format!(
-                "speculative rounds on a graph lost their state ({made} tokens after {shown}); DISTILL_DECODE_GRAPH=0 decodes without graphs"
-            )));
+        let (made, ran) = (usize::try_from(made).unwrap_or(usize::MAX), usize::try_from(ran).unwrap_or(usize::MAX));
+        if !counts_hold(made, ran, expected, shown, k, room) {
+            return Err(Error::Device(
+                format!("{device:?}"),
+                format!("speculative rounds on a graph lost their state ({made} tokens after {ran} rounds, {} expected; {shown} shown)", expected.map_or("?".to_string(), |e| e.to_string())),
+            ));
         }
+        expected = Some(ran + CHUNK);
         for &tok in &tokens[shown..made.min(room)] {
             stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
             if stopped {
@@ -182,8 +187,8 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
                 graph.replay();
             }
         }
-        replayed = true;
     }
+    stats.on_graph = usize::from(graph.is_hardware());
     drop(graph);
     // The rounds that made the returned tokens (later ones overshot the stop).
     let s = state.into_inner();
@@ -203,6 +208,13 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     }
     stats.tokens = out.len();
     Ok((out, stats))
+}
+
+/// Whether `made` tokens after `ran` rounds can be what the rounds left: every round adds
+/// between 1 and K + 1 tokens after the prompt's first; the host expects `expected` rounds (once
+/// it knows the capture's count), and `shown` tokens were read before.
+fn counts_hold(made: usize, ran: usize, expected: Option<usize>, shown: usize, k: usize, room: usize) -> bool {
+    expected.is_none_or(|e| e == ran) && ran <= room && made > ran && made - 1 <= ran * (k + 1) && made >= shown
 }
 
 /// Adds `tok` to `out`; true when generation stops there.
@@ -270,5 +282,25 @@ fn settle_at(layers: &mut [MambaState], history: Vec<Vec<MambaState>>, r: &Tenso
                 None => picked,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counts_hold;
+
+    /// What the H200 showed (a round's `len` moved to a buffer the capture only recorded, read
+    /// as 0) and the other ways a lost counter reads, against what rounds can leave.
+    #[test]
+    fn counts_that_rounds_cannot_leave_are_caught() {
+        let (k, room) = (4, 200);
+        assert!(counts_hold(4, 3, None, 1, k, room), "three warm-up rounds that each kept one token");
+        assert!(counts_hold(16, 3, None, 1, k, room), "... or all K + 1");
+        assert!(counts_hold(30, 7, Some(7), 16, k, room), "four more rounds");
+        assert!(!counts_hold(0, 3, None, 1, k, room), "the H200's read: no tokens at all");
+        assert!(!counts_hold(17, 3, None, 1, k, room), "more than K + 1 a round");
+        assert!(!counts_hold(16, 3, Some(7), 16, k, room), "rounds that did not run: a counter that stopped");
+        assert!(!counts_hold(12, 7, Some(7), 16, k, room), "fewer tokens than shown before");
+        assert!(!counts_hold(1 << 40, 1 << 30, None, 1, k, room), "garbage");
     }
 }
