@@ -52,10 +52,20 @@ pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
     })
 }
 
+/// Lanes per state row, at most: a warp's width unless `DISTILL_STEPS_LANES` (a power of two up
+/// to 32) says fewer, to measure. Fewer lanes give each unit more of the row (`n / lanes`
+/// entries), so more bytes in flight per unit: one step at batch 32 reached 41.5% of the H200's
+/// bandwidth with 4 entries a unit on Llama-3-8B's shape, about what a full SM's units keep in
+/// flight at 16 bytes each.
+fn max_lanes() -> usize {
+    static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LANES.get_or_init(|| std::env::var("DISTILL_STEPS_LANES").ok().and_then(|v| v.trim().parse().ok()).filter(|&l: &usize| l.is_power_of_two() && l <= 32).unwrap_or(32))
+}
+
 /// `(lanes, rows)` of a cube: lanes along `n` (a warp's width, or `n` when smaller), as many rows
 /// of the head as fit in `units`.
 fn cube_shape(p: usize, n: usize, units: usize) -> (usize, usize) {
-    let lanes = n.min(32);
+    let lanes = n.min(max_lanes());
     let mut rows = (units / lanes).clamp(1, p);
     while !p.is_multiple_of(rows) {
         rows -= 1;
