@@ -11,6 +11,10 @@
 //!   composite's four or five), for the training step's attention scores.
 //! - [`attention::causal_self_attention`]: training's causal attention, the backend's (flash on
 //!   the GPU) forward with a backward that recomputes the probabilities once.
+//! - [`masked_attention::masked_attention`]: decoding's attention over the cache, burn's composite
+//!   with [`reduce`]'s softmax on the GPU.
+//! - [`reduce`]: sum, max, mean, argmax and softmax along the last axis for inference, a cube
+//!   per output where burn would walk each output's axis with one unit (decoding's few rows).
 //!
 //! The kernels exist with the `cuda` feature; without it every function is its reference.
 //! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
@@ -19,8 +23,10 @@
 pub mod attention;
 pub mod mamba2_step;
 pub mod mamba2_steps;
+pub mod masked_attention;
 pub mod matmul;
 pub mod parity;
+pub mod reduce;
 pub mod softmax;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};

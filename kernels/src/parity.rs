@@ -267,9 +267,68 @@ fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
     diff.max().into_scalar::<f32>() as f64 / scale
 }
 
+/// Decoding's reductions: `(rows, axis)` of the greedy argmax over SmolLM2's vocabulary (batch 1
+/// and 64), the attention softmax at batch 1 over 512 and 16,384 keys (9 query heads), RMSNorm
+/// at batch 1 and 64, and a 512-token prefill's softmax rows.
+pub fn reduce_cases() -> Vec<(usize, usize)> {
+    vec![(1, 49_152), (64, 49_152), (9, 512), (9, 16_384), (1, 576), (64, 576), (4_608, 512)]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReduceParity {
+    pub bench: &'static str,
+    pub rows: usize,
+    pub axis: usize,
+    pub op: &'static str,
+    pub dtype: &'static str,
+    /// Largest |ours - burn's| over the largest |burn's|; for argmax, over the values at the
+    /// chosen indices (equal values may sit at different indices).
+    pub rel: f64,
+    pub within_tolerance: bool,
+    pub kernel_us: f64,
+    pub reference_us: f64,
+}
+
+/// Each of [`crate::reduce`]'s operations against burn's own on random rows.
+pub fn reduce_parity(rows: usize, axis: usize, dtype: DType, device: &Device, repeats: usize) -> Vec<ReduceParity> {
+    use crate::reduce::{argmax_last, reduce_last, reduce_last_reference, safe_softmax_last, RowReduce};
+    let x = Tensor::<2>::random([rows, axis], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
+    let row = |op: &'static str, rel: f64, kernel_us: f64, reference_us: f64| ReduceParity {
+        bench: "kernel_reduce",
+        rows,
+        axis,
+        op,
+        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        rel,
+        within_tolerance: rel <= tolerance(dtype),
+        kernel_us,
+        reference_us,
+    };
+    let mut out = Vec::new();
+    for (op, name) in [(RowReduce::Sum, "sum"), (RowReduce::Max, "max"), (RowReduce::Mean, "mean")] {
+        let rel = rel_diff(reduce_last(x.clone(), op), reduce_last_reference(x.clone(), op));
+        out.push(row(name, rel, time(&|| drop(reduce_last(x.clone(), op))), time(&|| drop(reduce_last_reference(x.clone(), op)))));
+    }
+    let at = |i: Tensor<2, burn::tensor::Int>| x.clone().gather(1, i);
+    let rel = rel_diff(at(argmax_last(x.clone())), at(x.clone().argmax(1)));
+    out.push(row("argmax", rel, time(&|| drop(argmax_last(x.clone()))), time(&|| drop(x.clone().argmax(1)))));
+    let burns = |t: Tensor<2>| burn::tensor::activation::softmax(t, 1);
+    let rel = rel_diff(safe_softmax_last(x.clone()), burns(x.clone()));
+    out.push(row("softmax", rel, time(&|| drop(safe_softmax_last(x.clone()))), time(&|| drop(burns(x.clone())))));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reduce_harness_runs_on_the_cpu_where_both_sides_are_burns() {
+        for r in reduce_parity(3, 70, DType::F32, &Device::flex(), 2) {
+            assert!(r.within_tolerance && r.rel <= 1e-6, "{r:?}");
+        }
+    }
 
     #[test]
     fn the_harness_runs_on_the_cpu_where_both_sides_are_the_reference() {

@@ -93,6 +93,17 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            for &dtype in dtypes {
+                for (rows, axis) in kernel_parity::reduce_cases() {
+                    for r in kernel_parity::reduce_parity(rows, axis, dtype, &runtime.device, *repeats) {
+                        out_of_tolerance += usize::from(!r.within_tolerance);
+                        out.row(&r, format!(
+                            "reduce | {} rows x {} | {} | {} | rel {:.1e} {} | ours {:.1} us, burn's {:.1} us ({:.2}x)",
+                            r.rows, r.axis, r.op, r.dtype, r.rel, if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.reference_us / r.kernel_us
+                        ))?;
+                    }
+                }
+            }
             let kernels = distill_kernels::matmul::ProductKernels::for_projections();
             for case in kernel_parity::projection_cases() {
                 let r = kernel_parity::projection_parity(case, runtime.dtype, &runtime.device, kernels);

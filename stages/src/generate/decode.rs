@@ -1,6 +1,7 @@
 //! Autoregressive generation with a KV cache, for a batch of prompts (left-padded).
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use distill_kernels::reduce::argmax_last;
 
 use super::sampling::{LogitsProcessor, Sampling};
 use crate::llama::Rope;
@@ -117,7 +118,7 @@ pub fn generate<M: CausalLm>(
 fn pick(last: Tensor<2>, processor: &mut LogitsProcessor) -> Vec<u32> {
     let [b, v] = last.dims();
     if processor.sampling == Sampling::Greedy {
-        let ids = last.cast(DType::F32).argmax(1).into_data().convert::<i64>();
+        let ids = argmax_last(last.cast(DType::F32)).into_data().convert::<i64>();
         return ids.try_to_vec::<i64>().unwrap_or_default().into_iter().map(|i| i as u32).collect();
     }
     let flat = last.cast(DType::F32).into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();

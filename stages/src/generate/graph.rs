@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use burn::tensor::{capture, DType, Int, Tensor, TensorData};
+use distill_kernels::reduce::argmax_last;
 
 use crate::hybrid::{Hybrid, HybridCache, StepInputs};
 use crate::llama::{KvCache, KvStep, KvWrite, Rope, StepMask};
@@ -104,7 +105,7 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
             y
         });
         let v = logits.dims()[2];
-        let next = logits.reshape([b, v]).argmax(1); // [b, 1]
+        let next = argmax_last(logits.reshape([b, v])); // [b, 1]
         // Slot `pos` feeds new token `pos - width + 1` (token 0 came from the prompt).
         let column = columns.clone().equal((pos.clone() - (width as i64 - 1)).expand([n])).reshape([1, n]);
         update(out, |o| o.mask_where(column.expand([b, n]), next.clone().expand([b, n])));
@@ -155,7 +156,7 @@ fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_toke
     model.reserve(&mut cache, width + new_tokens);
     let logits = model.forward(Tensor::from_data(TensorData::new(ids, [b, width]), &device), &valid, rope, &mut cache);
     let v = logits.dims()[2];
-    let first = logits.narrow(1, width - 1, 1).reshape([b, v]).argmax(1);
+    let first = argmax_last(logits.narrow(1, width - 1, 1).reshape([b, v]));
     // The length plain decoding's buffers have from its first step on: the same attention
     // kernels, so the same tokens.
     let t = match cache.kv.capacity {

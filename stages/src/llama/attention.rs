@@ -1,6 +1,7 @@
 //! Grouped-query self-attention with rotary embeddings and a KV cache (`LlamaAttention`).
 
 use distill_kernels::attention::{causal_self_attention, recompute_in_training};
+use distill_kernels::masked_attention::masked_attention;
 use distill_kernels::matmul::linear;
 use burn::config::Config;
 use burn::module::Module;
@@ -97,8 +98,7 @@ impl Attention {
             StepMask::Masked(mask) => {
                 let q = q.reshape([b, kvh, g * s, d]);
                 let mask = mask.clone().unsqueeze_dim::<5>(2).expand([b, kvh, g, s, t]).reshape([b, kvh, g * s, t]);
-                let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-                attention(q, k, v, Some(mask), None, opts).reshape([b, h, s, d])
+                masked_attention(q, k, v, mask).reshape([b, h, s, d])
             }
         };
         linear(&self.o_proj, y.swap_dims(1, 2).reshape([b, s, h * d]))

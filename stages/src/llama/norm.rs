@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{DType, Device, Tensor};
+use distill_kernels::reduce::mean_last;
 
 use crate::channels::mul_channels;
 
@@ -32,7 +33,7 @@ impl RmsNorm {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let dtype = x.dtype();
         let x = x.cast(DType::F32);
-        let var = x.clone().powi_scalar(2).mean_dim(2); // [batch, seq, 1]
+        let var = mean_last(x.clone().powi_scalar(2)); // [batch, seq, 1]
         let x = x * (var + self.eps).sqrt().recip();
         mul_channels(x.cast(dtype), self.weight.val())
     }

@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Device, Tensor};
+use distill_kernels::reduce::mean_last;
 
 use crate::channels::mul_channels;
 
@@ -38,7 +39,7 @@ impl GatedRmsNorm {
         let dtype = y.dtype();
         let g = self.group_size;
         let v = (y.cast(DType::F32) * silu(z.cast(DType::F32))).reshape([b, s, d / g, g]);
-        let var = v.clone().powi_scalar(2).mean_dim(3); // [b, s, groups, 1]
+        let var = mean_last(v.clone().powi_scalar(2)); // [b, s, groups, 1]
         let v = (v * (var + self.eps).sqrt().recip()).reshape([b, s, d]);
         mul_channels(v.cast(dtype), self.weight.val().cast(dtype))
     }

@@ -19,6 +19,7 @@
 use std::cell::RefCell;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use distill_kernels::reduce::argmax_last;
 
 use super::decode::{SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::error::{Error, Result};
@@ -113,7 +114,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
                 y
             });
             let v = logits.dims()[2];
-            feed = logits.reshape([1, v]).argmax(1);
+            feed = argmax_last(logits.reshape([1, v]));
             drafts.push(feed.clone());
         }
         drafts.pop(); // the K + 1-th only advanced the draft's state
@@ -125,7 +126,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         let kept = &vs.mamba;
         let logits = verifier.model.forward_from(fed, &inputs, &mut vs.kv, |l, mixer, u, _| one_at_a_time(mixer, u, &kept[l], &mut verifier_history[l]));
         let v = logits.dims()[2];
-        let verdicts = logits.reshape([k + 1, v]).argmax(1).reshape([1, k + 1]); // the verifier's token after each fed one
+        let verdicts = argmax_last(logits.reshape([k + 1, v])).reshape([1, k + 1]); // the verifier's token after each fed one
         // r: the drafts before the first that differs from the verifier's choice.
         let misses = proposed.clone().not_equal(verdicts.clone().narrow(1, 0, k)).int();
         let r = misses.cumsum(1).equal_elem(0).int().sum(); // [1]
@@ -232,7 +233,7 @@ fn prefill(model: &Hybrid, m: SpecModel, prompt: &[u32], t: usize) -> (Side, Ten
     let ids: Vec<i64> = prompt.iter().map(|&x| x as i64).collect();
     let logits = model.forward(Tensor::from_data(TensorData::new(ids, [1, p]), &device), &[vec![true; p]], m.rope, &mut cache);
     let v = logits.dims()[2];
-    let first = logits.narrow(1, p - 1, 1).reshape([1, v]).argmax(1);
+    let first = argmax_last(logits.narrow(1, p - 1, 1).reshape([1, v]));
     (Side { kv: cache.kv.grown_to(t), mamba: cache.mamba }, first)
 }
 
