@@ -74,6 +74,11 @@ for part in $parts; do
     # every draft accepted and plain greedy's tokens, or the rounds lose their state.
     decode-graph) for b in 1 8; do spec=; [ $b = 1 ] && spec="--speculative 4"
       step "decode-graph b$b" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch $b --prompt 512 --steps ${GRAPH_STEPS:-64} $spec; done ;;
+    # Decoding on graphs at batch 1 over contexts, with the inference reductions by cubes (ours)
+    # and by burn's unit routine (DISTILL_REDUCE=burn), one after the other: issue 6's
+    # long-context figures and what the reductions cost in them.
+    long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for r in cube burn; do
+      DISTILL_REDUCE=$r step "decode-graph ctx $p reduce $r" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}; done; done ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
@@ -168,7 +173,7 @@ for r in rows:
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
     elif r["bench"] == "decode_graph":
-        print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
+        print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} reductions {r.get('reductions', '?')} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
               f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")
         if r.get("speculative"):
             sp = r["speculative"]

@@ -80,6 +80,16 @@ pub fn safe_softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     numerator / sum
 }
 
+/// Which reductions inference runs on a CubeCL device: `"cube"` (this module's) or `"burn"`
+/// (`DISTILL_REDUCE=burn`, or a build without the kernels), for benchmark records.
+pub fn mode() -> &'static str {
+    #[cfg(feature = "cuda")]
+    if cube_wanted() {
+        return "cube";
+    }
+    "burn"
+}
+
 /// Rows at most, and an axis at least this long, for the cube routine: beyond that many rows the
 /// unit routine fills the GPU by itself, and a short axis is a few loads for one unit.
 #[cfg(feature = "cuda")]

@@ -51,6 +51,8 @@ pub struct GraphResult {
     pub tokens: [Vec<u32>; 2],
     /// Steps that replayed the graph (the others ran while it was captured).
     pub graph_replays: usize,
+    /// Which inference reductions ran (`distill_kernels::reduce::mode`).
+    pub reductions: &'static str,
     /// With `--speculative K`: row 0's prompt decoded by speculative rounds on graphs with the
     /// model as its own draft (a probe of the rounds' mechanics, not of a speedup).
     pub speculative: Option<SelfDrafted>,
@@ -133,6 +135,7 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         first_mismatch: plain_out.iter().zip(&graph_out.tokens).map(|(a, b)| first_difference(a, b)).collect(),
         tokens: [plain_out[0].iter().take(16).copied().collect(), graph_out.tokens[0].iter().take(16).copied().collect()],
         graph_replays: graph_out.replays,
+        reductions: distill_kernels::reduce::mode(),
         speculative,
     })
 }
