@@ -337,6 +337,18 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// The chunked SSD scan of training and prefill (burn's fused tensor ops), forward and with
+    /// its backward, against the bytes a fused kernel must move.
+    Ssd {
+        /// `batch,seq,heads,head_dim,d_state` (default: a SmolLM2 hybrid's Mamba-2 layer at the
+        /// micro-batch of 16 x 2048 tokens).
+        #[arg(long, value_delimiter = ',', default_values_t = [16usize, 2048, 9, 64, 64])]
+        shape: Vec<usize>,
+        #[arg(long, default_value_t = 256)]
+        chunk: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// Each GPU kernel of `distill-kernels` against its plain-tensor twin on random inputs, over
     /// shapes (batch 1..64, SmolLM2 / Llama-3-8B / Mamba-2 layer shapes) in f32 and bf16: the
     /// largest relative difference, both times, and the kernel's time against its memory floor.

@@ -79,6 +79,9 @@ for part in $parts; do
     # long-context figures and what the reductions cost in them.
     long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for r in cube burn; do
       DISTILL_REDUCE=$r step "decode-graph ctx $p reduce $r" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}; done; done ;;
+    # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's.
+    ssd) step ssd 150 "$bin" bench --device cuda ssd ;;
+    ssd-peer) step ssd 100 python3 stages/bench/ssd_torch.py ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
@@ -172,6 +175,8 @@ for r in rows:
         print(f"attention {str(r['shape']):22} burn {r['burn_ms']:8.2f} ms  composite {r['composite_ms']:8.2f} ms  recomputing {r['ours_ms']:8.2f} ms  {r['speedup']:.2f}x  grad rel diff {r['grad_rel_diff']:.1e}")
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
+    elif r["bench"] == "ssd_scan":
+        print(f"ssd_scan {impl:12} {r['shape']} chunk {r['chunk']} forward {r['forward_ms']:.2f} ms  forward+backward {r['forward_backward_ms']:.2f} ms")
     elif r["bench"] == "decode_graph":
         print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} reductions {r.get('reductions', '?')} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
               f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")

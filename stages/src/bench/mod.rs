@@ -12,6 +12,7 @@ pub mod decode;
 pub mod graph;
 pub mod matmul;
 pub mod parity;
+pub mod ssd;
 pub mod train;
 
 use std::path::{Path, PathBuf};
