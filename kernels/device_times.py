@@ -20,6 +20,7 @@ LINE = re.compile(r"^\| ([0-9.]+)(ns|µs|us|ms|s)\s*\| (.+)$")
 # Kernel names in the log, and the bench rows whose launches they are (the single step runs the
 # multi-step kernel with one step).
 KERNELS = {"Mamba2StepsKernel"}
+GEMV_KERNELS = {"GemvPartialKernel", "GemvSumKernel"}
 BENCHES = {"kernel_mamba2_step", "kernel_mamba2_steps"}
 
 
@@ -31,6 +32,7 @@ def shape(c):
 def main():
     log, jsonl, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
     times = []
+    gemv = []  # (family, us) of the decode products' two launches, in order
     for line in open(log, encoding="utf-8", errors="replace"):
         m = LINE.match(line.rstrip("\n"))
         if m:
@@ -38,6 +40,8 @@ def main():
             family = re.sub(r"_[0-9a-f]+$", "", name)
             if family in KERNELS:
                 times.append(float(m.group(1)) * UNITS[m.group(2)])
+            elif family in GEMV_KERNELS:
+                gemv.append((family, float(m.group(1)) * UNITS[m.group(2)]))
     rows = [json.loads(l) for l in open(jsonl) if l.startswith("{")]
     per = repeats + 2
     single = {}
@@ -56,6 +60,19 @@ def main():
         elif (shape(c), c["dtype"]) in single:
             extra = f" | {us / single[(shape(c), c['dtype'])]:.2f}x one step"
         print(f"{label} | {shape(c):20} | {c['dtype']:4} | device {us:8.2f} us | floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth{extra}")
+    return gemv_times(gemv, [c for c in rows if c["bench"] == "kernel_gemv"], per, repeats)
+
+
+def gemv_times(launches, cases, per, repeats):
+    """Each decode product's two launches (partial sums, then their sum) added, against the
+    weight's bytes at 4.3 TB/s."""
+    calls = [a + b for (fa, a), (fb, b) in zip(launches[0::2], launches[1::2]) if (fa, fb) == ("GemvPartialKernel", "GemvSumKernel")]
+    if len(calls) != per * len(cases):
+        print(f"{len(calls)} gemv calls for {len(cases)} cases of {per}; not matched", file=sys.stderr)
+        return 1
+    for i, c in enumerate(cases):
+        us = statistics.median(calls[i * per + 1 : i * per + 1 + repeats])
+        print(f"gemv | {c['rows']}x{c['d_in']}->{c['d_out']:<6} | {c['dtype']:4} | device {us:8.2f} us | weight floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth")
     return 0
 
 

@@ -5,6 +5,8 @@
 //!   the state update, the read-out) in one launch.
 //! - [`mamba2_steps`]: several such steps in one launch for speculative verification, replaying
 //!   the accepted ones from the round's snapshot.
+//! - [`gemv::gemv`]: decoding's products (a few rows), split over columns and `K` so that a
+//!   576-wide projection still occupies the GPU.
 //! - [`matmul::matmul_with`]: a matrix product with a named cubek routine instead of burn's
 //!   untuned default.
 //! - [`softmax::softmax_last`]: softmax with its own backward (three passes instead of burn's
@@ -21,6 +23,7 @@
 //! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
 
 pub mod attention;
+pub mod gemv;
 pub mod mamba2_step;
 pub mod mamba2_steps;
 pub mod masked_attention;

@@ -267,6 +267,53 @@ fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
     diff.max().into_scalar::<f32>() as f64 / scale
 }
 
+/// Decoding's products `(rows, d_in, d_out)`: SmolLM2's projections (q/o, k/v, gate/up, down,
+/// the Mamba-2 `in_proj`'s odd width, the tied head) and Llama-3-8B's, at batch 1, 4 and 8.
+pub fn gemv_cases() -> Vec<(usize, usize, usize)> {
+    let shapes = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 1545), (576, 49_152), (4096, 4096), (4096, 14_336), (14_336, 4096)];
+    [1, 4, 8].into_iter().flat_map(|m| shapes.map(|(k, n)| (m, k, n))).collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GemvParity {
+    pub bench: &'static str,
+    pub rows: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub dtype: &'static str,
+    /// Largest |ours - burn's| over the largest |burn's|.
+    pub rel: f64,
+    pub within_tolerance: bool,
+    pub kernel_us: f64,
+    pub reference_us: f64,
+    /// The weight's bytes (what a product of few rows must read) over [`COPY_BYTES_PER_S`].
+    pub floor_us: f64,
+}
+
+/// [`crate::gemv::gemv`] against burn's product on random inputs.
+pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, dtype: DType, device: &Device, repeats: usize) -> GemvParity {
+    use crate::gemv::{gemv, gemv_reference};
+    let x = Tensor::<2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let w = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 1.0 / (d_in as f64).sqrt()), device).cast(dtype);
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
+    let rel = rel_diff(gemv(x.clone(), w.clone()), gemv_reference(x.clone(), w.clone()));
+    // f32 products may run on TF32 tensor cores in burn's routine.
+    let tol = if dtype == DType::BF16 { 3e-2 } else { 5e-3 };
+    let esize = if dtype == DType::BF16 { 2.0 } else { 4.0 };
+    GemvParity {
+        bench: "kernel_gemv",
+        rows,
+        d_in,
+        d_out,
+        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        rel,
+        within_tolerance: rel <= tol,
+        kernel_us: time(&|| drop(gemv(x.clone(), w.clone()))),
+        reference_us: time(&|| drop(gemv_reference(x.clone(), w.clone()))),
+        floor_us: (d_in * d_out) as f64 * esize / COPY_BYTES_PER_S * 1e6,
+    }
+}
+
 /// Decoding's reductions: `(rows, axis)` of the greedy argmax over SmolLM2's vocabulary (batch 1
 /// and 64), the attention softmax at batch 1 over 512 and 16,384 keys (9 query heads), RMSNorm
 /// at batch 1 and 64, and a 512-token prefill's softmax rows.
@@ -322,6 +369,12 @@ pub fn reduce_parity(rows: usize, axis: usize, dtype: DType, device: &Device, re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gemv_harness_runs_on_the_cpu_where_both_sides_are_burns() {
+        let r = gemv_parity(3, 70, 45, DType::F32, &Device::flex(), 2);
+        assert!(r.within_tolerance && r.rel <= 1e-6, "{r:?}");
+    }
 
     #[test]
     fn the_reduce_harness_runs_on_the_cpu_where_both_sides_are_burns() {

@@ -159,7 +159,7 @@ pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernels: impl
 /// at least [`MIN_TUNED_ROWS`] rows (see [`project`]). Otherwise exactly `lin.forward(x)`.
 pub fn linear<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "cuda")]
-    if on_cube(&x) {
+    if on_cube(&x) || few_rows(&x) {
         let y = project(x, lin.weight.val());
         return match &lin.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
@@ -180,6 +180,15 @@ pub const MIN_TUNED_ROWS: usize = 1024;
 /// burn's broadcast matmul, as before.
 pub fn project<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
     #[cfg(feature = "cuda")]
+    if few_rows(&x) {
+        let dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let y = crate::gemv::gemv(x.reshape([rows, dims[D - 1]]), weight);
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        return y.reshape(out);
+    }
+    #[cfg(feature = "cuda")]
     if on_cube(&x) {
         let dims = x.dims();
         let rows = dims[..D - 1].iter().product::<usize>();
@@ -189,6 +198,14 @@ pub fn project<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
         return y.reshape(out);
     }
     x.matmul(weight.unsqueeze())
+}
+
+/// Decoding's few rows, on a CubeCL device without gradients: [`crate::gemv`].
+#[cfg(feature = "cuda")]
+fn few_rows<const D: usize>(x: &Tensor<D>) -> bool {
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    crate::gemv::takes(rows, &x.device())
 }
 
 #[cfg(feature = "cuda")]

@@ -1,0 +1,176 @@
+//! The product as two CubeCL launches through burn's backend extension (queued in burn's fusion
+//! stream like any op): partial sums over slices of `K`, then their sum in the output's dtype.
+//! Accumulation is f32 whatever the model dtype.
+
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::tensor::{DType, Shape, Tensor as BurnTensor};
+use burn_cubecl::cubecl;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::CubeBackend;
+use cubecl::prelude::*;
+
+/// Columns a cube takes (a warp's width: each `K` row's 32 values are one coalesced read).
+const LANES: usize = 32;
+/// Units per cube along its slice of `K`.
+const ROWS: usize = 8;
+/// Cubes to aim for: four per SM of an H200 (132 SMs), so that even a 576-wide projection keeps
+/// the GPU's load units busy.
+const TARGET_CUBES: usize = 528;
+/// `K` rows per unit at least, so a slice is worth its partial sums' round trip.
+const MIN_DEPTH: usize = 4;
+
+pub fn gemv(x: BurnTensor<2>, w: BurnTensor<2>) -> BurnTensor<2> {
+    let dtype = x.dtype();
+    BurnTensor::from_dispatch(<Dispatch as GemvOps>::gemv(x.into_dispatch(), w.cast(dtype).into_dispatch()))
+}
+
+#[backend_extension(Cube, Fusion)]
+pub trait GemvOps: Backend {
+    #[fusion(meta = gemv_meta)]
+    fn gemv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn gemv_meta(x: &TensorSpec, w: &TensorSpec) -> TensorSpec {
+    TensorSpec::new(Shape::new([x.shape[0], w.shape[1]]), x.dtype)
+}
+
+/// `(column blocks, slices of K, rows of K per slice)` for `m x k · k x n`.
+fn grid(k: usize, n: usize) -> (usize, usize, usize) {
+    let blocks = n.div_ceil(LANES);
+    let slices = TARGET_CUBES.div_ceil(blocks).clamp(1, (k / (ROWS * MIN_DEPTH)).max(1));
+    (blocks, slices, k.div_ceil(slices))
+}
+
+impl GemvOps for CubeBackend {
+    fn gemv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [m, k] = x.shape().dims::<2>();
+        let n = w.shape().dims::<2>()[1];
+        let (client, device, dtype) = (x.client.clone(), x.device.clone(), x.dtype);
+        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let (blocks, slices, per_slice) = grid(k, n);
+        let partial = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([slices, m, n]), DType::F32);
+        let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([m, n]), dtype);
+        let total = m * n;
+        // SAFETY: `x` is `[m, k]` and `w` `[k, n]`, contiguous; every read is guarded by
+        // `col < n` and `kk < k`; `partial` is `[slices, m, n]` and every cube writes its own
+        // slice's columns; the sum reads `slices` values per output below `total`.
+        unsafe {
+            gemv_partial_kernel::launch_unchecked(
+                &client,
+                CubeCount::Static(blocks as u32, slices as u32, 1),
+                CubeDim::new_2d(LANES as u32, ROWS as u32),
+                x.into_tensor_arg(),
+                w.into_tensor_arg(),
+                partial.clone().into_tensor_arg(),
+                k,
+                n,
+                per_slice,
+                m,
+                LANES,
+                ROWS,
+                dtype_to_storage_type(dtype),
+            );
+            gemv_sum_kernel::launch_unchecked(
+                &client,
+                CubeCount::Static(total.div_ceil(256) as u32, 1, 1),
+                CubeDim::new_1d(256),
+                partial.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                total,
+                slices,
+                dtype_to_storage_type(dtype),
+            );
+        }
+        out
+    }
+}
+
+/// Cube `(bx, s)` sums rows `s·per_slice ..` of `K` for columns `bx·lanes ..`; unit `(lane, r)`
+/// takes column `bx·lanes + lane` and every `rows`-th row of the slice from `r`, for all `m` rows
+/// of `x` at once; the cube's `rows` partials per column meet in shared memory.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn gemv_partial_kernel<F: Float>(
+    x: &Tensor<F>,
+    w: &Tensor<F>,
+    partial: &mut Tensor<f32>,
+    k: usize,
+    n: usize,
+    per_slice: usize,
+    #[comptime] m: usize,
+    #[comptime] lanes: usize,
+    #[comptime] rows: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let lane = UNIT_POS_X as usize;
+    let r = UNIT_POS_Y as usize;
+    let col = CUBE_POS_X as usize * lanes + lane;
+    let slice = CUBE_POS_Y as usize;
+    let k0 = slice * per_slice;
+    let k1 = min(k0 + per_slice, k);
+    let mut acc = Array::<f32>::new(m);
+    #[unroll]
+    for i in 0..m {
+        acc[i] = 0.0;
+    }
+    if col < n {
+        for j in 0..per_slice.div_ceil(rows) {
+            let kk = k0 + r + j * rows;
+            if kk < k1 {
+                let wv = f32::cast_from(w[kk * n + col]);
+                #[unroll]
+                for i in 0..m {
+                    acc[i] += f32::cast_from(x[i * k + kk]) * wv;
+                }
+            }
+        }
+    }
+    let mut sums = Shared::<[f32]>::new_slice(comptime!(rows * m * lanes));
+    #[unroll]
+    for i in 0..m {
+        sums[(r * m + i) * lanes + lane] = acc[i];
+    }
+    sync_cube();
+    if r == 0 && col < n {
+        #[unroll]
+        for i in 0..m {
+            let mut s = 0.0f32;
+            #[unroll]
+            for q in 0..rows {
+                s += sums[(q * m + i) * lanes + lane];
+            }
+            partial[(slice * m + i) * n + col] = s;
+        }
+    }
+}
+
+/// `out[i] = Σ_s partial[s, i]`, rounded to `F` once.
+#[cube(launch_unchecked)]
+fn gemv_sum_kernel<F: Float>(partial: &Tensor<f32>, out: &mut Tensor<F>, total: usize, slices: usize, #[define(F)] _dtype: ElemType) {
+    let i = ABSOLUTE_POS;
+    if i < total {
+        let mut s = 0.0f32;
+        for q in 0..slices {
+            s += partial[q * total + i];
+        }
+        out[i] = F::cast_from(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small projections get slices of K; the vocabulary head has blocks enough without them.
+    #[test]
+    fn the_grid_fills_the_gpu_for_every_projection() {
+        assert_eq!(grid(576, 576), (18, 18, 32)); // 324 cubes, 4 rows of K per unit
+        assert_eq!(grid(576, 49_152), (1_536, 1, 576));
+        let (blocks, slices, per) = grid(1_536, 576);
+        assert!(blocks * slices >= 300 && per >= ROWS * MIN_DEPTH && slices * per >= 1_536);
+    }
+}

@@ -1,0 +1,60 @@
+//! `y = x · w` for a few rows of `x`: decoding's projections (one row per sequence and token).
+//!
+//! burn's default product (cubek's `SimpleCyclicCmma`, autotune off) tiles the output in blocks
+//! of many rows and columns and walks `K` through shared memory one tile at a time: for one row
+//! that is a handful of cubes (`d_out / tile` of them: 9 for SmolLM2's 576-wide projections) each
+//! stepping through `K` in series, so a decode step's ~200 small products are chains of latency
+//! rather than bytes (routing them through the TMA routines made a 50% hybrid's decode step 35
+//! -> 53 ms, BENCHMARKS.md: the products are a large share of a step). Here every cube takes 32
+//! columns and a slice of `K`, its units split that slice again, partial sums meet in shared
+//! memory, and a second launch adds the slices: enough cubes to occupy the GPU for any
+//! projection, and each unit a few loads deep. The twin is burn's `matmul`.
+
+#[cfg(feature = "cuda")]
+mod cube;
+
+use burn::tensor::Tensor;
+
+/// Rows at most for the kernel: decoding at batch 1..8 (each unit keeps a sum per row).
+pub const MAX_ROWS: usize = 8;
+
+/// `x · w`.
+///
+/// # Shapes
+/// - `x`: `[m, k]`; `w`: `[k, n]` -> `[m, n]`
+pub fn gemv(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "cuda")]
+    if takes(x.dims()[0], &x.device()) {
+        return cube::gemv(x, w);
+    }
+    gemv_reference(x, w)
+}
+
+/// [`gemv`] as burn's product: what the CPU runs.
+pub fn gemv_reference(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    x.matmul(w)
+}
+
+/// Whether [`gemv`] runs the kernel for `rows` rows on `device`: a CubeCL device computing
+/// without gradients, at most [`MAX_ROWS`] rows, and `DISTILL_GEMV` not `0`.
+#[cfg(feature = "cuda")]
+pub fn takes(rows: usize, device: &burn::tensor::Device) -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let wanted = *WANTED.get_or_init(|| std::env::var("DISTILL_GEMV").map_or(true, |v| v.trim() != "0"));
+    wanted && rows <= MAX_ROWS && crate::mamba2_step::runs_on_cube(device) && !device.is_autodiff()
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    #[test]
+    fn is_the_product_on_the_cpu() {
+        let device = Device::flex();
+        let x = Tensor::<2>::random([3, 70], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([70, 45], Distribution::Normal(0.0, 1.0), &device);
+        gemv(x.clone(), w.clone()).into_data().assert_eq(&x.matmul(w).into_data(), true);
+    }
+}
