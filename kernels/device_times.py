@@ -20,7 +20,7 @@ LINE = re.compile(r"^\| ([0-9.]+)(ns|µs|us|ms|s)\s*\| (.+)$")
 # Kernel names in the log, and the bench rows whose launches they are (the single step runs the
 # multi-step kernel with one step).
 KERNELS = {"Mamba2StepsKernel"}
-GEMV_KERNELS = {"GemvPartialKernel", "GemvSumKernel"}
+GEMV_KERNELS = {"GemvPartialKernel", "GemvSumKernel", "GemvRowsKernel"}
 BENCHES = {"kernel_mamba2_step", "kernel_mamba2_steps"}
 
 
@@ -66,13 +66,22 @@ def main():
 def gemv_times(launches, cases, per, repeats):
     """Each decode product's two launches (partial sums, then their sum) added, against the
     weight's bytes at 4.3 TB/s."""
-    calls = [a + b for (fa, a), (fb, b) in zip(launches[0::2], launches[1::2]) if (fa, fb) == ("GemvPartialKernel", "GemvSumKernel")]
+    # A contiguous weight is two launches (partial sums, their sum), a transposed one one.
+    calls, i = [], 0
+    while i < len(launches):
+        if launches[i][0] == "GemvPartialKernel" and i + 1 < len(launches) and launches[i + 1][0] == "GemvSumKernel":
+            calls.append(launches[i][1] + launches[i + 1][1])
+            i += 2
+        else:
+            calls.append(launches[i][1])
+            i += 1
     if len(calls) != per * len(cases):
         print(f"{len(calls)} gemv calls for {len(cases)} cases of {per}; not matched", file=sys.stderr)
         return 1
     for i, c in enumerate(cases):
         us = statistics.median(calls[i * per + 1 : i * per + 1 + repeats])
-        print(f"gemv | {c['rows']}x{c['d_in']}->{c['d_out']:<6} | {c['dtype']:4} | device {us:8.2f} us | weight floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth")
+        t = " (transposed)" if c.get("transposed") else ""
+        print(f"gemv | {c['rows']}x{c['d_in']}->{c['d_out']}{t:<14} | {c['dtype']:4} | device {us:8.2f} us | weight floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth")
     return 0
 
 

@@ -267,11 +267,12 @@ fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
     diff.max().into_scalar::<f32>() as f64 / scale
 }
 
-/// Decoding's products `(rows, d_in, d_out)`: SmolLM2's projections (q/o, k/v, gate/up, down,
-/// the Mamba-2 `in_proj`'s odd width, the tied head) and Llama-3-8B's, at batch 1, 4 and 8.
-pub fn gemv_cases() -> Vec<(usize, usize, usize)> {
-    let shapes = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 1545), (576, 49_152), (4096, 4096), (4096, 14_336), (14_336, 4096)];
-    [1, 4, 8].into_iter().flat_map(|m| shapes.map(|(k, n)| (m, k, n))).collect()
+/// Decoding's products `(rows, d_in, d_out, transposed)`: SmolLM2's projections (q/o, k/v,
+/// gate/up, down, the Mamba-2 `in_proj`'s odd width, the head, and the tied head: the embedding
+/// seen transposed) and Llama-3-8B's, at batch 1, 4 and 8.
+pub fn gemv_cases() -> Vec<(usize, usize, usize, bool)> {
+    let shapes = [(576, 576, false), (576, 192, false), (576, 1536, false), (1536, 576, false), (576, 1545, false), (576, 49_152, false), (576, 49_152, true), (4096, 4096, false), (4096, 14_336, false), (14_336, 4096, false)];
+    [1, 4, 8].into_iter().flat_map(|m| shapes.map(|(k, n, t)| (m, k, n, t))).collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -280,6 +281,8 @@ pub struct GemvParity {
     pub rows: usize,
     pub d_in: usize,
     pub d_out: usize,
+    /// The weight given as the transpose of a row-major `[d_out, d_in]` (a tied head).
+    pub transposed: bool,
     pub dtype: &'static str,
     /// Largest |ours - burn's| over the largest |burn's|.
     pub rel: f64,
@@ -291,10 +294,14 @@ pub struct GemvParity {
 }
 
 /// [`crate::gemv::gemv`] against burn's product on random inputs.
-pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, dtype: DType, device: &Device, repeats: usize) -> GemvParity {
+pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, transposed: bool, dtype: DType, device: &Device, repeats: usize) -> GemvParity {
     use crate::gemv::{gemv, gemv_reference};
     let x = Tensor::<2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), device).cast(dtype);
-    let w = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 1.0 / (d_in as f64).sqrt()), device).cast(dtype);
+    let normal = Distribution::Normal(0.0, 1.0 / (d_in as f64).sqrt());
+    let w = match transposed {
+        true => Tensor::<2>::random([d_out, d_in], normal, device).cast(dtype).transpose(),
+        false => Tensor::<2>::random([d_in, d_out], normal, device).cast(dtype),
+    };
     let time = |f: &dyn Fn()| host_us(device, repeats, f);
     let rel = rel_diff(gemv(x.clone(), w.clone()), gemv_reference(x.clone(), w.clone()));
     // f32 products may run on TF32 tensor cores in burn's routine.
@@ -305,6 +312,7 @@ pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, dtype: DType, device:
         rows,
         d_in,
         d_out,
+        transposed,
         dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
         rel,
         within_tolerance: rel <= tol,
@@ -372,8 +380,10 @@ mod tests {
 
     #[test]
     fn the_gemv_harness_runs_on_the_cpu_where_both_sides_are_burns() {
-        let r = gemv_parity(3, 70, 45, DType::F32, &Device::flex(), 2);
-        assert!(r.within_tolerance && r.rel <= 1e-6, "{r:?}");
+        for transposed in [false, true] {
+            let r = gemv_parity(3, 70, 45, transposed, DType::F32, &Device::flex(), 2);
+            assert!(r.within_tolerance && r.rel <= 1e-6, "{r:?}");
+        }
     }
 
     #[test]

@@ -94,12 +94,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             for &dtype in dtypes {
-                for (rows, d_in, d_out) in kernel_parity::gemv_cases() {
-                    let r = kernel_parity::gemv_parity(rows, d_in, d_out, dtype, &runtime.device, *repeats);
+                for (rows, d_in, d_out, transposed) in kernel_parity::gemv_cases() {
+                    let r = kernel_parity::gemv_parity(rows, d_in, d_out, transposed, dtype, &runtime.device, *repeats);
                     out_of_tolerance += usize::from(!r.within_tolerance);
                     out.row(&r, format!(
-                        "gemv | {}x{}->{} | {} | rel {:.1e} {} | ours {:.1} us, burn's {:.1} us ({:.2}x), weight floor {:.2} us",
-                        r.rows, r.d_in, r.d_out, r.dtype, r.rel, if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
+                        "gemv | {}x{}->{}{} | {} | rel {:.1e} {} | ours {:.1} us, burn's {:.1} us ({:.2}x), weight floor {:.2} us",
+                        r.rows, r.d_in, r.d_out, if r.transposed { " (transposed)" } else { "" }, r.dtype, r.rel, if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
                     ))?;
                 }
             }

@@ -50,7 +50,14 @@ impl GemvOps for CubeBackend {
         let [m, k] = x.shape().dims::<2>();
         let n = w.shape().dims::<2>()[1];
         let (client, device, dtype) = (x.client.clone(), x.device.clone(), x.dtype);
-        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let x = into_contiguous(x);
+        // A tied head's weight is the embedding `[n, k]` seen transposed: read its rows as they
+        // lie (a copy would move the whole table, 56 MB for SmolLM2's, at every token).
+        let strides = w.meta.strides();
+        if k > 1 && n > 1 && strides[0] == 1 && strides[1] == k {
+            return by_rows(x, w, m, k, n, dtype);
+        }
+        let w = into_contiguous(w);
         let (blocks, slices, per_slice) = grid(k, n);
         let partial = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([slices, m, n]), DType::F32);
         let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([m, n]), dtype);
@@ -86,6 +93,79 @@ impl GemvOps for CubeBackend {
             );
         }
         out
+    }
+}
+
+/// `x · eᵀ` for `e` `[n, k]` row-major (the weight given as its transpose): a warp per output
+/// column, its lanes along the row, the sum by warp shuffles.
+fn by_rows(x: burn_cubecl::tensor::CubeTensor, e: burn_cubecl::tensor::CubeTensor, m: usize, k: usize, n: usize, dtype: DType) -> burn_cubecl::tensor::CubeTensor {
+    let client = x.client.clone();
+    let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([m, n]), dtype);
+    // SAFETY: `x` is `[m, k]` contiguous; `e`'s buffer holds `[n, k]` row-major (checked by the
+    // caller from the view's strides, offset-free as a transpose is); reads are guarded by
+    // `col < n` and `kk < k`; `out` is `[m, n]`, each column written by its warp's lane 0.
+    unsafe {
+        gemv_rows_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(n.div_ceil(ROWS) as u32, 1, 1),
+            CubeDim::new_2d(LANES as u32, ROWS as u32),
+            x.into_tensor_arg(),
+            e.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            k,
+            n,
+            m,
+            LANES,
+            dtype_to_storage_type(dtype),
+        );
+    }
+    out
+}
+
+/// Warp `r` of cube `c` takes output column `c·ROWS + r`: its lanes walk the column's row of
+/// `e` (contiguous, so each step one coalesced read), for all `m` rows of `x` at once.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+fn gemv_rows_kernel<F: Float>(
+    x: &Tensor<F>,
+    e: &Tensor<F>,
+    out: &mut Tensor<F>,
+    k: usize,
+    n: usize,
+    #[comptime] m: usize,
+    #[comptime] lanes: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let lane = UNIT_POS_X as usize;
+    let col = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let mut acc = Array::<f32>::new(m);
+    #[unroll]
+    for i in 0..m {
+        acc[i] = 0.0;
+    }
+    if col < n {
+        for j in 0..k.div_ceil(lanes) {
+            let kk = j * lanes + lane;
+            if kk < k {
+                let ev = f32::cast_from(e[col * k + kk]);
+                #[unroll]
+                for i in 0..m {
+                    acc[i] += f32::cast_from(x[i * k + kk]) * ev;
+                }
+            }
+        }
+    }
+    // Uniform across the warp (a whole warp shares `col`), so every lane takes part.
+    #[unroll]
+    for i in 0..m {
+        let mut v = acc[i];
+        #[unroll]
+        for b in 0..comptime!(lanes.trailing_zeros() as usize) {
+            v += plane_shuffle_xor(v, (lanes >> (b + 1)) as u32);
+        }
+        if lane == 0 && col < n {
+            out[i * n + col] = F::cast_from(v);
+        }
     }
 }
 
