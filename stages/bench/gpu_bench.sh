@@ -74,11 +74,14 @@ for part in $parts; do
     # every draft accepted and plain greedy's tokens, or the rounds lose their state.
     decode-graph) for b in 1 8; do spec=; [ $b = 1 ] && spec="--speculative 4"
       step "decode-graph b$b" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch $b --prompt 512 --steps ${GRAPH_STEPS:-64} $spec; done ;;
-    # Decoding on graphs at batch 1 over contexts, with the inference reductions by cubes (ours)
-    # and by burn's unit routine (DISTILL_REDUCE=burn), one after the other: issue 6's
-    # long-context figures and what the reductions cost in them.
-    long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for r in cube burn; do
-      DISTILL_REDUCE=$r step "decode-graph ctx $p reduce $r" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}; done; done ;;
+    # Decoding on graphs at batch 1 over contexts, with our inference kernels (reductions by
+    # cubes, gemv products: `ours`), with burn's for both (`burn`: DISTILL_REDUCE=burn
+    # DISTILL_GEMV=0) and with only the reductions (`reduce`: DISTILL_GEMV=0), one after the
+    # other (GRAPH_MODES picks): issue 6's long-context figures and what each costs in them.
+    long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for mode in ${GRAPH_MODES:-ours burn}; do (
+      case $mode in burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; esac
+      step "decode-graph ctx $p $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}
+      ); done; done ;;
     # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's.
     ssd) step ssd 150 "$bin" bench --device cuda ssd ;;
     ssd-peer) step ssd 100 python3 stages/bench/ssd_torch.py ;;
@@ -178,7 +181,7 @@ for r in rows:
     elif r["bench"] == "ssd_scan":
         print(f"ssd_scan {impl:12} {r['shape']} chunk {r['chunk']} forward {r['forward_ms']:.2f} ms  forward+backward {r['forward_backward_ms']:.2f} ms")
     elif r["bench"] == "decode_graph":
-        print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} reductions {r.get('reductions', '?')} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
+        print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} reductions {r.get('reductions', '?')} products {r.get('products', '?')} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
               f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")
         if r.get("speculative"):
             sp = r["speculative"]

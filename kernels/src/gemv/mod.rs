@@ -35,13 +35,27 @@ pub fn gemv_reference(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     x.matmul(w)
 }
 
+/// Whether decoding's products run the kernel on a CubeCL device (`"gemv"`) or burn's product
+/// (`"burn"`: `DISTILL_GEMV=0`, or a build without the kernels), for benchmark records.
+pub fn mode() -> &'static str {
+    #[cfg(feature = "cuda")]
+    if wanted() {
+        return "gemv";
+    }
+    "burn"
+}
+
+#[cfg(feature = "cuda")]
+fn wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("DISTILL_GEMV").map_or(true, |v| v.trim() != "0"))
+}
+
 /// Whether [`gemv`] runs the kernel for `rows` rows on `device`: a CubeCL device computing
 /// without gradients, at most [`MAX_ROWS`] rows, and `DISTILL_GEMV` not `0`.
 #[cfg(feature = "cuda")]
 pub fn takes(rows: usize, device: &burn::tensor::Device) -> bool {
-    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let wanted = *WANTED.get_or_init(|| std::env::var("DISTILL_GEMV").map_or(true, |v| v.trim() != "0"));
-    wanted && rows <= MAX_ROWS && crate::mamba2_step::runs_on_cube(device) && !device.is_autodiff()
+    wanted() && rows <= MAX_ROWS && crate::mamba2_step::runs_on_cube(device) && !device.is_autodiff()
 }
 
 #[cfg(test)]

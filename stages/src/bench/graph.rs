@@ -53,6 +53,8 @@ pub struct GraphResult {
     pub graph_replays: usize,
     /// Which inference reductions ran (`distill_kernels::reduce::mode`).
     pub reductions: &'static str,
+    /// Which few-row products ran (`distill_kernels::gemv::mode`).
+    pub products: &'static str,
     /// With `--speculative K`: row 0's prompt decoded by speculative rounds on graphs with the
     /// model as its own draft (a probe of the rounds' mechanics, not of a speedup).
     pub speculative: Option<SelfDrafted>,
@@ -136,6 +138,7 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         tokens: [plain_out[0].iter().take(16).copied().collect(), graph_out.tokens[0].iter().take(16).copied().collect()],
         graph_replays: graph_out.replays,
         reductions: distill_kernels::reduce::mode(),
+        products: distill_kernels::gemv::mode(),
         speculative,
     })
 }
