@@ -15,8 +15,11 @@ mod cube;
 
 use burn::tensor::Tensor;
 
-/// Rows at most for the kernel: decoding at batch 1..8 (each unit keeps a sum per row).
-pub const MAX_ROWS: usize = 8;
+/// Rows at most for the kernel (each unit keeps a sum per row): decoding at batch 1..9, and
+/// speculative verification of up to K = 8 drafts (K + 1 rows). A row's sum runs in the same
+/// order whatever the number of rows, so a verified row rounds exactly as that token's decode
+/// step does.
+pub const MAX_ROWS: usize = 9;
 
 /// `x · w`.
 ///
