@@ -97,7 +97,7 @@ impl StageError {
         StageError::Other(Box::new(e))
     }
 
-    /// Runs `f`, turning a panic into a failure that says where it happened: a stage is code
+    /// Runs `f`, turning a panic into a failure with the panic's message: a stage is code
     /// we call, and a bug in it must fail that stage, not leave the run waiting for a result
     /// its thread will never send.
     pub fn unless_panicked<T>(f: impl FnOnce() -> Result<T, StageError>) -> Result<T, StageError> {
