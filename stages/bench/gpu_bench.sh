@@ -177,7 +177,7 @@ for r in rows:
     elif r["bench"] == "train_attention":
         print(f"attention {str(r['shape']):22} burn {r['burn_ms']:8.2f} ms  composite {r['composite_ms']:8.2f} ms  recomputing {r['ours_ms']:8.2f} ms  {r['speedup']:.2f}x  grad rel diff {r['grad_rel_diff']:.1e}")
     elif r["bench"] == "decode":
-        print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step")
+        print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step  {r.get('reductions', '')} {r.get('products', '')}")
     elif r["bench"] == "ssd_scan":
         print(f"ssd_scan {impl:12} {r['shape']} chunk {r['chunk']} forward {r['forward_ms']:.2f} ms  forward+backward {r['forward_backward_ms']:.2f} ms")
     elif r["bench"] == "decode_graph":
