@@ -59,6 +59,16 @@ fn tolerance(dtype: DType) -> f64 {
     if dtype == DType::BF16 { 3e-2 } else { 1e-4 }
 }
 
+/// As [`tolerance`], for products: f32 ones may run on TF32 tensor cores in burn's routine.
+fn product_tolerance(dtype: DType) -> f64 {
+    if dtype == DType::BF16 { 3e-2 } else { 5e-3 }
+}
+
+/// `"bf16"` or `"f32"`, as the records name the dtypes the harness runs.
+fn dtype_name(dtype: DType) -> &'static str {
+    if dtype == DType::BF16 { "bf16" } else { "f32" }
+}
+
 pub fn mamba2_step_parity(case: StepCase, dtype: DType, device: &Device, repeats: usize) -> StepParity {
     let StepCase { batch: bs, heads: h, kv_heads: kv, head_dim: p, d_state: n } = case;
     let k = 4;
@@ -83,13 +93,13 @@ pub fn mamba2_step_parity(case: StepCase, dtype: DType, device: &Device, repeats
     };
     let y_rel = rel(got.y.reshape([bs * h * p]), want.y.reshape([bs * h * p]));
     let state_rel = rel(got.state.reshape([bs * h * p * n]), want.state.reshape([bs * h * p * n]));
-    let esize = if dtype == DType::BF16 { 2.0 } else { 4.0 };
+    let esize = dtype.size() as f64;
     let bytes = (2 * bs * h * p * n * 4 + bs * h * p * 4) as f64 + (bs * k * channels + channels * (k + 1) + bs * h + 2 * h) as f64 * esize + (h * 4) as f64;
     let tol = tolerance(dtype);
     StepParity {
         bench: "kernel_mamba2_step",
         case,
-        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        dtype: dtype_name(dtype),
         y_rel,
         state_rel,
         within_tolerance: y_rel <= tol && state_rel <= tol,
@@ -174,7 +184,7 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
     let reference_us = time(&|| drop(reference()));
     let (got, want) = (kernel(), reference());
     let (y_rel, snapshot_rel) = (rel_diff(got.y, want.y), rel_diff(got.snapshot, want.snapshot));
-    let esize = if dtype == DType::BF16 { 2.0 } else { 4.0 };
+    let esize = dtype.size() as f64;
     let bytes = (2 * bs * h * p * n * 4 + bs * (steps - emit_from) * h * p * 4) as f64
         + (bs * (k - 1 + steps) * channels + channels * (k + 1) + bs * steps * h + 2 * h) as f64 * esize
         + (h * 4) as f64;
@@ -185,7 +195,7 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
         steps,
         snap_at,
         emit_from,
-        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        dtype: dtype_name(dtype),
         y_rel,
         snapshot_rel,
         within_tolerance: y_rel <= tol && snapshot_rel <= tol,
@@ -242,12 +252,11 @@ pub fn projection_parity(case: ProjectionCase, dtype: DType, device: &Device, ke
     let (y0, dx0, dw0) = run(ProductKernels::DEFAULT);
     let (y1, dx1, dw1) = run(kernels);
     let (y_rel, x_grad_rel, w_grad_rel) = (rel_diff(y1, y0), rel_diff(dx1, dx0), rel_diff(dw1, dw0));
-    // f32 products may run on TF32 tensor cores in either routine.
-    let tol = if dtype == DType::BF16 { 3e-2 } else { 5e-3 };
+    let tol = product_tolerance(dtype);
     ProjectionParity {
         bench: "kernel_projection",
         case,
-        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        dtype: dtype_name(dtype),
         kernels: format!("{},{},{}", kernels.forward, kernels.lhs_grad, kernels.rhs_grad),
         y_rel,
         x_grad_rel,
@@ -304,16 +313,15 @@ pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, transposed: bool, dty
     };
     let time = |f: &dyn Fn()| host_us(device, repeats, f);
     let rel = rel_diff(gemv(x.clone(), w.clone()), gemv_reference(x.clone(), w.clone()));
-    // f32 products may run on TF32 tensor cores in burn's routine.
-    let tol = if dtype == DType::BF16 { 3e-2 } else { 5e-3 };
-    let esize = if dtype == DType::BF16 { 2.0 } else { 4.0 };
+    let tol = product_tolerance(dtype);
+    let esize = dtype.size() as f64;
     GemvParity {
         bench: "kernel_gemv",
         rows,
         d_in,
         d_out,
         transposed,
-        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        dtype: dtype_name(dtype),
         rel,
         within_tolerance: rel <= tol,
         kernel_us: time(&|| drop(gemv(x.clone(), w.clone()))),
@@ -354,7 +362,7 @@ pub fn reduce_parity(rows: usize, axis: usize, dtype: DType, device: &Device, re
         rows,
         axis,
         op,
-        dtype: if dtype == DType::BF16 { "bf16" } else { "f32" },
+        dtype: dtype_name(dtype),
         rel,
         within_tolerance: rel <= tolerance(dtype),
         kernel_us,

@@ -75,7 +75,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     out.row(&r, format!(
                         "mamba2_step | b{} h{}/{} p{} n{} | {} | rel y {:.1e} state {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us ({:.0}% of bandwidth)",
                         c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.dtype, r.y_rel, r.state_rel,
-                        if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.floor_us, 100.0 * r.floor_us / r.kernel_us
+                        verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.floor_us, 100.0 * r.floor_us / r.kernel_us
                     ))?;
                 }
             }
@@ -88,7 +88,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                         out.row(&r, format!(
                             "mamba2_steps | b{} h{}/{} p{} n{} | {} steps (snapshot at {}, outputs from {}) | {} | rel y {:.1e} snapshot {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us",
                             c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.steps, r.snap_at, r.emit_from, r.dtype, r.y_rel, r.snapshot_rel,
-                            if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.floor_us
+                            verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.floor_us
                         ))?;
                     }
                 }
@@ -99,7 +99,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     out_of_tolerance += usize::from(!r.within_tolerance);
                     out.row(&r, format!(
                         "gemv | {}x{}->{}{} | {} | rel {:.1e} {} | ours {:.1} us, burn's {:.1} us ({:.2}x), weight floor {:.2} us",
-                        r.rows, r.d_in, r.d_out, if r.transposed { " (transposed)" } else { "" }, r.dtype, r.rel, if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
+                        r.rows, r.d_in, r.d_out, if r.transposed { " (transposed)" } else { "" }, r.dtype, r.rel, verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
                     ))?;
                 }
             }
@@ -109,7 +109,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                         out_of_tolerance += usize::from(!r.within_tolerance);
                         out.row(&r, format!(
                             "reduce | {} rows x {} | {} | {} | rel {:.1e} {} | ours {:.1} us, burn's {:.1} us ({:.2}x)",
-                            r.rows, r.axis, r.op, r.dtype, r.rel, if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }, r.kernel_us, r.reference_us, r.reference_us / r.kernel_us
+                            r.rows, r.axis, r.op, r.dtype, r.rel, verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.reference_us / r.kernel_us
                         ))?;
                     }
                 }
@@ -122,7 +122,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 out.row(&r, format!(
                     "projection | {}x{}->{} | {} | {} | rel y {:.1e} dx {:.1e} dw {:.1e} {}",
                     c.rows, c.d_in, c.d_out, r.dtype, r.kernels, r.y_rel, r.x_grad_rel, r.w_grad_rel,
-                    if r.within_tolerance { "ok" } else { "OUT OF TOLERANCE" }
+                    verdict(r.within_tolerance)
                 ))?;
             }
         }
@@ -199,6 +199,11 @@ fn replica_gpus(device: &str, gpus: usize) -> anyhow::Result<Vec<burn::tensor::D
         None => anyhow::bail!("--gpus {gpus} needs --device cuda (data parallelism runs on GPUs)"),
     };
     (first + 1..first + gpus).map(|k| Ok(Runtime::parse(&format!("cuda:{k}"), None)?.device)).collect()
+}
+
+/// A kernel case's row word: what `bench kernels` counts and exits non-zero for.
+fn verdict(within_tolerance: bool) -> &'static str {
+    if within_tolerance { "ok" } else { "OUT OF TOLERANCE" }
 }
 
 /// JSON lines as they come (stdout and `--json`), table rows for the end.

@@ -58,7 +58,7 @@ fn wanted() -> bool {
 /// without gradients, at most [`MAX_ROWS`] rows, and `DISTILL_GEMV` not `0`.
 #[cfg(feature = "cuda")]
 pub fn takes(rows: usize, device: &burn::tensor::Device) -> bool {
-    wanted() && rows <= MAX_ROWS && crate::mamba2_step::runs_on_cube(device) && !device.is_autodiff()
+    wanted() && rows <= MAX_ROWS && crate::mamba2_step::cube_without_gradients(device)
 }
 
 #[cfg(test)]

@@ -19,6 +19,13 @@ pub(crate) fn runs_on_cube(device: &burn::tensor::Device) -> bool {
     matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Cube(_))
 }
 
+/// A CubeCL device computing without gradients: where the inference kernels ([`crate::reduce`],
+/// [`crate::gemv`]) run, having no backward of their own.
+#[cfg(feature = "cuda")]
+pub(crate) fn cube_without_gradients(device: &burn::tensor::Device) -> bool {
+    runs_on_cube(device) && !device.is_autodiff()
+}
+
 /// Whether the kernels take this layer (its `d_state` must split over their lanes).
 #[cfg(feature = "cuda")]
 pub(crate) fn kernel_takes(w: &Mamba2StepWeights) -> bool {

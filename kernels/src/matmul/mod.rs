@@ -156,11 +156,12 @@ pub fn matmul_with<const D: usize>(lhs: Tensor<D>, rhs: Tensor<D>, kernels: impl
 }
 
 /// `lin.forward(x)` with [`ProductKernels::for_projections`] on a CubeCL device for inputs of
-/// at least [`MIN_TUNED_ROWS`] rows (see [`project`]). Otherwise exactly `lin.forward(x)`.
+/// at least [`MIN_TUNED_ROWS`] rows, or [`crate::gemv`] for decoding's few (see [`project`]).
+/// Otherwise exactly `lin.forward(x)`.
 pub fn linear<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "cuda")]
-    if on_cube(&x) || few_rows(&x) {
-        let y = project(x, lin.weight.val());
+    if let Some(product) = cube_product(&x) {
+        let y = folded(x, lin.weight.val(), product);
         return match &lin.bias {
             Some(b) => y + b.val().unsqueeze::<D>(),
             None => y,
@@ -174,47 +175,44 @@ pub fn linear<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// 1), and a training micro-batch has thousands.
 pub const MIN_TUNED_ROWS: usize = 1024;
 
-/// `x · weight` for `x: [.., d_in]`, `weight: [d_in, d_out]`. On a CubeCL device, with at least
-/// [`MIN_TUNED_ROWS`] rows, the leading dimensions fold into rows for one
-/// `[rows, d_in] · [d_in, d_out]` product with [`ProductKernels::for_projections`]; otherwise
-/// burn's broadcast matmul, as before.
+/// `x · weight` for `x: [.., d_in]`, `weight: [d_in, d_out]`. On a CubeCL device the leading
+/// dimensions fold into rows for one `[rows, d_in] · [d_in, d_out]` product: with at least
+/// [`MIN_TUNED_ROWS`] rows through [`ProductKernels::for_projections`], with decoding's few
+/// (and no gradients) through [`crate::gemv`]; otherwise burn's broadcast matmul, as before.
 pub fn project<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
     #[cfg(feature = "cuda")]
-    if few_rows(&x) {
-        let dims = x.dims();
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let y = crate::gemv::gemv(x.reshape([rows, dims[D - 1]]), weight);
-        let mut out = dims;
-        out[D - 1] = y.dims()[1];
-        return y.reshape(out);
-    }
-    #[cfg(feature = "cuda")]
-    if on_cube(&x) {
-        let dims = x.dims();
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let y = matmul_with(x.reshape([rows, dims[D - 1]]), weight, ProductKernels::for_projections());
-        let mut out = dims;
-        out[D - 1] = y.dims()[1];
-        return y.reshape(out);
+    if let Some(product) = cube_product(&x) {
+        return folded(x, weight, product);
     }
     x.matmul(weight.unsqueeze())
 }
 
-/// Decoding's few rows, on a CubeCL device without gradients: [`crate::gemv`].
+/// A `[rows, d_in] · [d_in, d_out]` product on the device's kernels.
 #[cfg(feature = "cuda")]
-fn few_rows<const D: usize>(x: &Tensor<D>) -> bool {
-    let dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    crate::gemv::takes(rows, &x.device())
+type Product = fn(Tensor<2>, Tensor<2>) -> Tensor<2>;
+
+/// The kernel product for `x`'s rows on a CubeCL device, if one takes them.
+#[cfg(feature = "cuda")]
+fn cube_product<const D: usize>(x: &Tensor<D>) -> Option<Product> {
+    let rows = x.dims()[..D - 1].iter().product::<usize>();
+    let device = x.device();
+    if crate::gemv::takes(rows, &device) {
+        return Some(crate::gemv::gemv);
+    }
+    // The device first: DISTILL_MATMUL means nothing (and is not read) off CUDA.
+    (rows >= MIN_TUNED_ROWS && crate::mamba2_step::runs_on_cube(&device) && ProductKernels::for_projections() != ProductKernels::DEFAULT)
+        .then_some(|x, w| matmul_with(x, w, ProductKernels::for_projections()))
 }
 
+/// `product` over `x`'s leading dimensions folded into rows.
 #[cfg(feature = "cuda")]
-fn on_cube<const D: usize>(x: &Tensor<D>) -> bool {
+fn folded<const D: usize>(x: Tensor<D>, weight: Tensor<2>, product: Product) -> Tensor<D> {
     let dims = x.dims();
-    // The device first: DISTILL_MATMUL means nothing (and is not read) off CUDA.
-    dims[..D - 1].iter().product::<usize>() >= MIN_TUNED_ROWS
-        && crate::mamba2_step::runs_on_cube(&x.device())
-        && ProductKernels::for_projections() != ProductKernels::DEFAULT
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = product(x.reshape([rows, dims[D - 1]]), weight);
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ fn by_cubes<const D: usize>(x: &Tensor<D>) -> bool {
 /// A CubeCL device computing without gradients, unless `DISTILL_REDUCE=burn`.
 #[cfg(feature = "cuda")]
 pub(crate) fn cube_inference(device: &burn::tensor::Device) -> bool {
-    cube_wanted() && crate::mamba2_step::runs_on_cube(device) && !device.is_autodiff()
+    cube_wanted() && crate::mamba2_step::cube_without_gradients(device)
 }
 
 #[cfg(feature = "cuda")]

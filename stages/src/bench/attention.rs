@@ -4,15 +4,13 @@
 //! mask, softmax with its own backward: session 4) and `causal_self_attention` (the backend's
 //! flash forward, a backward that recomputes the probabilities once: what training runs).
 
-use std::time::Instant;
-
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Distribution, Tensor};
 use distill_kernels::attention::causal_self_attention;
 use serde::Serialize;
 
-use super::{median, sync};
+use super::median_ms;
 use crate::error::Result;
 use crate::llama::causal_attention;
 use crate::runtime::Runtime;
@@ -60,19 +58,7 @@ pub fn run(shape: [usize; 4], runtime: &Runtime, repeats: usize) -> Result<Atten
         let grads = (out.cast(DType::F32) * w.clone().cast(DType::F32)).sum().backward();
         [&q, &k, &v].map(|x| x.grad(&grads).expect("tracked").cast(DType::F32))
     };
-    let time = |variant: Variant| -> Result<f64> {
-        let mut ms = Vec::with_capacity(repeats);
-        for i in 0..repeats.max(1) + 2 {
-            sync(runtime)?;
-            let start = Instant::now();
-            drop(pass(variant));
-            sync(runtime)?;
-            if i >= 2 {
-                ms.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Ok(median(ms))
-    };
+    let time = |variant: Variant| median_ms(runtime, repeats, || drop(pass(variant)));
     let (burn_ms, composite_ms, ours_ms) = (time(Variant::Burn)?, time(Variant::Composite)?, time(Variant::Ours)?);
     let burns = pass(Variant::Burn);
     let rel_diff = |variant: Variant| {

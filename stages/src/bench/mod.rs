@@ -118,6 +118,22 @@ pub fn sync(runtime: &Runtime) -> Result<()> {
     runtime.device.sync().map_err(|e| Error::Device(format!("{:?}", runtime.device), format!("{e:?}")))
 }
 
+/// Milliseconds a call of `f` takes, the device drained before and after each: the median of
+/// `repeats` calls after 2 untimed ones (compilation, autotuning, the memory pool's growth).
+pub fn median_ms(runtime: &Runtime, repeats: usize, mut f: impl FnMut()) -> Result<f64> {
+    let mut ms = Vec::with_capacity(repeats);
+    for i in 0..repeats.max(1) + 2 {
+        sync(runtime)?;
+        let start = std::time::Instant::now();
+        f();
+        sync(runtime)?;
+        if i >= 2 {
+            ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(median(ms))
+}
+
 /// The median of some timings.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -3,13 +3,11 @@
 //! kernel only if the tensor ops are not within 1.5x of one). `stages/bench/ssd_torch.py` times
 //! the same scan in plain PyTorch (eager, cuBLAS einsums) at the same shape, as a peer.
 
-use std::time::Instant;
-
 use burn::tensor::{DType, Distribution, Tensor};
 use distill_kernels::parity::COPY_BYTES_PER_S;
 use serde::Serialize;
 
-use super::{median, sync};
+use super::median_ms;
 use crate::error::Result;
 use crate::mamba::ssd_chunked;
 use crate::runtime::Runtime;
@@ -51,21 +49,8 @@ pub fn run(shape: [usize; 5], chunk: usize, runtime: &Runtime, repeats: usize) -
         let grads = (y * w.clone()).sum().backward();
         [x.grad(&grads), b.grad(&grads), c.grad(&grads)].map(|g| g.map(|g| g.cast(DType::F32)))
     };
-    let time = |f: &dyn Fn()| -> Result<f64> {
-        let mut ms = Vec::with_capacity(repeats);
-        for i in 0..repeats.max(1) + 2 {
-            sync(runtime)?;
-            let start = Instant::now();
-            f();
-            sync(runtime)?;
-            if i >= 2 {
-                ms.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Ok(median(ms))
-    };
-    let forward_ms = time(&|| drop(forward()))?;
-    let forward_backward_ms = time(&|| drop(backward()))?;
+    let forward_ms = median_ms(runtime, repeats, || drop(forward()))?;
+    let forward_backward_ms = median_ms(runtime, repeats, || drop(backward()))?;
     let elems = (bs * l * h * p + bs * l * h + 2 * bs * l * h * n) as f64; // x, dt, B, C
     let forward_bytes = 4.0 * (elems + (bs * l * h * p) as f64 + (bs * h * p * n) as f64);
     let backward_bytes = forward_bytes + 4.0 * ((bs * l * h * p) as f64 + elems);
