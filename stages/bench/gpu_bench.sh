@@ -185,7 +185,7 @@ for r in rows:
               f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")
         if r.get("speculative"):
             sp = r["speculative"]
-            print(f"  speculative self-drafted K={sp['k']} {sp['ms_per_token']:.2f} ms/token {sp['tokens_per_round']:.2f} tokens/round acceptance {sp['acceptance']:.2f} parts from plain at {sp['first_mismatch']}")
+            print(f"  speculative self-drafted K={sp['k']} {sp['ms_per_token']:.2f} ms/token once under way ({sp.get('ms_per_token_end_to_end', float('nan')):.2f} with prefill and capture) {sp['tokens_per_round']:.2f} tokens/round acceptance {sp['acceptance']:.2f} parts from plain at {sp['first_mismatch']}")
     elif "tokens_per_s" in r:
         print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} mb {r.get('micro_batch', '-')} {r.get('freeze', '-')} first loss {r.get('first_loss', float('nan')):.6e} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step (exchange {r.get('exchange_ms', 0):.0f})  MFU {r['mfu']:.3f}")
 PY

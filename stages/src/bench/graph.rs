@@ -66,7 +66,10 @@ pub struct GraphResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct SelfDrafted {
     pub k: usize,
+    /// Once under way (the rounds replayed after the capture), against `decode_graph_ms`.
     pub ms_per_token: f64,
+    /// The whole call: both prefills, the capture and its rounds, the replays.
+    pub ms_per_token_end_to_end: f64,
     pub tokens_per_round: f64,
     pub acceptance: f64,
     /// Where its tokens first differ from plain greedy decoding's row 0, if anywhere.
@@ -151,7 +154,8 @@ fn self_drafted(m: &BenchModel, prompt: &[u32], k: usize, n: usize, plain: &[u32
     let (tokens, stats) = speculative_decode(me, me, prompt, &opts, StepGraph::On, |_| false)?;
     Ok(SelfDrafted {
         k,
-        ms_per_token: 1e3 * t0.elapsed().as_secs_f64() / tokens.len().max(1) as f64,
+        ms_per_token: 1e3 / stats.decode_tokens_per_s().max(1e-9),
+        ms_per_token_end_to_end: 1e3 * t0.elapsed().as_secs_f64() / tokens.len().max(1) as f64,
         tokens_per_round: stats.tokens_per_round(),
         acceptance: stats.acceptance_rate(),
         first_mismatch: first_difference(plain, &tokens),

@@ -10,9 +10,12 @@
 //! Metrics: `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
 //! `plain/tokens_per_s`, `graphs` (1 where greedy decoding, plain and speculative, replays
 //! captured graphs: on a GPU; `plain_launched/tokens_per_s` then times plain decoding with every
-//! step launched, and `speculative_on_graphs` the share of speculative runs whose rounds
+//! step launched, `speculative_on_graphs` the share of speculative runs whose rounds
 //! replayed graphs: below 1 when a graph failed and its prompt was decoded with launched
-//! rounds), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
+//! rounds, `plain/decode_tokens_per_s`, `k{K}/decode_tokens_per_s`, `k{K}/decode_speedup` and
+//! `decode_speedup` the rates once a generation is under way, prefill and capture left out on
+//! both sides, and `k{K}/acceptance_launched` for the first K, the same drafts checked by
+//! launched rounds), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
 //! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
 //! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
 //! exact arithmetic; bf16 near-ties can flip a token), and `greedy_mismatch_max_gap`: where each
@@ -28,6 +31,7 @@ use serde::Deserialize;
 
 use super::data::read_texts;
 use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
+use crate::generate::graph::generate_on_graph;
 use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
@@ -160,21 +164,30 @@ impl Stage for SpeculativeStage {
         // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
         generate(v.model, v.rope, &prompts[..1], &plain_opts(4, p.seed, StepGraph::Auto), |_, _| false);
         speculative_decode(v, d, &prompts[0], &spec_opts(p.ks()[0], p.seed), StepGraph::Auto, |_| false).map_err(failed)?;
-        // Plain decoding of the verifier, one prompt at a time like speculative decoding.
-        let timed_plain = |graph| -> Result<(Vec<Vec<u32>>, f64), StageError> {
-            let (started, mut outs) = (Instant::now(), Vec::new());
+        // Plain decoding of the verifier, one prompt at a time like speculative decoding; on
+        // graphs also its rate once under way (the replays alone: no prefill, no capture).
+        let timed_plain = |graph: StepGraph| -> Result<(Vec<Vec<u32>>, f64, f64), StageError> {
+            let (started, mut outs, mut replays, mut replay_s) = (Instant::now(), Vec::new(), 0, 0.0);
             for (i, prompt) in prompts.iter().enumerate() {
-                outs.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &plain_opts(p.max_new_tokens, p.seed + i as u64, graph), |_, _| ctx.cancelled()).remove(0));
+                let opts = plain_opts(p.max_new_tokens, p.seed + i as u64, graph);
+                if graphs && graph != StepGraph::Off {
+                    let run = generate_on_graph(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| ctx.cancelled());
+                    (replays, replay_s) = (replays + run.replays, replay_s + run.replay_seconds);
+                    outs.extend(run.tokens);
+                } else {
+                    outs.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| ctx.cancelled()).remove(0));
+                }
                 interrupted(ctx)?;
             }
             let tps = outs.iter().map(Vec::len).sum::<usize>() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            Ok((outs, tps))
+            Ok((outs, tps, replays as f64 / f64::max(replay_s, 1e-9)))
         };
-        let (plain, plain_tps) = timed_plain(StepGraph::Auto)?;
+        let (plain, plain_tps, plain_decode_tps) = timed_plain(StepGraph::Auto)?;
         if graphs {
-            let (_, launched) = timed_plain(StepGraph::Off)?;
-            ctx.log(format!("plain decoding on captured graphs {plain_tps:.1} tok/s, each step launched {launched:.1} tok/s"));
+            let (_, launched, _) = timed_plain(StepGraph::Off)?;
+            ctx.log(format!("plain decoding on captured graphs {plain_tps:.1} tok/s ({plain_decode_tps:.1} tok/s once under way), each step launched {launched:.1} tok/s"));
             ctx.metric("plain_launched/tokens_per_s", launched)?;
+            ctx.metric("plain/decode_tokens_per_s", plain_decode_tps)?;
         }
         ctx.metric("graphs", f64::from(u8::from(graphs)))?;
         ctx.metric("plain/tokens_per_s", plain_tps)?;
@@ -196,6 +209,25 @@ impl Stage for SpeculativeStage {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             let tps = stats.tokens as f64 / secs;
             ctx.log(format!("K {k}: acceptance {:.3}, {:.2} tokens/round, {tps:.1} tok/s ({:.2}x plain)", stats.acceptance_rate(), stats.tokens_per_round(), tps / plain_tps));
+            if graphs {
+                // Once under way: rounds on a graph against plain decoding's replays.
+                let decode = stats.decode_tokens_per_s();
+                ctx.log(format!("K {k} once under way: {decode:.1} tok/s ({:.2}x plain's {plain_decode_tps:.1})", decode / plain_decode_tps));
+                ctx.metric(&format!("k{k}/decode_tokens_per_s"), decode)?;
+                ctx.metric(&format!("k{k}/decode_speedup"), decode / plain_decode_tps)?;
+            }
+            if graphs && k == p.ks()[0] {
+                // The same drafts checked by launched rounds: a graph round whose draft lost
+                // its state would accept less and still give the same tokens.
+                let mut launched = SpeculativeStats::default();
+                for (i, prompt) in prompts.iter().enumerate() {
+                    let (_, s) = speculative_decode(v, d, prompt, &spec_opts(k, p.seed + i as u64), StepGraph::Off, |_| ctx.cancelled()).map_err(failed)?;
+                    interrupted(ctx)?;
+                    launched.add(&s);
+                }
+                ctx.log(format!("K {k} with launched rounds: acceptance {:.3} (on graphs {:.3})", launched.acceptance_rate(), stats.acceptance_rate()));
+                ctx.metric(&format!("k{k}/acceptance_launched"), launched.acceptance_rate())?;
+            }
             ctx.metric(&format!("k{k}/acceptance_rate"), stats.acceptance_rate())?;
             ctx.metric(&format!("k{k}/tokens_per_round"), stats.tokens_per_round())?;
             ctx.metric(&format!("k{k}/tokens_per_s"), tps)?;
@@ -218,6 +250,9 @@ impl Stage for SpeculativeStage {
         ctx.metric("acceptance_rate", all.acceptance_rate())?;
         ctx.metric("tokens_per_round", all.tokens_per_round())?;
         ctx.metric("speedup", all.tokens as f64 / all_secs / plain_tps)?;
+        if graphs {
+            ctx.metric("decode_speedup", all.decode_tokens_per_s() / plain_decode_tps)?;
+        }
         ctx.metric("best_k", best.0 as f64)?;
         ctx.metric("best_speedup", best.1)?;
         if sampling == Sampling::Greedy {

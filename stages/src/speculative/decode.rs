@@ -36,6 +36,11 @@ pub struct SpeculativeStats {
     pub tokens: usize,
     /// Runs whose rounds replayed captured graphs (`speculative::graph` on a GPU).
     pub on_graph: usize,
+    /// Tokens made after the setup (both prefills, and on a graph its capture and the rounds
+    /// that ran while it was captured), and their wall time: the decoding rate once a
+    /// generation is under way, what plain decoding's replays are compared with.
+    pub decode_tokens: usize,
+    pub decode_seconds: f64,
 }
 
 impl SpeculativeStats {
@@ -45,12 +50,18 @@ impl SpeculativeStats {
     pub fn tokens_per_round(&self) -> f64 {
         self.tokens as f64 / self.rounds.max(1) as f64
     }
+    /// Tokens per second once under way (see `decode_tokens`).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        self.decode_tokens as f64 / self.decode_seconds.max(1e-9)
+    }
     pub fn add(&mut self, o: &SpeculativeStats) {
         self.rounds += o.rounds;
         self.drafted += o.drafted;
         self.accepted += o.accepted;
         self.tokens += o.tokens;
         self.on_graph += o.on_graph;
+        self.decode_tokens += o.decode_tokens;
+        self.decode_seconds += o.decode_seconds;
     }
 }
 
@@ -146,7 +157,9 @@ pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     let mut pending = vec![last];
     let mut verifier_last = last;
     let (mut out, mut stats) = (Vec::new(), SpeculativeStats::default());
-    while out.len() < opts.max_new_tokens {
+    // Every round reads its rows back, so the clock measures finished work.
+    let start = std::time::Instant::now();
+    'rounds: while out.len() < opts.max_new_tokens {
         // One round makes at most k + 1 tokens: draft no more than the budget needs.
         let k = opts.k.min(opts.max_new_tokens - out.len() - 1);
         let (mut drafts, mut draft_probs) = (Vec::with_capacity(k), Vec::with_capacity(k));
@@ -198,9 +211,11 @@ pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32
             out.push(t);
             stats.tokens += 1;
             if opts.eos.contains(&t) || on_token(t) || out.len() >= opts.max_new_tokens {
-                return Ok((out, stats));
+                break 'rounds;
             }
         }
     }
+    stats.decode_tokens = out.len();
+    stats.decode_seconds = start.elapsed().as_secs_f64();
     Ok((out, stats))
 }

@@ -157,6 +157,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     // launches against the buffers of its capture, so a counter that moved to a new buffer
     // stops counting, or reads as whatever that buffer held).
     let mut expected: Option<usize> = None;
+    let mut clock = None;
     loop {
         let (made, ran, tokens) = {
             let s = state.borrow();
@@ -180,6 +181,8 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         if stopped {
             break;
         }
+        // The clock starts once the capture's rounds are read: what follows is replays alone.
+        clock.get_or_insert((std::time::Instant::now(), out.len()));
         for _ in 0..CHUNK {
             // SAFETY: every buffer the round touches is held by `state`, the tables or the
             // models, all of which outlive `graph`; nothing else runs on this device meanwhile,
@@ -188,6 +191,10 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
                 graph.replay();
             }
         }
+    }
+    if let Some((start, before)) = clock {
+        stats.decode_seconds = start.elapsed().as_secs_f64();
+        stats.decode_tokens = out.len() - before;
     }
     stats.on_graph = usize::from(graph.is_hardware());
     drop(graph);
