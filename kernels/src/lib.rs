@@ -33,4 +33,4 @@ pub mod reduce;
 pub mod softmax;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};
-pub use mamba2_steps::{mamba2_steps, mamba2_steps_reference, StepsOut};
+pub use mamba2_steps::{mamba2_steps, mamba2_steps_history, mamba2_steps_history_reference, mamba2_steps_reference, StepsHistory, StepsOut};

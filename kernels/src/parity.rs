@@ -8,7 +8,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor};
 use serde::Serialize;
 
 use crate::mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights};
-use crate::mamba2_steps::{mamba2_steps, mamba2_steps_reference};
+use crate::mamba2_steps::{mamba2_steps, mamba2_steps_history, mamba2_steps_history_reference, mamba2_steps_reference};
 use crate::matmul::{matmul_with, ProductKernels};
 
 /// The H200's measured device-to-device copy rate (KINDS.md), the floor's denominator.
@@ -156,6 +156,13 @@ pub struct StepsParity {
     pub dtype: &'static str,
     pub y_rel: f64,
     pub snapshot_rel: f64,
+    /// [`mamba2_steps_history`] (every state kept, graph verification) against its reference,
+    /// outputs and states.
+    pub history_rel: f64,
+    /// Whether the history's outputs and states, the outputs and snapshot above and a single
+    /// step (decoding's launch) agree bit for bit where they overlap: greedy speculative output
+    /// equals plain decoding's only if they do.
+    pub same_rounding: bool,
     pub within_tolerance: bool,
     pub kernel_us: f64,
     pub reference_us: f64,
@@ -183,6 +190,14 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
     let kernel_us = time(&|| drop(kernel()));
     let reference_us = time(&|| drop(reference()));
     let (got, want) = (kernel(), reference());
+    let history = mamba2_steps_history(padded.clone(), dt.clone(), state.clone(), &w);
+    let history_want = mamba2_steps_history_reference(padded.clone(), dt.clone(), state.clone(), &w);
+    let history_rel = rel_diff(history.y.clone(), history_want.y).max(rel_diff(history.states.clone(), history_want.states));
+    let one = mamba2_step(padded.clone().narrow(1, k - 1, 1).reshape([bs, channels]), dt.clone().narrow(1, 0, 1).reshape([bs, h]), padded.clone().narrow(1, 0, k - 1), state.clone(), &w);
+    let same_rounding = identical(history.y.clone().narrow(1, emit_from, steps - emit_from), got.y.clone())
+        && identical(history.y.narrow(1, 0, 1).reshape([bs, h, p]), one.y)
+        && identical(history.states.clone().narrow(0, 0, 1).reshape([bs, h, p, n]), one.state)
+        && (snap_at == 0 || identical(history.states.narrow(0, snap_at - 1, 1).reshape([bs, h, p, n]), got.snapshot.clone()));
     let (y_rel, snapshot_rel) = (rel_diff(got.y, want.y), rel_diff(got.snapshot, want.snapshot));
     let esize = dtype.size() as f64;
     let bytes = (2 * bs * h * p * n * 4 + bs * (steps - emit_from) * h * p * 4) as f64
@@ -198,7 +213,9 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
         dtype: dtype_name(dtype),
         y_rel,
         snapshot_rel,
-        within_tolerance: y_rel <= tol && snapshot_rel <= tol,
+        history_rel,
+        same_rounding,
+        within_tolerance: y_rel <= tol && snapshot_rel <= tol && history_rel <= tol && same_rounding,
         kernel_us,
         reference_us,
         bytes,
@@ -266,6 +283,11 @@ pub fn projection_parity(case: ProjectionCase, dtype: DType, device: &Device, ke
 }
 
 /// Largest |a - b| over the largest |b|, in f32; NaN anywhere gives NaN.
+/// Bit for bit (the largest difference exactly zero).
+fn identical<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> bool {
+    (a - b).abs().max().into_scalar::<f32>() == 0.0
+}
+
 fn rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f64 {
     let (a, b) = (a.cast(DType::F32), b.cast(DType::F32));
     let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6) as f64;
@@ -421,7 +443,7 @@ mod tests {
         let case = StepCase { batch: 2, heads: 4, kv_heads: 2, head_dim: 8, d_state: 4 };
         for steps in STEPS {
             let r = mamba2_steps_parity(case, steps, DType::F32, &Device::flex(), 1);
-            assert!(r.within_tolerance && r.y_rel == 0.0 && r.snapshot_rel == 0.0, "{r:?}");
+            assert!(r.within_tolerance && r.y_rel == 0.0 && r.snapshot_rel == 0.0 && r.history_rel == 0.0 && r.same_rounding, "{r:?}");
             assert_eq!((r.snap_at, r.emit_from), (steps / 2, steps / 2));
         }
     }

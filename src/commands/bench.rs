@@ -86,8 +86,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                         out_of_tolerance += usize::from(!r.within_tolerance);
                         let c = r.case;
                         out.row(&r, format!(
-                            "mamba2_steps | b{} h{}/{} p{} n{} | {} steps (snapshot at {}, outputs from {}) | {} | rel y {:.1e} snapshot {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us",
-                            c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.steps, r.snap_at, r.emit_from, r.dtype, r.y_rel, r.snapshot_rel,
+                            "mamba2_steps | b{} h{}/{} p{} n{} | {} steps (snapshot at {}, outputs from {}) | {} | rel y {:.1e} snapshot {:.1e} every state {:.1e}, {} rounding {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us",
+                            c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.steps, r.snap_at, r.emit_from, r.dtype, r.y_rel, r.snapshot_rel, r.history_rel,
+                            if r.same_rounding { "one" } else { "DIFFERENT" },
                             verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.floor_us
                         ))?;
                     }

@@ -72,7 +72,7 @@ for part in $parts; do
     # Batch 8 has left-padded rows (each 3 tokens shorter than the one before).
     # Batch 1 also runs speculative rounds on graphs, each model drafting for itself (K = 4):
     # every draft accepted and plain greedy's tokens, or the rounds lose their state.
-    decode-graph) for b in 1 8; do spec=; [ $b = 1 ] && spec="--speculative 4"
+    decode-graph) for b in ${GRAPH_BATCHES:-1 8}; do spec=; [ $b = 1 ] && spec="--speculative 4"
       step "decode-graph b$b" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch $b --prompt 512 --steps ${GRAPH_STEPS:-64} $spec; done ;;
     # Decoding on graphs at batch 1 over contexts, with our inference kernels (reductions by
     # cubes, gemv products: `ours`), with burn's for both (`burn`: DISTILL_REDUCE=burn

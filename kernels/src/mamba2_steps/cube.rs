@@ -43,29 +43,48 @@ fn cube_units(steps: usize) -> usize {
 /// how many cubes an SM runs at once).
 const CHUNK: usize = 16;
 
-/// Whether the kernel takes this layer: its lanes (a power of two, for the shuffle reduction) must
-/// split `n` evenly, and its cubes fill whole warps (a shuffle over absent lanes is undefined).
+/// Whether the kernel takes this layer: its virtual lanes (a power of two, for the shuffle
+/// reduction) must split `n` evenly, and its cubes fill whole warps (a shuffle over absent lanes
+/// is undefined).
 pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
     [1, 2].iter().all(|&steps| {
-        let (lanes, rows) = cube_shape(w.head_dim, w.d_state, cube_units(steps));
-        lanes.is_power_of_two() && w.d_state.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
+        let (lanes, rows) = cube_shape(w.head_dim, w.d_state, steps);
+        let virt = virtual_lanes(w.d_state);
+        virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
     })
 }
 
-/// Lanes per state row, at most: a warp's width unless `DISTILL_STEPS_LANES` (a power of two up
-/// to 32) says fewer, to measure. Fewer lanes give each unit more of the row (`n / lanes`
-/// entries), so more bytes in flight per unit: one step at batch 32 reached 41.5% of the H200's
-/// bandwidth with 4 entries a unit on Llama-3-8B's shape, about what a full SM's units keep in
-/// flight at 16 bytes each.
-fn max_lanes() -> usize {
-    static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *LANES.get_or_init(|| std::env::var("DISTILL_STEPS_LANES").ok().and_then(|v| v.trim().parse().ok()).filter(|&l: &usize| l.is_power_of_two() && l <= 32).unwrap_or(32))
+/// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
+/// when smaller). A unit with fewer lanes holds several virtual lanes and adds them in the order
+/// the missing shuffles would, so every lane count rounds alike and one step, decoding's, equals
+/// the first of several, verification's.
+fn virtual_lanes(n: usize) -> usize {
+    n.min(32)
 }
 
-/// `(lanes, rows)` of a cube: lanes along `n` (a warp's width, or `n` when smaller), as many rows
-/// of the head as fit in `units`.
-fn cube_shape(p: usize, n: usize, units: usize) -> (usize, usize) {
-    let lanes = n.min(max_lanes());
+/// Lanes per state row for one step and for several: 16 unless `DISTILL_STEPS_LANES=L` or
+/// `ONE,SEVERAL` (powers of two up to 32) says otherwise. Fewer lanes give each unit more of
+/// the row, so more bytes in flight per unit: one step of Llama-3-8B's shape at batch 32 (bf16,
+/// H200) moved its bytes at 38.5% of the bandwidth with 32 lanes and 51.0% with 16, while 5
+/// steps cost the same either way (BENCHMARKS.md, session 9).
+fn max_lanes(steps: usize) -> usize {
+    static LANES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (one, several) = *LANES.get_or_init(|| {
+        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
+        let v = std::env::var("DISTILL_STEPS_LANES").unwrap_or_default();
+        match v.split_once(',') {
+            Some((a, b)) => (lane(a).unwrap_or(16), lane(b).unwrap_or(16)),
+            None => lane(&v).map_or((16, 16), |l| (l, l)),
+        }
+    });
+    if steps == 1 { one } else { several }
+}
+
+/// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
+/// in the cube's units.
+fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
+    let units = cube_units(steps);
+    let lanes = virtual_lanes(n).min(max_lanes(steps));
     let mut rows = (units / lanes).clamp(1, p);
     while !p.is_multiple_of(rows) {
         rows -= 1;
@@ -121,9 +140,10 @@ fn steps_meta(
     state: &TensorSpec,
     dims: &[usize; 6],
 ) -> (TensorSpec, TensorSpec) {
-    let [h, _, p, _, _, emit_from] = *dims;
+    let [h, _, p, n, snap_at, emit_from] = *dims;
     let (bs, steps) = (dt.shape[0], dt.shape[1]);
-    (TensorSpec::new(Shape::new([bs, steps - emit_from, h, p]), DType::F32), state.clone())
+    let kept = if snap_at == super::EVERY_STEP { TensorSpec::new(Shape::new([steps * bs, h, p, n]), DType::F32) } else { state.clone() };
+    (TensorSpec::new(Shape::new([bs, steps - emit_from, h, p]), DType::F32), kept)
 }
 
 impl Mamba2StepsOps for CubeBackend {
@@ -146,8 +166,12 @@ impl Mamba2StepsOps for CubeBackend {
         let [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state] =
             [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
         let y = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([bs, steps - emit_from, h, p]), DType::F32);
-        let snapshot = empty_device_contiguous_dtype(client.clone(), device, state.shape(), DType::F32);
-        let (lanes, rows) = cube_shape(p, n, cube_units(steps));
+        let kept = if snap_at == super::EVERY_STEP { Shape::new([steps * bs, h, p, n]) } else { state.shape() };
+        let snapshot = empty_device_contiguous_dtype(client.clone(), device, kept, DType::F32);
+        let (lanes, rows) = cube_shape(p, n, steps);
+        let every = snap_at == super::EVERY_STEP;
+        // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
+        let snap_at = if every { steps + 1 } else { snap_at };
         let chunk = CHUNK.min(steps);
         let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
         // SAFETY: as the single step's launch: indices stay inside the contiguous shapes above
@@ -178,8 +202,10 @@ impl Mamba2StepsOps for CubeBackend {
                 n,
                 k,
                 lanes,
+                virtual_lanes(n),
                 rows,
                 chunk,
+                every,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -188,9 +214,11 @@ impl Mamba2StepsOps for CubeBackend {
 }
 
 /// Contiguous layouts: `padded [bs, len, C]`, `conv_weight [C, K]`, `dt [bs, steps, h]`,
-/// `state` and `snapshot [bs, h, p, n]`, `y [bs, steps - emit_from, h, p]`. Cube `CUBE_POS` holds
-/// rows `p0 .. p0 + rows` of head `(bi, hi)`; unit `(lane, r)` keeps state entries `lane, lane +
-/// lanes, ..` of row `p0 + r`.
+/// `state` and `snapshot [bs, h, p, n]` (with `every`, `snapshot [steps · bs, h, p, n]`: the
+/// state after each step), `y [bs, steps - emit_from, h, p]`. Cube `CUBE_POS` holds rows `p0 ..
+/// p0 + rows` of head `(bi, hi)`; unit `(lane, r)` keeps the state entries of virtual lanes
+/// `lane, lane + lanes, ..` (below `virt`) of row `p0 + r`, virtual lane `v` holding entries `v,
+/// v + virt, ..`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn mamba2_steps_kernel<F: Float>(
@@ -214,8 +242,10 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] n: usize,
     #[comptime] k: usize,
     #[comptime] lanes: usize,
+    #[comptime] virt: usize,
     #[comptime] rows: usize,
     #[comptime] chunk: usize,
+    #[comptime] every: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -238,17 +268,22 @@ fn mamba2_steps_kernel<F: Float>(
     let mut xs = Shared::<[f32]>::new_slice(chunk * rows);
     let mut dts = Shared::<[f32]>::new_slice(chunk);
     let mut decays = Shared::<[f32]>::new_slice(chunk);
+    let groups = comptime!(virt / lanes); // virtual lanes per unit
+    let per = comptime!(n / virt); // entries per virtual lane
+    // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry.
     let mut s = Array::<f32>::new(n / lanes);
     #[unroll]
-    for j in 0..n / lanes {
-        s[j] = state[at + j * lanes];
+    for i in 0..n / lanes {
+        s[i] = state[at + (i / per) * lanes + (i % per) * virt];
     }
     if snap_at == 0 {
         #[unroll]
-        for j in 0..n / lanes {
-            snapshot[at + j * lanes] = s[j];
+        for i in 0..n / lanes {
+            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
         }
     }
+    let state_len = state.len();
+    let mut accs = Array::<f32>::new(groups);
     let a_h = a[hi];
     let d_h = f32::cast_from(d[hi]);
     let bias_h = f32::cast_from(dt_bias[hi]);
@@ -286,16 +321,57 @@ fn mamba2_steps_kernel<F: Float>(
             let decay = decays[tt];
             let dx = dts[tt] * x;
             let base = tt * 2 * n + lane;
-            let mut acc = 0.0f32;
             #[unroll]
-            for j in 0..n / lanes {
-                s[j] = s[j] * decay + dx * bc[base + j * lanes];
-                acc += s[j] * bc[base + n + j * lanes];
-            }
-            if t + 1 == snap_at {
+            for q in 0..groups {
+                let mut part = 0.0f32;
                 #[unroll]
-                for j in 0..n / lanes {
-                    snapshot[at + j * lanes] = s[j];
+                for j in 0..per {
+                    let i = q * per + j;
+                    let e = base + q * lanes + j * virt;
+                    s[i] = s[i] * decay + dx * bc[e];
+                    part += s[i] * bc[e + n];
+                }
+                accs[q] = part;
+            }
+            // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
+            // `lanes` would have added them across lanes.
+            if comptime!(groups >= 32) {
+                #[unroll]
+                for q in 0..16 {
+                    accs[q] = accs[q] + accs[q + 16];
+                }
+            }
+            if comptime!(groups >= 16) {
+                #[unroll]
+                for q in 0..8 {
+                    accs[q] = accs[q] + accs[q + 8];
+                }
+            }
+            if comptime!(groups >= 8) {
+                #[unroll]
+                for q in 0..4 {
+                    accs[q] = accs[q] + accs[q + 4];
+                }
+            }
+            if comptime!(groups >= 4) {
+                #[unroll]
+                for q in 0..2 {
+                    accs[q] = accs[q] + accs[q + 2];
+                }
+            }
+            if comptime!(groups >= 2) {
+                accs[0] = accs[0] + accs[1];
+            }
+            let mut acc = accs[0];
+            if comptime!(every) {
+                #[unroll]
+                for i in 0..n / lanes {
+                    snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
+                }
+            } else if t + 1 == snap_at {
+                #[unroll]
+                for i in 0..n / lanes {
+                    snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
                 }
             }
             // Uniform across the cube, so every lane of a warp takes part in the shuffles.

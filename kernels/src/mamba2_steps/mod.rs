@@ -15,7 +15,7 @@ pub(crate) mod cube;
 
 use burn::tensor::Tensor;
 
-pub use reference::mamba2_steps_reference;
+pub use reference::{mamba2_steps_history_reference, mamba2_steps_reference};
 
 use crate::Mamba2StepWeights;
 
@@ -47,6 +47,38 @@ pub fn mamba2_steps(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamb
         return cube::mamba2_steps(padded, dt, state, w, snap_at, emit_from);
     }
     mamba2_steps_reference(padded, dt, state, w, snap_at, emit_from)
+}
+
+/// `snap_at` asking the kernel for the state after every step.
+#[cfg(feature = "cuda")]
+pub(crate) const EVERY_STEP: usize = usize::MAX;
+
+/// What [`mamba2_steps_history`] leaves.
+#[derive(Debug, Clone)]
+pub struct StepsHistory {
+    /// `[batch, steps, heads, head_dim]`, f32, before the gated norm (the `D` skip included).
+    pub y: Tensor<4>,
+    /// `[steps, batch, heads, head_dim, d_state]`, f32: the state after each step.
+    pub states: Tensor<5>,
+}
+
+/// Runs every step from `state` with its output, keeping the state after each: verification
+/// replayed from a captured graph, where how many steps a round keeps is known only on the
+/// device, picks one of them afterwards. One launch and one read of the state, like a single
+/// step; at batch 1 the states it writes are a few hundred KB a layer.
+///
+/// # Shapes
+/// - `padded`: `[batch, K - 1 + steps, channels]`, `dt`: `[batch, steps, heads]` raw,
+///   `state`: `[batch, heads, head_dim, d_state]` f32
+pub fn mamba2_steps_history(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepsHistory {
+    #[cfg(feature = "cuda")]
+    if crate::mamba2_step::runs_on_cube(&dt.device()) && crate::mamba2_step::kernel_takes(w) {
+        let [bs, h, p, n] = state.dims();
+        let steps = dt.dims()[1];
+        let out = cube::mamba2_steps(padded, dt, state, w, EVERY_STEP, 0);
+        return StepsHistory { y: out.y, states: out.snapshot.reshape([steps, bs, h, p, n]) };
+    }
+    mamba2_steps_history_reference(padded, dt, state, w)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use super::StepsOut;
+use super::{StepsHistory, StepsOut};
 use crate::{mamba2_step_reference, Mamba2StepWeights};
 
 /// See [`super::mamba2_steps`].
@@ -27,4 +27,20 @@ pub fn mamba2_steps_reference(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>
         }
     }
     StepsOut { y: Tensor::stack(ys, 1), snapshot: snapshot.expect("snap_at <= steps") }
+}
+
+/// See [`super::mamba2_steps_history`]: the single-step reference in sequence, every state kept.
+pub fn mamba2_steps_history_reference(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepsHistory {
+    let [bs, steps, h] = dt.dims();
+    let channels = padded.dims()[2];
+    let k = w.conv_weight.dims()[1];
+    let (mut state, mut ys, mut states) = (state, Vec::with_capacity(steps), Vec::with_capacity(steps));
+    for t in 0..steps {
+        let xbc = padded.clone().narrow(1, k - 1 + t, 1).reshape([bs, channels]);
+        let out = mamba2_step_reference(xbc, dt.clone().narrow(1, t, 1).reshape([bs, h]), padded.clone().narrow(1, t, k - 1), state, w);
+        state = out.state;
+        states.push(state.clone());
+        ys.push(out.y);
+    }
+    StepsHistory { y: Tensor::stack(ys, 1), states: Tensor::stack(states, 0) }
 }

@@ -9,7 +9,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{DType, Device, Tensor};
 
-use distill_kernels::{mamba2_step, Mamba2StepWeights};
+use distill_kernels::{mamba2_step, mamba2_steps_history, Mamba2StepWeights};
 
 use crate::channels::{add_channels, mul_channels};
 
@@ -257,6 +257,31 @@ impl Mamba2 {
         state.conv = Some(out.window);
         state.ssm = Some(out.state);
         self.gate_out(out.y.reshape([bs, 1, h, p]), z)
+    }
+}
+
+impl Mamba2 {
+    /// `u`'s tokens a step each after `state`, in one launch of the steps kernel, keeping what
+    /// the layer would hold after each: a speculative round replayed from a captured graph
+    /// verifies `K + 1` tokens this way and keeps the states after as many as it accepts, a
+    /// count known only on the device. Each step rounds as [`Self::forward`]'s decode step does.
+    ///
+    /// # Shapes
+    /// - `u`: `[batch, steps, d_model]` -> `[batch, steps, d_model]`, the conv windows
+    ///   `[steps, batch, K - 1, conv channels]` and the SSM states `[steps, batch, heads, p, n]`
+    pub fn steps_keeping_all(&self, u: Tensor<3>, state: &MambaState, weights: &Mamba2StepWeights) -> (Tensor<3>, Tensor<4>, Tensor<5>) {
+        let [bs, steps, _] = u.dims();
+        let (h, p) = (self.n_heads, self.d_state);
+        let (z, xbc, dt) = self.project(u);
+        let channels = xbc.dims()[2];
+        let k = self.conv1d.kernel();
+        let device = xbc.device();
+        let window = state.conv.clone().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));
+        let s0 = state.ssm.clone().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
+        let padded = Tensor::cat(vec![window, xbc], 1); // [bs, K - 1 + steps, channels]
+        let out = mamba2_steps_history(padded.clone(), dt, s0, weights);
+        let windows = Tensor::stack((0..steps).map(|t| padded.clone().narrow(1, t + 1, k - 1)).collect(), 0);
+        (self.gate_out(out.y, z), windows, out.states)
     }
 }
 

@@ -8,9 +8,11 @@
 //! pass, the accepted count `r` is counted there (leading matches), the accepted tokens and the
 //! verifier's next token are written into the output buffer, and both models roll back by
 //! moving the shared position past the `r + 1` tokens they keep and by picking the Mamba
-//! states after those tokens (each Mamba layer steps through the round's tokens one at a time
-//! and keeps every step's state). The host replays a few rounds, then reads the output to
-//! check stops and the budget.
+//! states after those tokens (each Mamba layer keeps every step's state: the verifier's Mamba-2
+//! layers run the round's tokens in one launch of the steps kernel, their projections over all
+//! of them at once, where stepping a token at a time made verifying `K + 1` tokens cost about
+//! `K + 1` decode steps in those layers). The host replays a few rounds, then reads the output
+//! to check stops and the budget.
 //!
 //! Both models feed the same tokens each round (the last accepted token, then the drafts), so
 //! they share the cache positions: the draft takes `K + 1` steps, the last one only so that it
@@ -29,6 +31,7 @@ use crate::hybrid::{Hybrid, HybridCache, MambaMixer};
 use crate::lm::CausalLm;
 use crate::llama::{grown_capacity, KvCache};
 use crate::mamba::MambaState;
+use distill_kernels::Mamba2StepWeights;
 
 /// Rounds replayed between two reads of the output.
 const CHUNK: usize = 4;
@@ -102,7 +105,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         let mut guard = state.borrow_mut();
         let Round { verifier: vs, draft: ds, last, pos, out, len, accepted, rounds } = &mut *guard;
         // The draft: K + 1 steps from `last`, each feeding its own argmax.
-        let mut draft_history = vec![Vec::with_capacity(k + 1); ds.mamba.len()];
+        let mut draft_steps = vec![Vec::with_capacity(k + 1); ds.mamba.len()];
         let mut current = ds.mamba.clone();
         let mut feed = last.clone();
         let mut drafts = Vec::with_capacity(k + 1);
@@ -110,7 +113,7 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
             let inputs = dt.inputs(&(pos.clone() + i as i64), 1, None);
             let logits = draft.model.forward_from(feed, &inputs, &mut ds.kv, |l, mixer, u, _| {
                 let y = mixer.forward(u, None, &mut current[l]);
-                draft_history[l].push(current[l].clone());
+                draft_steps[l].push(current[l].clone());
                 y
             });
             let v = logits.dims()[2];
@@ -122,9 +125,9 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         // The verifier: `last` and the K drafts in one pass.
         let fed = Tensor::cat(vec![last.clone(), proposed.clone()], 1); // [1, K + 1]
         let inputs = vt.inputs(pos, k + 1, None);
-        let mut verifier_history = vec![Vec::with_capacity(k + 1); vs.mamba.len()];
-        let kept = &vs.mamba;
-        let logits = verifier.model.forward_from(fed, &inputs, &mut vs.kv, |l, mixer, u, _| one_at_a_time(mixer, u, &kept[l], &mut verifier_history[l]));
+        let mut verifier_kept: Vec<Kept> = (0..vs.mamba.len()).map(|_| Kept::default()).collect();
+        let from = &vs.mamba;
+        let logits = verifier.model.forward_from(fed, &inputs, &mut vs.kv, |l, mixer, u, _| verify_layer(mixer, u, &from[l], &mut verifier_kept[l]));
         let v = logits.dims()[2];
         let verdicts = argmax_last(logits.reshape([k + 1, v])).reshape([1, k + 1]); // the verifier's token after each fed one
         // r: the drafts before the first that differs from the verifier's choice.
@@ -141,8 +144,8 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         let this_round = columns.clone().equal(rounds.clone().reshape([1, 1]).expand([1, room]));
         update(accepted, |a| a.mask_where(this_round, r.clone().reshape([1, 1]).expand([1, room])));
         // Both models keep the r + 1 tokens the round accepted.
-        settle_at(&mut vs.mamba, verifier_history, &r);
-        settle_at(&mut ds.mamba, draft_history, &r);
+        settle_at(&mut vs.mamba, verifier_kept, &r);
+        settle_at(&mut ds.mamba, draft_steps.into_iter().map(Kept::from_steps).collect(), &r);
         last.inplace(|x| overwrite(x, next.clone()));
         update(pos, |q| q + r.clone() + 1);
         update(len, |q| q + r.clone() + 1);
@@ -244,47 +247,78 @@ fn prefill(model: &Hybrid, m: SpecModel, prompt: &[u32], t: usize) -> (Side, Ten
     (Side { kv: cache.kv.grown_to(t), mamba: cache.mamba }, first)
 }
 
-/// A Mamba layer over the round's tokens one step at a time from `kept`, keeping the state
-/// after each step (the rollback picks one).
+/// What a Mamba layer could hold after a round, one entry per token it was fed: conv windows
+/// `[steps, batch, K - 1, channels]`, SSM states `[steps, batch, ...]`. The rollback picks one.
+#[derive(Default)]
+struct Kept {
+    conv: Option<Tensor<4>>,
+    ssm: Option<Tensor<5>>,
+    step_weights: Option<Mamba2StepWeights>,
+}
+
+impl Kept {
+    /// The states of single steps, stacked.
+    fn from_steps(steps: Vec<MambaState>) -> Self {
+        let Some(first) = steps.first() else {
+            return Self::default();
+        };
+        let step_weights = first.step_weights.clone();
+        let conv: Vec<Tensor<3>> = steps.iter().filter_map(|s| s.conv.clone()).collect();
+        let ssm: Vec<Tensor<4>> = steps.iter().filter_map(|s| s.ssm.clone()).collect();
+        let whole = |n: usize| n == steps.len();
+        Kept { conv: whole(conv.len()).then(|| Tensor::stack(conv, 0)), ssm: whole(ssm.len()).then(|| Tensor::stack(ssm, 0)), step_weights }
+    }
+}
+
+/// A Mamba layer's verification of the round's tokens after `from`, keeping every step's state:
+/// a Mamba-2 layer in one launch of the steps kernel (its projections over all the tokens at
+/// once), a Mamba-1 layer a step at a time.
 ///
 /// # Shapes
 /// - `u`: `[1, steps, d_model]` -> same
-fn one_at_a_time(mixer: &MambaMixer, u: Tensor<3>, kept: &MambaState, history: &mut Vec<MambaState>) -> Tensor<3> {
-    let steps = u.dims()[1];
-    let mut state = kept.clone();
-    let ys = (0..steps)
-        .map(|i| {
-            let y = mixer.forward(u.clone().narrow(1, i, 1), None, &mut state);
-            history.push(state.clone());
+fn verify_layer(mixer: &MambaMixer, u: Tensor<3>, from: &MambaState, kept: &mut Kept) -> Tensor<3> {
+    match mixer {
+        MambaMixer::Mamba2(m) => {
+            let weights = from.step_weights.clone().unwrap_or_else(|| m.step_weights());
+            let (y, conv, ssm) = m.steps_keeping_all(u, from, &weights);
+            *kept = Kept { conv: Some(conv), ssm: Some(ssm), step_weights: Some(weights) };
             y
-        })
-        .collect();
-    Tensor::cat(ys, 1)
+        }
+        MambaMixer::Mamba1(_) => {
+            let steps = u.dims()[1];
+            let mut state = from.clone();
+            let mut states = Vec::with_capacity(steps);
+            let ys = (0..steps)
+                .map(|i| {
+                    let y = mixer.forward(u.clone().narrow(1, i, 1), None, &mut state);
+                    states.push(state.clone());
+                    y
+                })
+                .collect();
+            *kept = Kept::from_steps(states);
+            Tensor::cat(ys, 1)
+        }
+    }
 }
 
 /// Each Mamba layer's state becomes the one after the round's `r + 1`-th token (`r`: `[1]`),
 /// written into the layer's own buffers.
-fn settle_at(layers: &mut [MambaState], history: Vec<Vec<MambaState>>, r: &Tensor<1, Int>) {
-    for (state, steps) in layers.iter_mut().zip(history) {
-        if steps.is_empty() {
-            continue;
-        }
+fn settle_at(layers: &mut [MambaState], kept: Vec<Kept>, r: &Tensor<1, Int>) {
+    for (state, k) in layers.iter_mut().zip(kept) {
         if state.step_weights.is_none() {
-            state.step_weights = steps[0].step_weights.clone();
+            state.step_weights = k.step_weights;
         }
-        let conv: Vec<Tensor<3>> = steps.iter().filter_map(|s| s.conv.clone()).collect();
-        if conv.len() == steps.len() {
-            let [b, w, c] = conv[0].dims();
-            let picked = Tensor::stack::<4>(conv, 0).select(0, r.clone()).reshape([b, w, c]);
+        if let Some(conv) = k.conv {
+            let [_, b, w, c] = conv.dims();
+            let picked = conv.select(0, r.clone()).reshape([b, w, c]);
             state.conv = Some(match state.conv.take() {
                 Some(dst) => overwrite(dst, picked),
                 None => picked,
             });
         }
-        let ssm: Vec<Tensor<4>> = steps.iter().filter_map(|s| s.ssm.clone()).collect();
-        if ssm.len() == steps.len() {
-            let [b, h, x, y] = ssm[0].dims();
-            let picked = Tensor::stack::<5>(ssm, 0).select(0, r.clone()).reshape([b, h, x, y]);
+        if let Some(ssm) = k.ssm {
+            let [_, b, h, x, y] = ssm.dims();
+            let picked = ssm.select(0, r.clone()).reshape([b, h, x, y]);
             state.ssm = Some(match state.ssm.take() {
                 Some(dst) => overwrite(dst, picked),
                 None => picked,
