@@ -149,3 +149,23 @@ fn the_ablations_manifest_plans() {
         assert!(names.contains(&stage), "{stage} missing: {names:?}");
     }
 }
+
+/// The GPU recipes plan too (on the CPU here: `--set device=cpu --set dtype=f32`), from a copy of the folder,
+/// since they include the default and each other.
+#[test]
+fn the_gpu_recipes_plan() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    let t = TestRun::new();
+    for rel in ["default.toml", "scripts/make_corpus.py", "h200/smollm2-hybrid.toml", "h200/smollm2-20m.toml", "h200/smollm2-speculative.toml"] {
+        t.file(&format!("manifests/{rel}"), &std::fs::read_to_string(root.join(rel)).unwrap());
+    }
+    for recipe in ["smollm2-hybrid", "smollm2-20m", "smollm2-speculative"] {
+        let out = t.run(&["run", &format!("manifests/h200/{recipe}.toml"), "--dry-run", "--json", "--set", "device=cpu", "--set", "dtype=f32"]);
+        out.success();
+        let names: Vec<String> = out.statuses().into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().any(|n| n == "speculative"), "{recipe}: {names:?}");
+        if recipe == "smollm2-speculative" {
+            assert!(names.iter().any(|n| n == "verifier_answers"), "{names:?}");
+        }
+    }
+}
