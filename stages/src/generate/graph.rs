@@ -26,7 +26,8 @@ use crate::lm::CausalLm;
 use crate::mamba::MambaState;
 use super::GenerateOptions;
 
-/// What a step reads and writes; every buffer keeps its place for the whole generation.
+/// What a step reads and writes; every buffer keeps its place for the whole generation (and,
+/// refilled, for the batches after it).
 struct Pinned {
     kv: KvCache,
     mamba: Vec<MambaState>,
@@ -34,8 +35,25 @@ struct Pinned {
     token: Tensor<2, Int>,
     /// `[1]`: the cache slot it goes to (the same for every row: prompts are left-padded).
     pos: Tensor<1, Int>,
+    /// `[1]`: the slot before the first new token's (the prompts' width less one), so slot
+    /// `pos` feeds new token `pos - start`.
+    start: Tensor<1, Int>,
+    /// `[batch]`: each row's left padding.
+    pads: Tensor<1, Int>,
     /// `[batch, new_tokens]`: the tokens chosen so far.
     out: Tensor<2, Int>,
+}
+
+impl Pinned {
+    /// `fresh`'s values written into these buffers, which a captured step reads.
+    fn refill(&mut self, fresh: Pinned) {
+        refill_caches(&mut self.kv, &mut self.mamba, fresh.kv, fresh.mamba);
+        self.token.inplace(|x| overwrite(x, fresh.token));
+        self.pos.inplace(|x| overwrite(x, fresh.pos));
+        self.start.inplace(|x| overwrite(x, fresh.start));
+        self.pads.inplace(|x| overwrite(x, fresh.pads));
+        self.out.inplace(|x| overwrite(x, fresh.out));
+    }
 }
 
 /// How a graph-replayed generation went.
@@ -62,42 +80,40 @@ const CHUNK: usize = 16;
 /// # Shapes
 /// - `prompts`: `[batch][prompt_len_i]`, each non-empty
 pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts: &GenerateOptions, mut on_token: impl FnMut(usize, u32) -> bool) -> GraphTokens {
-    let (b, n) = (prompts.len(), opts.max_new_tokens);
-    let mut tokens = vec![Vec::new(); b];
-    let mut done = vec![false; b];
-    let mut deliver = |rows: &[Vec<u32>], from: usize, to: usize, tokens: &mut Vec<Vec<u32>>| {
-        for c in from..to {
-            for (row, out) in tokens.iter_mut().enumerate() {
-                if done[row] {
-                    continue;
-                }
-                let tok = rows[row][c];
-                out.push(tok);
-                if opts.eos.contains(&tok) || on_token(row, tok) || out.len() >= n {
-                    done[row] = true;
-                }
-            }
-        }
-        done.iter().all(|&d| d)
-    };
-    let none = |tokens| GraphTokens { tokens, replayed: false, replays: 0, replay_seconds: 0.0 };
-    if b == 0 || n == 0 || prompts.iter().any(Vec::is_empty) {
-        return none(tokens);
+    let mut runs = generate_batches_on_graph(model, rope, &[prompts], opts, |_, row, tok| on_token(row, tok));
+    runs.pop().unwrap_or(GraphTokens { tokens: Vec::new(), replayed: false, replays: 0, replay_seconds: 0.0 })
+}
+
+/// [`generate_on_graph`] for several batches of as many rows each, one after the other, from
+/// one captured graph: a capture runs the step four times at launched speed and builds the
+/// graph, more than decoding a short answer costs, so a prompt set (the speculative stage's,
+/// one prompt at a time) pays it once. Every batch decodes over cache buffers as long as the
+/// longest batch needs. `on_token(batch, row, id)`.
+///
+/// # Panics
+/// When the batches differ in their number of rows.
+pub fn generate_batches_on_graph(model: &Hybrid, rope: &Rope, batches: &[&[Vec<u32>]], opts: &GenerateOptions, mut on_token: impl FnMut(usize, usize, u32) -> bool) -> Vec<GraphTokens> {
+    let n = opts.max_new_tokens;
+    let b = batches.first().map_or(0, |p| p.len());
+    assert!(batches.iter().all(|p| p.len() == b), "batches decoded on one graph have as many rows each");
+    let none = |rows: usize| GraphTokens { tokens: vec![Vec::new(); rows], replayed: false, replays: 0, replay_seconds: 0.0 };
+    if b == 0 || n == 0 || batches.iter().any(|p| p.iter().any(Vec::is_empty)) {
+        return batches.iter().map(|p| none(p.len())).collect();
     }
-    let (state, first, pads) = prefill(model, rope, prompts, opts.pad, n);
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    if deliver(&rows(first.clone(), b), 0, 1, &mut tokens) {
-        return none(tokens);
-    }
+    let t = batches.iter().map(|p| slots(p, n)).max().unwrap_or(0);
     let device = model.device();
-    let tables = Tables::new(model, rope, state.kv.capacity, b, 1);
-    let pads = Tensor::<1, Int>::from_data(TensorData::new(pads, [b]), &device);
+    let tables = Tables::new(model, rope, t, b, 1);
     let columns = Tensor::<1, Int>::arange(0..n as i64, &device);
-    let state = RefCell::new(Pinned { out: state.out.slice_assign([0..b, 0..1], first), ..state });
+    // The first batch's buffers become the graph's; later batches are written into them.
+    let (first_state, first_token) = prefill(model, rope, batches[0], opts.pad, n, t);
+    let state = RefCell::new(first_state);
+    // Taken by the first batch: a step writes the fed token in place only while nothing else
+    // holds its buffer.
+    let mut first_token = Some(first_token);
     let step = || {
         let mut guard = state.borrow_mut();
-        let Pinned { kv, mamba, token, pos, out } = &mut *guard;
-        let inputs = tables.inputs(pos, 1, Some(&pads));
+        let Pinned { kv, mamba, token, pos, start, pads, out } = &mut *guard;
+        let inputs = tables.inputs(pos, 1, Some(pads));
         let logits = model.forward_from(token.clone(), &inputs, kv, |i, mixer, u, _| {
             let mut working = mamba[i].clone();
             let y = mixer.forward(u, None, &mut working);
@@ -106,46 +122,90 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
         });
         let v = logits.dims()[2];
         let next = argmax_last(logits.reshape([b, v])); // [b, 1]
-        // Slot `pos` feeds new token `pos - width + 1` (token 0 came from the prompt).
-        let column = columns.clone().equal((pos.clone() - (width as i64 - 1)).expand([n])).reshape([1, n]);
+        let column = columns.clone().equal((pos.clone() - start.clone()).expand([n])).reshape([1, n]);
         update(out, |o| o.mask_where(column.expand([b, n]), next.clone().expand([b, n])));
         token.inplace(|tok| overwrite(tok, next.clone()));
         update(pos, |q| q + 1);
         next
     };
-    let mut graph = capture(&device, step);
-    warn_without_graph(graph.is_hardware(), &device);
-    // Capturing ran the step a few times (warm-up, and once more without graphs): the
-    // position says how many tokens are out.
-    let at = host_ints(state.borrow().pos.clone());
-    let mut made = (at.first().map_or(width, |&p| p as usize) - width + 1).min(n);
-    let (mut shown, mut replays) = (1, 0);
-    let start = std::time::Instant::now();
-    loop {
-        let out = rows(state.borrow().out.clone(), b);
-        if deliver(&out, shown, made, &mut tokens) || made >= n {
-            break;
-        }
-        shown = made;
-        for _ in 0..CHUNK.min(n - made) {
-            // SAFETY: every buffer the step touches is held by `state`, the tables above or the
-            // model, all of which outlive `graph`; nothing else runs on this device meanwhile,
-            // and the tokens are read on the same stream after the replays.
-            unsafe {
-                graph.replay();
+    let mut graph = None;
+    let mut runs = Vec::with_capacity(batches.len());
+    for (bi, prompts) in batches.iter().enumerate() {
+        let first = if let Some(first) = first_token.take() {
+            first
+        } else {
+            let (fresh, first) = prefill(model, rope, prompts, opts.pad, n, t);
+            state.borrow_mut().refill(fresh);
+            first
+        };
+        let (mut tokens, mut done) = (vec![Vec::new(); b], vec![false; b]);
+        let mut deliver = |rows: &[Vec<u32>], from: usize, to: usize, tokens: &mut Vec<Vec<u32>>| {
+            for c in from..to {
+                for (row, out) in tokens.iter_mut().enumerate() {
+                    if done[row] {
+                        continue;
+                    }
+                    let tok = rows[row][c];
+                    out.push(tok);
+                    if opts.eos.contains(&tok) || on_token(bi, row, tok) || out.len() >= n {
+                        done[row] = true;
+                    }
+                }
             }
-            made += 1;
-            replays += 1;
+            done.iter().all(|&d| d)
+        };
+        if deliver(&rows(first, b), 0, 1, &mut tokens) {
+            runs.push(GraphTokens { tokens, ..none(0) });
+            continue;
         }
+        let graph = graph.get_or_insert_with(|| {
+            let g = capture(&device, step);
+            warn_without_graph(g.is_hardware(), &device);
+            g
+        });
+        // Capturing ran the step a few times (warm-up, and once more without graphs): the
+        // position says how many tokens are out.
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let at = host_ints(state.borrow().pos.clone());
+        let mut made = (at.first().map_or(width, |&p| p as usize) - width + 1).min(n);
+        let (mut shown, mut replays) = (1, 0);
+        let clock = std::time::Instant::now();
+        loop {
+            let out = rows(state.borrow().out.clone(), b);
+            if deliver(&out, shown, made, &mut tokens) || made >= n {
+                break;
+            }
+            shown = made;
+            for _ in 0..CHUNK.min(n - made) {
+                // SAFETY: every buffer the step touches is held by `state`, the tables above or
+                // the model, all of which outlive `graph`; nothing else runs on this device
+                // meanwhile, and the tokens are read on the same stream after the replays.
+                unsafe {
+                    graph.replay();
+                }
+                made += 1;
+                replays += 1;
+            }
+        }
+        runs.push(GraphTokens { tokens, replayed: graph.is_hardware(), replays, replay_seconds: clock.elapsed().as_secs_f64() });
     }
-    let replay_seconds = start.elapsed().as_secs_f64();
-    GraphTokens { tokens, replayed: graph.is_hardware(), replays, replay_seconds }
+    runs
+}
+
+/// The cache slots plain decoding of `prompts` gives its buffers from its first step on, and
+/// so the graph's (the same attention kernels, so the same tokens): a prefill without padding
+/// stores exactly the prompt and the first step regrows past it; one with padding reserves the
+/// whole generation at once.
+fn slots(prompts: &[Vec<u32>], new_tokens: usize) -> usize {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let padded = prompts.iter().any(|p| p.len() < width);
+    crate::llama::grown_capacity(if padded { width } else { width + 1 }, width + new_tokens)
 }
 
 /// The prompts' forward pass as [`super::generate`] runs it (left padding, the cache told how
-/// long it will grow), the cache's buffers at the length that decoding gives them, the first
-/// new token `[batch, 1]` and each row's padding.
-fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_tokens: usize) -> (Pinned, Tensor<2, Int>, Vec<i64>) {
+/// long it will grow), with the cache's buffers at `t` slots, and the first new token
+/// `[batch, 1]`.
+fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_tokens: usize, t: usize) -> (Pinned, Tensor<2, Int>) {
     let device = model.device();
     let b = prompts.len();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -157,20 +217,17 @@ fn prefill(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], pad: u32, new_toke
     let logits = model.forward(Tensor::from_data(TensorData::new(ids, [b, width]), &device), &valid, rope, &mut cache);
     let v = logits.dims()[2];
     let first = argmax_last(logits.narrow(1, width - 1, 1).reshape([b, v]));
-    // The length plain decoding's buffers have from its first step on: the same attention
-    // kernels, so the same tokens.
-    let t = match cache.kv.capacity {
-        c if c > width => c,
-        _ => crate::llama::grown_capacity(width + 1, width + new_tokens),
-    };
+    debug_assert!(cache.kv.capacity <= t, "the prefill's buffers ({}) outgrew the graph's ({t})", cache.kv.capacity);
     let pinned = Pinned {
         kv: cache.kv.grown_to(t),
         mamba: cache.mamba,
         token: first.clone(),
         pos: Tensor::from_data(TensorData::new(vec![width as i64], [1]), &device),
-        out: Tensor::zeros([b, new_tokens], &device),
+        start: Tensor::from_data(TensorData::new(vec![width as i64 - 1], [1]), &device),
+        pads: Tensor::from_data(TensorData::new(pads, [b]), &device),
+        out: Tensor::<2, Int>::zeros([b, new_tokens], &device).slice_assign([0..b, 0..1], first.clone()),
     };
-    (pinned, first, pads)
+    (pinned, first)
 }
 
 /// What a device-resident step computes its inputs from: rotary rows for every position a
@@ -233,6 +290,19 @@ impl Tables {
         let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
         let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write) };
         StepInputs::new(rotary(&self.cos), rotary(&self.sin), kv, self.keep.clone().narrow(1, 0, s))
+    }
+}
+
+/// A fresh prefill's KV buffers and Mamba states written into those a captured graph reads
+/// (the same shapes: the same batch and buffer length).
+pub(crate) fn refill_caches(kv: &mut KvCache, mamba: &mut [MambaState], fresh_kv: KvCache, fresh_mamba: Vec<MambaState>) {
+    for (dst, src) in kv.layers.iter_mut().zip(fresh_kv.layers) {
+        if let (Some((dk, dv)), Some((sk, sv))) = (dst.take(), src) {
+            *dst = Some((overwrite(dk, sk), overwrite(dv, sv)));
+        }
+    }
+    for (dst, src) in mamba.iter_mut().zip(fresh_mamba) {
+        settle(dst, src);
     }
 }
 
@@ -323,6 +393,35 @@ mod tests {
             let graph = generate_on_graph(&m.model, &m.rope, &prompts, &opts, |row, tok| stop(row, tok, &mut b));
             assert_eq!(graph.tokens, plain, "attention fraction {fraction}, with stops");
             assert!(plain[0].len() <= 4 && plain[1].len() <= 6, "{plain:?}");
+        }
+    }
+
+    /// Prompts of different lengths one at a time from one captured graph, its buffers written
+    /// over for each: plain decoding's tokens for each prompt, stops included, for pure
+    /// attention, hybrid and pure Mamba models.
+    #[test]
+    fn one_graph_decodes_batch_after_batch() {
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
+        let runtime = Runtime::cpu();
+        for fraction in [1.0, 0.5, 0.0] {
+            let m = BenchModel::load(&ModelSource::Random(config.clone()), fraction, &runtime).unwrap();
+            let vocab = m.config.llama.vocab_size as u32;
+            let prompts: Vec<Vec<u32>> = [9, 3, 40, 6].iter().enumerate().map(|(r, &len)| (0..len).map(|i| (i * 17 + r as u32 * 11 + 5) % vocab).collect()).collect();
+            let plain: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&m.model, &m.rope, std::slice::from_ref(p), &GenerateOptions { max_new_tokens: 20, ..Default::default() }, |_, _| false).remove(0)).collect();
+            let eos = plain[2][5];
+            let opts = GenerateOptions { max_new_tokens: 20, eos: vec![eos], ..Default::default() };
+            let want: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&m.model, &m.rope, std::slice::from_ref(p), &opts, |_, _| false).remove(0)).collect();
+            let batches: Vec<&[Vec<u32>]> = prompts.iter().map(std::slice::from_ref).collect();
+            let mut seen = vec![0; prompts.len()];
+            let runs = generate_batches_on_graph(&m.model, &m.rope, &batches, &opts, |bi, _, _| {
+                seen[bi] += 1;
+                false
+            });
+            let got: Vec<Vec<u32>> = runs.iter().map(|r| r.tokens[0].clone()).collect();
+            assert_eq!(got, want, "attention fraction {fraction}");
+            let shown: Vec<usize> = want.iter().map(|w| w.iter().filter(|&&t| t != eos).count()).collect();
+            assert_eq!(seen, shown, "every token but a stop token shown once, under its batch");
+            assert!(want[2].len() <= 6, "the stop token ended prompt 2: {want:?}");
         }
     }
 }

@@ -31,11 +31,12 @@ use serde::Deserialize;
 
 use super::data::read_texts;
 use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
-use crate::generate::graph::generate_on_graph;
+use crate::generate::graph::generate_batches_on_graph;
 use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
-use crate::speculative::{speculative_decode, SpecModel, SpeculativeOptions, SpeculativeStats};
+use crate::error::Error;
+use crate::speculative::{speculative_decode, speculative_each_on_graph, SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::teacher::LoadedModel;
 
 fn d_prompts() -> usize { 16 }
@@ -164,20 +165,23 @@ impl Stage for SpeculativeStage {
         // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
         generate(v.model, v.rope, &prompts[..1], &plain_opts(4, p.seed, StepGraph::Auto), |_, _| false);
         speculative_decode(v, d, &prompts[0], &spec_opts(p.ks()[0], p.seed), StepGraph::Auto, |_| false).map_err(failed)?;
-        // Plain decoding of the verifier, one prompt at a time like speculative decoding; on
-        // graphs also its rate once under way (the replays alone: no prefill, no capture).
+        // Plain decoding of the verifier, one prompt at a time like speculative decoding (on
+        // graphs, all of them from one capture, as the speculative rounds are), and on graphs
+        // its rate once under way (the replays alone: no prefill, no capture).
         let timed_plain = |graph: StepGraph| -> Result<(Vec<Vec<u32>>, f64, f64), StageError> {
             let (started, mut outs, mut replays, mut replay_s) = (Instant::now(), Vec::new(), 0, 0.0);
-            for (i, prompt) in prompts.iter().enumerate() {
-                let opts = plain_opts(p.max_new_tokens, p.seed + i as u64, graph);
-                if graphs && graph != StepGraph::Off {
-                    let run = generate_on_graph(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| ctx.cancelled());
+            if graphs && graph != StepGraph::Off {
+                let batches: Vec<&[Vec<u32>]> = prompts.iter().map(std::slice::from_ref).collect();
+                for run in generate_batches_on_graph(v.model, v.rope, &batches, &plain_opts(p.max_new_tokens, p.seed, graph), |_, _, _| ctx.cancelled()) {
                     (replays, replay_s) = (replays + run.replays, replay_s + run.replay_seconds);
                     outs.extend(run.tokens);
-                } else {
-                    outs.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &opts, |_, _| ctx.cancelled()).remove(0));
                 }
                 interrupted(ctx)?;
+            } else {
+                for (i, prompt) in prompts.iter().enumerate() {
+                    outs.push(generate(v.model, v.rope, std::slice::from_ref(prompt), &plain_opts(p.max_new_tokens, p.seed + i as u64, graph), |_, _| ctx.cancelled()).remove(0));
+                    interrupted(ctx)?;
+                }
             }
             let tps = outs.iter().map(Vec::len).sum::<usize>() as f64 / started.elapsed().as_secs_f64().max(1e-9);
             Ok((outs, tps, replays as f64 / f64::max(replay_s, 1e-9)))
@@ -195,9 +199,7 @@ impl Stage for SpeculativeStage {
         let (mut mismatches, mut max_gap) = (0, 0.0f32);
         for k in p.ks() {
             let (mut stats, started) = (SpeculativeStats::default(), Instant::now());
-            for (i, prompt) in prompts.iter().enumerate() {
-                let (out, s) = speculative_decode(v, d, prompt, &spec_opts(k, p.seed + i as u64), StepGraph::Auto, |_| ctx.cancelled()).map_err(failed)?;
-                interrupted(ctx)?;
+            for (i, (prompt, (out, s))) in prompts.iter().zip(speculate(v, d, &prompts, &spec_opts(k, p.seed), graphs, ctx)?).enumerate() {
                 if sampling == Sampling::Greedy && out != plain[i] {
                     mismatches += 1;
                     let d = departure(v, prompt, &plain[i], &out);
@@ -220,9 +222,7 @@ impl Stage for SpeculativeStage {
                 // The same drafts checked by launched rounds: a graph round whose draft lost
                 // its state would accept less and still give the same tokens.
                 let mut launched = SpeculativeStats::default();
-                for (i, prompt) in prompts.iter().enumerate() {
-                    let (_, s) = speculative_decode(v, d, prompt, &spec_opts(k, p.seed + i as u64), StepGraph::Off, |_| ctx.cancelled()).map_err(failed)?;
-                    interrupted(ctx)?;
+                for (_, s) in speculate(v, d, &prompts, &spec_opts(k, p.seed), false, ctx)? {
                     launched.add(&s);
                 }
                 ctx.log(format!("K {k} with launched rounds: acceptance {:.3} (on graphs {:.3})", launched.acceptance_rate(), stats.acceptance_rate()));
@@ -261,6 +261,29 @@ impl Stage for SpeculativeStage {
         }
         Ok(())
     }
+}
+
+/// Speculative decoding of every prompt at `k`: on graphs from one captured round (a round that
+/// lost its state sends the prompt set to launched rounds, with a warning), else one prompt at a
+/// time.
+/// Prompt `i` samples with seed `opts.seed + i`.
+fn speculate(v: SpecModel, d: SpecModel, prompts: &[Vec<u32>], opts: &SpeculativeOptions, graphs: bool, ctx: &mut StageContext) -> Result<Vec<(Vec<u32>, SpeculativeStats)>, StageError> {
+    if graphs {
+        match speculative_each_on_graph(v, d, prompts, opts, |_, _| ctx.cancelled()) {
+            Err(Error::Device(device, why)) => ctx.log(format!("warning: {device}: {why}; decoding the prompts with launched rounds at K {}", opts.k)),
+            done => {
+                interrupted(ctx)?;
+                return done.map_err(failed);
+            }
+        }
+    }
+    let mut runs = Vec::with_capacity(prompts.len());
+    for (i, prompt) in prompts.iter().enumerate() {
+        let opts = SpeculativeOptions { seed: opts.seed + i as u64, ..opts.clone() };
+        runs.push(speculative_decode(v, d, prompt, &opts, StepGraph::Off, |_| ctx.cancelled()).map_err(failed)?);
+        interrupted(ctx)?;
+    }
+    Ok(runs)
 }
 
 /// Where speculative output first departs from plain greedy output, and how near a tie the

@@ -25,7 +25,7 @@ use distill_kernels::reduce::argmax_last;
 
 use super::decode::{SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::error::{Error, Result};
-use crate::generate::graph::{host_ints, overwrite, update, warn_without_graph, Tables};
+use crate::generate::graph::{host_ints, overwrite, refill_caches, update, warn_without_graph, Tables};
 use crate::generate::Sampling;
 use crate::hybrid::{Hybrid, HybridCache, MambaMixer};
 use crate::lm::CausalLm;
@@ -42,7 +42,8 @@ struct Side {
     mamba: Vec<MambaState>,
 }
 
-/// What a round reads and writes; every buffer keeps its place.
+/// What a round reads and writes; every buffer keeps its place (and, refilled, serves the
+/// prompts after the first).
 struct Round {
     verifier: Side,
     draft: Side,
@@ -58,49 +59,76 @@ struct Round {
     rounds: Tensor<1, Int>,
 }
 
+impl Round {
+    /// Both models' prefill of `prompt` into buffers of `t` slots, and the verifier's first
+    /// token `[1, 1]`.
+    fn prefill(verifier: SpecModel, draft: SpecModel, prompt: &[u32], t: usize, room: usize) -> (Round, Tensor<2, Int>) {
+        let device = verifier.model.device();
+        let (vside, first) = prefill(verifier.model, verifier, prompt, t);
+        let (dside, _) = prefill(draft.model, draft, prompt, t);
+        let round = Round {
+            verifier: vside,
+            draft: dside,
+            last: first.clone(),
+            pos: Tensor::from_data(TensorData::new(vec![prompt.len() as i64], [1]), &device),
+            out: Tensor::<2, Int>::zeros([1, room], &device).slice_assign([0..1, 0..1], first.clone()),
+            len: Tensor::from_data(TensorData::new(vec![1i64], [1]), &device),
+            accepted: Tensor::zeros([1, room], &device),
+            rounds: Tensor::zeros([1], &device),
+        };
+        (round, first)
+    }
+
+    /// `fresh`'s values written into these buffers, which a captured round reads.
+    fn refill(&mut self, fresh: Round) {
+        refill_caches(&mut self.verifier.kv, &mut self.verifier.mamba, fresh.verifier.kv, fresh.verifier.mamba);
+        refill_caches(&mut self.draft.kv, &mut self.draft.mamba, fresh.draft.kv, fresh.draft.mamba);
+        self.last.inplace(|x| overwrite(x, fresh.last));
+        self.pos.inplace(|x| overwrite(x, fresh.pos));
+        self.out.inplace(|x| overwrite(x, fresh.out));
+        self.len.inplace(|x| overwrite(x, fresh.len));
+        self.accepted.inplace(|x| overwrite(x, fresh.accepted));
+        self.rounds.inplace(|x| overwrite(x, fresh.rounds));
+    }
+}
+
 /// [`super::speculative_generate`] in greedy mode, each round replayed from one captured graph:
 /// the same tokens (up to the rounding of a differently fused step on a GPU) and the same stops.
 ///
 /// # Shapes
 /// - `prompt`: `[len]`, non-empty; returns the new tokens `[new]` (EOS included when produced)
 pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32], opts: &SpeculativeOptions, mut on_token: impl FnMut(u32) -> bool) -> Result<(Vec<u32>, SpeculativeStats)> {
+    let mut runs = speculative_each_on_graph(verifier, draft, &[prompt.to_vec()], opts, |_, tok| on_token(tok))?;
+    Ok(runs.pop().unwrap_or_default())
+}
+
+/// [`speculative_on_graph`] for several prompts one after the other from one captured round:
+/// a capture runs the round four times at launched speed, more than a short answer's rounds
+/// cost on the graph, so a prompt set pays it once. Every prompt decodes over buffers as long
+/// as the longest prompt needs. `on_token(prompt, id)`.
+pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts: &[Vec<u32>], opts: &SpeculativeOptions, mut on_token: impl FnMut(usize, u32) -> bool) -> Result<Vec<(Vec<u32>, SpeculativeStats)>> {
     if opts.sampling != Sampling::Greedy {
         return Err(Error::Config("speculative rounds on a graph are greedy only".into()));
     }
-    if prompt.is_empty() || opts.k == 0 {
-        return Err(Error::Config("speculative decoding needs a non-empty prompt and k of at least 1".into()));
+    if prompts.iter().any(Vec::is_empty) || opts.k == 0 {
+        return Err(Error::Config("speculative decoding needs non-empty prompts and k of at least 1".into()));
     }
-    let (k, n, p) = (opts.k, opts.max_new_tokens, prompt.len());
-    let (mut out, mut stats) = (Vec::new(), SpeculativeStats::default());
-    if n == 0 {
-        return Ok((out, stats));
+    let (k, n) = (opts.k, opts.max_new_tokens);
+    if n == 0 || prompts.is_empty() {
+        return Ok(vec![Default::default(); prompts.len()]);
     }
     let device = verifier.model.device();
     // A capture's warm-up runs rounds too, and the last chunk may overshoot the budget: room
     // for both beyond the `n` tokens.
     let room = n + (CHUNK + 8) * (k + 1);
-    let t = grown_capacity(p + 1, p + room);
-    let (vside, first) = prefill(verifier.model, verifier, prompt, t);
-    let (dside, _) = prefill(draft.model, draft, prompt, t);
-    let first_token = host_ints(first.clone())[0] as u32;
-    let mut stopped = push(&mut out, first_token, opts, n, &mut on_token);
-    if stopped {
-        stats.tokens = out.len();
-        return Ok((out, stats));
-    }
+    let t = prompts.iter().map(|p| grown_capacity(p.len() + 1, p.len() + room)).max().unwrap_or(0);
     let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1, k + 1), Tables::new(draft.model, draft.rope, t, 1, 1));
     let columns = Tensor::<1, Int>::arange(0..room as i64, &device).reshape([1, room]);
     let offsets = Tensor::<1, Int>::arange(0..(k + 1) as i64, &device).reshape([1, k + 1]);
-    let state = RefCell::new(Round {
-        verifier: vside,
-        draft: dside,
-        last: first.clone(),
-        pos: Tensor::from_data(TensorData::new(vec![p as i64], [1]), &device),
-        out: Tensor::<2, Int>::zeros([1, room], &device).slice_assign([0..1, 0..1], first),
-        len: Tensor::from_data(TensorData::new(vec![1i64], [1]), &device),
-        accepted: Tensor::zeros([1, room], &device),
-        rounds: Tensor::zeros([1], &device),
-    });
+    // The first prompt's buffers become the graph's; later prompts are written into them.
+    let (first_round, first_token) = Round::prefill(verifier, draft, &prompts[0], t, room);
+    let state = RefCell::new(first_round);
+    let mut first_token = Some(first_token);
     let round = || {
         let mut guard = state.borrow_mut();
         let Round { verifier: vs, draft: ds, last, pos, out, len, accepted, rounds } = &mut *guard;
@@ -152,73 +180,99 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
         update(rounds, |q| q + 1);
         next
     };
-    let mut graph = burn::tensor::capture(&device, round);
-    warn_without_graph(graph.is_hardware(), &device);
-    let mut shown = 1;
-    // Rounds the device has run by the host's count, once the first read gave the capture's
-    // warm-up count: a check that the round's state stays in its buffers (a graph replays its
-    // launches against the buffers of its capture, so a counter that moved to a new buffer
-    // stops counting, or reads as whatever that buffer held).
-    let mut expected: Option<usize> = None;
-    let mut clock = None;
-    loop {
-        let (made, ran, tokens) = {
-            let s = state.borrow();
-            (host_ints(s.len.clone())[0], host_ints(s.rounds.clone())[0], host_ints(s.out.clone().reshape([room])))
+    let (mut round, mut graph) = (Some(round), None);
+    let mut runs = Vec::with_capacity(prompts.len());
+    for (pi, prompt) in prompts.iter().enumerate() {
+        let first = if let Some(first) = first_token.take() {
+            first
+        } else {
+            let (fresh, first) = Round::prefill(verifier, draft, prompt, t, room);
+            state.borrow_mut().refill(fresh);
+            first
         };
-        let (made, ran) = (usize::try_from(made).unwrap_or(usize::MAX), usize::try_from(ran).unwrap_or(usize::MAX));
-        if !counts_hold(made, ran, expected, shown, k, room) {
-            return Err(Error::Device(
-                format!("{device:?}"),
-                format!("speculative rounds on a graph lost their state ({made} tokens after {ran} rounds, {} expected; {shown} shown)", expected.map_or("?".to_string(), |e| e.to_string())),
-            ));
+        let (mut out, mut stats) = (Vec::new(), SpeculativeStats::default());
+        let mut on_token = |tok| on_token(pi, tok);
+        let mut stopped = push(&mut out, host_ints(first)[0] as u32, opts, n, &mut on_token);
+        if stopped {
+            stats.tokens = out.len();
+            runs.push((out, stats));
+            continue;
         }
-        expected = Some(ran + CHUNK);
-        for &tok in &tokens[shown..made.min(room)] {
-            stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
+        let graph = graph.get_or_insert_with(|| {
+            let g = burn::tensor::capture(&device, round.take().expect("captured once"));
+            warn_without_graph(g.is_hardware(), &device);
+            g
+        });
+        let mut shown = 1;
+        // Rounds the device has run by the host's count, once the first read gave the count so
+        // far (the capture's warm-up rounds for the first prompt, none after): a check that the
+        // round's state stays in its buffers (a graph replays its launches against the buffers
+        // of its capture, so a counter that moved to a new buffer stops counting, or reads as
+        // whatever that buffer held).
+        let mut expected: Option<usize> = None;
+        let mut clock = None;
+        loop {
+            let (made, ran, tokens) = {
+                let s = state.borrow();
+                (host_ints(s.len.clone())[0], host_ints(s.rounds.clone())[0], host_ints(s.out.clone().reshape([room])))
+            };
+            let (made, ran) = (usize::try_from(made).unwrap_or(usize::MAX), usize::try_from(ran).unwrap_or(usize::MAX));
+            if !counts_hold(made, ran, expected, shown, k, room) {
+                return Err(Error::Device(
+                    format!("{device:?}"),
+                    format!("speculative rounds on a graph lost their state ({made} tokens after {ran} rounds, {} expected; {shown} shown)", expected.map_or("?".to_string(), |e| e.to_string())),
+                ));
+            }
+            expected = Some(ran + CHUNK);
+            for &tok in &tokens[shown..made.min(room)] {
+                stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
+                if stopped {
+                    break;
+                }
+            }
+            shown = made;
             if stopped {
                 break;
             }
-        }
-        shown = made;
-        if stopped {
-            break;
-        }
-        // The clock starts once the capture's rounds are read: what follows is replays alone.
-        clock.get_or_insert((std::time::Instant::now(), out.len()));
-        for _ in 0..CHUNK {
-            // SAFETY: every buffer the round touches is held by `state`, the tables or the
-            // models, all of which outlive `graph`; nothing else runs on this device meanwhile,
-            // and the output is read on the same stream after the replays.
-            unsafe {
-                graph.replay();
+            // The clock starts once the rounds so far are read: what follows is replays alone.
+            clock.get_or_insert((std::time::Instant::now(), out.len()));
+            for _ in 0..CHUNK {
+                // SAFETY: every buffer the round touches is held by `state`, the tables or the
+                // models, all of which outlive `graph`; nothing else runs on this device
+                // meanwhile, and the output is read on the same stream after the replays.
+                unsafe {
+                    graph.replay();
+                }
             }
         }
-    }
-    if let Some((start, before)) = clock {
-        stats.decode_seconds = start.elapsed().as_secs_f64();
-        stats.decode_tokens = out.len() - before;
-    }
-    stats.on_graph = usize::from(graph.is_hardware());
-    drop(graph);
-    // The rounds that made the returned tokens (later ones overshot the stop).
-    let s = state.into_inner();
-    let per_round = host_ints(s.accepted.reshape([room]));
-    // The prompt's pass made the first token: a verifier pass like a round's (the launched
-    // decoder verifies its first drafts in it), so tokens per round stay at most K + 1.
-    let mut made = 1;
-    stats.rounds = 1;
-    for &r in per_round.iter().take(host_ints(s.rounds)[0] as usize) {
-        if made >= out.len() {
-            break;
+        if let Some((start, before)) = clock {
+            stats.decode_seconds = start.elapsed().as_secs_f64();
+            stats.decode_tokens = out.len() - before;
         }
-        stats.rounds += 1;
-        stats.drafted += k;
-        stats.accepted += r as usize;
-        made += r as usize + 1;
+        stats.on_graph = usize::from(graph.is_hardware());
+        // The rounds that made the returned tokens (later ones overshot the stop).
+        let (per_round, ran) = {
+            let s = state.borrow();
+            (host_ints(s.accepted.clone().reshape([room])), host_ints(s.rounds.clone())[0] as usize)
+        };
+        // The prompt's pass made the first token: a verifier pass like a round's (the launched
+        // decoder verifies its first drafts in it), so tokens per round stay at most K + 1.
+        let mut made = 1;
+        stats.rounds = 1;
+        for &r in per_round.iter().take(ran) {
+            if made >= out.len() {
+                break;
+            }
+            stats.rounds += 1;
+            stats.drafted += k;
+            stats.accepted += r as usize;
+            made += r as usize + 1;
+        }
+        stats.tokens = out.len();
+        runs.push((out, stats));
     }
-    stats.tokens = out.len();
-    Ok((out, stats))
+    drop(graph);
+    Ok(runs)
 }
 
 /// Whether `made` tokens after `ran` rounds can be what the rounds left: every round adds

@@ -113,6 +113,36 @@ fn greedy_rounds_on_a_graph_equal_the_verifiers_greedy_output() {
     assert!(rates[0] == 1.0 && rates[1] > 0.1 && rates[1] < 0.9 && rates[2] < 0.1, "{rates:?}");
 }
 
+/// Prompts one after the other from one captured round, its buffers written over for each:
+/// what each prompt's own capture gives, token for token and round for round.
+#[test]
+fn one_captured_round_serves_prompt_after_prompt() {
+    let vocab = 64;
+    let mut rng = StdRng::seed_from_u64(9);
+    let prompts: Vec<Vec<u32>> = [5, 1, 12, 3].iter().map(|&n| (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()).collect();
+    for (name, cfg) in verifiers(vocab) {
+        let verifier = seeded(&cfg, 1);
+        let rope = Rope::new(&cfg.llama);
+        let draft = noisy_copy(&verifier, 0.08, 2);
+        let (v, d) = (SpecModel { model: &verifier, rope: &rope }, SpecModel { model: &draft, rope: &rope });
+        for k in [1, 3, 8] {
+            let opts = SpeculativeOptions { k, max_new_tokens: 12, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
+            let mut shown = vec![0; prompts.len()];
+            let each = crate::speculative::speculative_each_on_graph(v, d, &prompts, &opts, |i, _| {
+                shown[i] += 1;
+                false
+            })
+            .unwrap();
+            for (i, prompt) in prompts.iter().enumerate() {
+                let (alone, stats) = crate::speculative::speculative_on_graph(v, d, prompt, &opts, |_| false).unwrap();
+                let counts = |s: &SpeculativeStats| (s.rounds, s.drafted, s.accepted, s.tokens);
+                assert_eq!((&each[i].0, counts(&each[i].1)), (&alone, counts(&stats)), "{name}, K {k}, prompt {i}");
+                assert_eq!(shown[i], alone.len(), "{name}, K {k}: every token shown under its prompt");
+            }
+        }
+    }
+}
+
 #[test]
 fn greedy_speculative_output_equals_the_verifiers_greedy_output() {
     let vocab = 64;
