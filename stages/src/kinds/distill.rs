@@ -102,21 +102,46 @@ pub(super) fn windows(w: &[&Vec<u32>], device: &burn::tensor::Device) -> (Tensor
 }
 
 /// Mean token-level forward KL of `student` to `teacher` on `val` (no gradients).
-pub(super) fn validation_kl(student: &Hybrid, teacher: &LoadedModel, val: &[Vec<u32>]) -> f64 {
+pub(super) fn validate(student: &Hybrid, teacher: &LoadedModel, val: &[Vec<u32>]) -> Validation {
     let device = teacher.runtime.device.clone();
     let opts = KlOptions { reduction: KlReduction::TokenMean, ..KlOptions::default() };
-    let (mut sum, mut n) = (0.0, 0usize);
+    let (mut sum, mut n, mut same, mut positions) = (0.0, 0usize, 0i64, 0usize);
     for chunk in val.chunks(8) {
         let refs: Vec<&Vec<u32>> = chunk.iter().collect();
         let (input, _) = windows(&refs, &device);
         let [b, s] = input.dims();
         let t = teacher.model.train_logits(input.clone(), &teacher.rope);
         let st = student.train_logits(input, &teacher.rope);
+        same += st.clone().argmax(2).equal(t.clone().argmax(2)).int().sum().into_scalar::<i64>();
+        positions += b * s;
         let kl = kl_divergence(st.cast(burn::tensor::DType::F32), t.cast(burn::tensor::DType::F32), Tensor::ones([b, s], &device), &opts);
         sum += kl.into_data().convert::<f32>().try_to_vec::<f32>().map_or(f64::NAN, |v| v[0] as f64) * b as f64;
         n += b;
     }
-    sum / n.max(1) as f64
+    Validation { kl: sum / n.max(1) as f64, agreement: same as f64 / positions.max(1) as f64 }
+}
+
+/// A student beside its teacher on held-out windows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Validation {
+    /// KL(teacher || student) per token.
+    pub kl: f64,
+    /// The share of positions where both pick the same next token: what a draft's greedy
+    /// proposals would have accepted there, had the teacher verified them.
+    pub agreement: f64,
+}
+
+impl Validation {
+    /// The log line's `KL a -> b, agreement c -> d` and the metrics `val_kl_before`, `val_kl`,
+    /// `val_agreement_before`, `val_agreement`.
+    pub(super) fn record(ctx: &mut StageContext, before: Validation, after: Validation, to: &str) -> Result<(), StageError> {
+        ctx.log(format!("validation KL to {to}: {:.5} -> {:.5}; same next token {:.3} -> {:.3}", before.kl, after.kl, before.agreement, after.agreement));
+        ctx.metric("val_kl_before", before.kl)?;
+        ctx.metric("val_kl", after.kl)?;
+        ctx.metric("val_agreement_before", before.agreement)?;
+        ctx.metric("val_agreement", after.agreement)?;
+        Ok(())
+    }
 }
 
 /// Packed training and validation windows of a text dataset (`{"text"}` or `{"messages"}`
@@ -211,7 +236,7 @@ impl Stage for DistillStage {
         for (reason, n) in &bad.counts {
             ctx.metric(&format!("bad_rows/{reason}"), *n as f64)?;
         }
-        let before = validation_kl(&student.model, &teacher, &val);
+        let before = validate(&student.model, &teacher, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut dp = DataParallel::setup(ctx)?;
         let replicas = dp.replicas.clone();
@@ -233,10 +258,8 @@ impl Stage for DistillStage {
         dp.finish()?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
-        let after = validation_kl(model, &teacher, &val);
-        ctx.log(format!("validation KL to the teacher: {before:.5} -> {after:.5}"));
-        ctx.metric("val_kl_before", before)?;
-        ctx.metric("val_kl", after)?;
+        let after = validate(model, &teacher, &val);
+        Validation::record(ctx, before, after, "the teacher")?;
         trained.save(&student_dir, ctx.out_dir())?;
         Ok(())
     }

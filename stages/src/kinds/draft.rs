@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use distill_engine::stage::{ParamError, Stage, StageContext, StageError, StageSpec};
 use serde::Deserialize;
 
-use super::distill::{packed_windows, validation_kl, KdLoss};
+use super::distill::{packed_windows, validate, KdLoss, Validation};
 use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
 use super::training::{checkpoint_dir, run_trainer, train_err, OptimParams, Trained};
 use crate::hybrid::Hybrid;
@@ -104,7 +104,7 @@ impl Stage for DraftStage {
         let draft = LoadedModel::open(&built, runtime.clone()).map_err(failed)?;
         let (train, val, _) = packed_windows(ctx, data, &target_model.tokenizer, p.seq_len, &p.optim, None, "draft data")?;
         let seed = ctx.spec.seed;
-        let before = validation_kl(&draft.model, &target_model, &val);
+        let before = validate(&draft.model, &target_model, &val);
         let config = p.optim.config(train.len(), p.seq_len, seed, checkpoint_dir(ctx));
         let mut trainer = Trainer::new(draft.model, config, train.len(), runtime.dtype, &runtime.device).map_err(train_err)?;
         let kd = KdLoss { target: &target_model, target_copies: Copies::new(&target_model.model, &[]), rope: &draft.rope, train: &train, kl: KlOptions::default(), kl_weight: p.kl_weight, ce_weight: p.ce_weight };
@@ -112,11 +112,10 @@ impl Stage for DraftStage {
         run_trainer(ctx, &mut trainer, loss_fn)?;
         let trained = Trained::new(trainer);
         let model = &trained.model;
-        let after = validation_kl(model, &target_model, &val);
+        let after = validate(model, &target_model, &val);
         let to = p.target.as_deref().unwrap_or("the teacher");
-        ctx.log(format!("draft from teacher layers {layers:?}: validation KL to {to} {before:.5} -> {after:.5}"));
-        ctx.metric("val_kl_before", before)?;
-        ctx.metric("val_kl", after)?;
+        ctx.log(format!("draft from teacher layers {layers:?}"));
+        Validation::record(ctx, before, after, to)?;
         trained.save(&built, ctx.out_dir())?;
         let _ = std::fs::remove_dir_all(&built);
         Ok(())
@@ -144,6 +143,8 @@ mod tests {
         let (m, out, _) = run_stage(&DraftStage, &tmp.path().join("b"), params, &[("@t", teacher), ("@c", data)]).unwrap();
         eprintln!("draft metrics: {m:?}");
         assert!(m["val_kl"] < 0.7 * m["val_kl_before"], "{m:?}");
+        // A share of positions (the tiny random teacher's near-uniform choices need not move it).
+        assert!((0.0..=1.0).contains(&m["val_agreement_before"]) && (0.0..=1.0).contains(&m["val_agreement"]), "{m:?}");
         assert_eq!(LoadedModel::open(&out, Runtime::cpu()).unwrap().config.n_layers, 2);
         // Learning another model's distributions (here a 2-layer model of the same vocabulary).
         let other = tmp.path().join("other");
