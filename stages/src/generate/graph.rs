@@ -364,16 +364,20 @@ mod tests {
     use crate::generate::{generate, StepGraph};
     use crate::runtime::Runtime;
 
+    /// A tiny random model of each kind by its attention fraction: pure attention, hybrid, pure
+    /// Mamba.
+    fn tiny_models() -> Vec<(f64, BenchModel)> {
+        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
+        [1.0, 0.5, 0.0].into_iter().map(|f| (f, BenchModel::load(&ModelSource::Random(config.clone()), f, &Runtime::cpu()).unwrap())).collect()
+    }
+
     /// The device-resident step (position, masks and rotary rows from a device tensor, KV
     /// written through a one-hot mask, states copied back) chooses plain greedy decoding's
     /// tokens and stops where it stops, for pure attention, hybrid and pure Mamba models, over
     /// left-padded prompts of different lengths, and past several chunks of replays.
     #[test]
     fn graph_steps_choose_the_plain_greedy_tokens() {
-        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
-        let runtime = Runtime::cpu();
-        for fraction in [1.0, 0.5, 0.0] {
-            let m = BenchModel::load(&ModelSource::Random(config.clone()), fraction, &runtime).unwrap();
+        for (fraction, m) in tiny_models() {
             let vocab = m.config.llama.vocab_size as u32;
             let prompts: Vec<Vec<u32>> = [5, 3, 7].iter().enumerate().map(|(r, &len)| (0..len).map(|i| (i * 31 + r as u32 * 7 + 3) % vocab).collect()).collect();
             let opts = GenerateOptions { max_new_tokens: 40, pad: 1, ..Default::default() };
@@ -401,10 +405,7 @@ mod tests {
     /// attention, hybrid and pure Mamba models.
     #[test]
     fn one_graph_decodes_batch_after_batch() {
-        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
-        let runtime = Runtime::cpu();
-        for fraction in [1.0, 0.5, 0.0] {
-            let m = BenchModel::load(&ModelSource::Random(config.clone()), fraction, &runtime).unwrap();
+        for (fraction, m) in tiny_models() {
             let vocab = m.config.llama.vocab_size as u32;
             let prompts: Vec<Vec<u32>> = [9, 3, 40, 6].iter().enumerate().map(|(r, &len)| (0..len).map(|i| (i * 17 + r as u32 * 11 + 5) % vocab).collect()).collect();
             let plain: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&m.model, &m.rope, std::slice::from_ref(p), &GenerateOptions { max_new_tokens: 20, ..Default::default() }, |_, _| false).remove(0)).collect();
