@@ -165,7 +165,7 @@ fn the_gpu_recipes_plan() {
         let names: Vec<String> = out.statuses().into_iter().map(|(n, _)| n).collect();
         assert!(names.iter().any(|n| n == "speculative"), "{recipe}: {names:?}");
         if recipe == "smollm2-speculative" {
-            assert!(names.iter().any(|n| n == "verifier_answers"), "{names:?}");
+            assert!(names.iter().any(|n| n == "verifier_answers") && names.iter().any(|n| n == "speculative_long"), "{names:?}");
         }
     }
 }

@@ -7,15 +7,19 @@
 //! params = { verifier = "@distill50", draft = "@draft", k = [2, 4, 8], prompts = "@prompts",
 //!            max_new_tokens = 128, mode = "greedy", seed = 0 }   # stop_at_eos = false
 //! ```
-//! Metrics: `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
+//! `pack = true` runs the rows together and cuts prompts of exactly `max_prompt_tokens`
+//! tokens (long contexts from a corpus of short rows).
+//! Metrics: `prompts`, `prompt_tokens` (mean), `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
 //! `plain/tokens_per_s`, `graphs` (1 where greedy decoding, plain and speculative, replays
 //! captured graphs: on a GPU; `plain_launched/tokens_per_s` then times plain decoding with every
 //! step launched, `speculative_on_graphs` the share of speculative runs whose rounds
 //! replayed graphs: below 1 when a graph failed and its prompt was decoded with launched
 //! rounds, `plain/decode_tokens_per_s`, `k{K}/decode_tokens_per_s`, `k{K}/decode_speedup` and
 //! `decode_speedup` the rates once a generation is under way, prefill and capture left out on
-//! both sides, and `k{K}/acceptance_launched` for the first K, the same drafts checked by
-//! launched rounds), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
+//! both sides, `k{K}/round_ms` and the acceptance such rounds need to break even with plain
+//! decoding and to double it, `k{K}/acceptance_for_break_even`, `k{K}/acceptance_for_2x`
+//! (absent where none would), and `k{K}/acceptance_launched` for the first K, the same drafts
+//! checked by launched rounds), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
 //! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
 //! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
 //! exact arithmetic; bf16 near-ties can flip a token), and `greedy_mismatch_max_gap`: where each
@@ -36,7 +40,7 @@ use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 use crate::error::Error;
-use crate::speculative::{speculative_decode, speculative_each_on_graph, SpecModel, SpeculativeOptions, SpeculativeStats};
+use crate::speculative::{acceptance_for, speculative_decode, speculative_each_on_graph, SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::teacher::LoadedModel;
 
 fn d_prompts() -> usize { 16 }
@@ -71,6 +75,11 @@ struct Params {
     /// Longer prompts keep their last tokens.
     #[serde(default = "d_prompt_tokens")]
     max_prompt_tokens: usize,
+    /// Rows run together and cut into prompts of exactly `max_prompt_tokens` tokens: long
+    /// contexts from a corpus of short rows (where a verifier step reads a long KV cache and a
+    /// verification reads it once for `K + 1` tokens).
+    #[serde(default)]
+    pack: bool,
     #[serde(default = "d_new")]
     max_new_tokens: usize,
     /// Stop a prompt's decoding at the end-of-sequence token. Off by default: both decodings
@@ -142,17 +151,9 @@ impl Stage for SpeculativeStage {
         let verifier = LoadedModel::open(ctx.input(&p.verifier)?, runtime.clone()).map_err(failed)?;
         let draft = LoadedModel::open(ctx.input(&p.draft)?, runtime).map_err(failed)?;
         let texts = read_texts(ctx.input(&p.prompts)?, &verifier.tokenizer).map_err(failed)?;
-        let mut prompts = Vec::new();
-        for t in texts.iter().take(p.max_prompts) {
-            let ids = verifier.tokenizer.encode(t, true).map_err(failed)?;
-            let ids = ids[ids.len().saturating_sub(p.max_prompt_tokens)..].to_vec();
-            if !ids.is_empty() {
-                prompts.push(ids);
-            }
-        }
-        if prompts.is_empty() {
-            return Err(StageError::Failed("no non-empty prompts".into()));
-        }
+        let prompts = prompt_ids(&texts, &verifier.tokenizer, &p)?;
+        ctx.metric("prompts", prompts.len() as f64)?;
+        ctx.metric("prompt_tokens", prompts.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len() as f64)?;
         let sampling = p.sampling();
         let eos: Vec<u32> = if p.stop_at_eos { verifier.tokenizer.eos_id().into_iter().collect() } else { Vec::new() };
         let (v, d) = (SpecModel { model: &verifier.model, rope: &verifier.rope }, SpecModel { model: &draft.model, rope: &draft.rope });
@@ -217,6 +218,21 @@ impl Stage for SpeculativeStage {
                 ctx.log(format!("K {k} once under way: {decode:.1} tok/s ({:.2}x plain's {plain_decode_tps:.1})", decode / plain_decode_tps));
                 ctx.metric(&format!("k{k}/decode_tokens_per_s"), decode)?;
                 ctx.metric(&format!("k{k}/decode_speedup"), decode / plain_decode_tps)?;
+                // What a round costs in plain steps, and so the acceptance it needs to break
+                // even and to double plain decoding (whatever the draft in hand accepts).
+                let (round, step) = (stats.round_ms(), 1e3 / plain_decode_tps);
+                ctx.metric(&format!("k{k}/round_ms"), round)?;
+                let mut needs = Vec::new();
+                for (name, factor) in [("break_even", 1.0), ("2x", 2.0)] {
+                    match acceptance_for(factor * round / step, k) {
+                        Some(a) => {
+                            ctx.metric(&format!("k{k}/acceptance_for_{name}"), a)?;
+                            needs.push(format!("{a:.2} to {}", if factor == 1.0 { "break even" } else { "double it" }));
+                        }
+                        None => needs.push(format!("no acceptance {}", if factor == 1.0 { "breaks even" } else { "doubles it" })),
+                    }
+                }
+                ctx.log(format!("K {k}: a round takes {round:.2} ms, {:.2} plain steps of {step:.2} ms: acceptance {} (this draft: {:.2})", round / step, needs.join(", "), stats.acceptance_rate()));
             }
             if graphs && k == p.ks()[0] {
                 // The same drafts checked by launched rounds: a graph round whose draft lost
@@ -266,6 +282,37 @@ impl Stage for SpeculativeStage {
 /// Speculative decoding of every prompt at `k`: on graphs from one captured round (a round that
 /// lost its state sends the prompt set to launched rounds, with a warning), else one prompt at a
 /// time.
+/// The prompts' token ids: each row's last `max_prompt_tokens`, or with `pack` the rows run
+/// together and cut into prompts of exactly that many.
+fn prompt_ids(texts: &[String], tok: &crate::text::TextTokenizer, p: &Params) -> Result<Vec<Vec<u32>>, StageError> {
+    let mut prompts = Vec::new();
+    if p.pack {
+        let mut run = Vec::new();
+        for t in texts {
+            if run.len() >= p.max_prompts * p.max_prompt_tokens {
+                break;
+            }
+            run.extend(tok.encode(t, true).map_err(failed)?);
+        }
+        prompts.extend(run.chunks_exact(p.max_prompt_tokens).take(p.max_prompts).map(<[u32]>::to_vec));
+        if prompts.is_empty() {
+            return Err(StageError::Failed(format!("params.pack: the prompts hold {} tokens, fewer than one prompt of max_prompt_tokens = {}", run.len(), p.max_prompt_tokens)));
+        }
+        return Ok(prompts);
+    }
+    for t in texts.iter().take(p.max_prompts) {
+        let ids = tok.encode(t, true).map_err(failed)?;
+        let ids = ids[ids.len().saturating_sub(p.max_prompt_tokens)..].to_vec();
+        if !ids.is_empty() {
+            prompts.push(ids);
+        }
+    }
+    if prompts.is_empty() {
+        return Err(StageError::Failed("no non-empty prompts".into()));
+    }
+    Ok(prompts)
+}
+
 /// Prompt `i` samples with seed `opts.seed + i`.
 fn speculate(v: SpecModel, d: SpecModel, prompts: &[Vec<u32>], opts: &SpeculativeOptions, graphs: bool, ctx: &mut StageContext) -> Result<Vec<(Vec<u32>, SpeculativeStats)>, StageError> {
     if graphs {
@@ -360,5 +407,17 @@ mod tests {
         assert!(m["plain/tokens_per_s"] > 0.0 && m["tokens_per_round"] >= 1.0 && m["speedup"] > 0.0);
         assert_eq!(m["greedy_mismatches"], 0.0);
         assert_eq!(m["greedy_mismatch_max_gap"], 0.0);
+        assert_eq!(m["prompts"], 2.0);
+
+        // Packed: the rows run together into prompts of exactly `max_prompt_tokens` tokens.
+        let rows: Vec<_> = (0..12).map(|i| json!({ "text": format!("row {i} of a long text, the cat and a dog") })).collect();
+        write_jsonl(&tmp.path().join("p.jsonl"), &rows);
+        let params = json!({ "verifier": "@v", "draft": "@d", "k": 2, "prompts": "@p", "pack": true, "max_prompt_tokens": 40, "max_prompts": 2, "max_new_tokens": 4 });
+        let inputs = [("@v", tmp.path().join("v")), ("@d", tmp.path().join("d")), ("@p", tmp.path().join("p.jsonl"))];
+        let (m, _, _) = run_stage(&SpeculativeStage, &tmp.path().join("packed"), params, &inputs).unwrap();
+        assert_eq!((m["prompts"], m["prompt_tokens"]), (2.0, 40.0), "{m:?}");
+        let params = json!({ "verifier": "@v", "draft": "@d", "k": 2, "prompts": "@p", "pack": true, "max_prompt_tokens": 100000 });
+        let err = run_stage(&SpeculativeStage, &tmp.path().join("short"), params, &inputs).unwrap_err();
+        assert!(err.to_string().contains("params.pack"), "{err}");
     }
 }

@@ -41,6 +41,9 @@ pub struct SpeculativeStats {
     /// generation is under way, what plain decoding's replays are compared with.
     pub decode_tokens: usize,
     pub decode_seconds: f64,
+    /// Rounds run in `decode_seconds` (on a graph, those replayed past a stop too: they took
+    /// the time).
+    pub decode_rounds: usize,
 }
 
 impl SpeculativeStats {
@@ -62,7 +65,33 @@ impl SpeculativeStats {
         self.on_graph += o.on_graph;
         self.decode_tokens += o.decode_tokens;
         self.decode_seconds += o.decode_seconds;
+        self.decode_rounds += o.decode_rounds;
     }
+
+    /// Milliseconds per round once under way.
+    pub fn round_ms(&self) -> f64 {
+        1e3 * self.decode_seconds / self.decode_rounds.max(1) as f64
+    }
+}
+
+/// The per-token acceptance at which rounds of `k` drafts make `tokens_per_round` tokens on
+/// average (`(1 - a^(k+1)) / (1 - a)`, each draft accepted with probability `a` until the first
+/// rejection); `None` when no acceptance reaches it (more than `k + 1`). With a round's cost in
+/// plain decoding steps as `tokens_per_round`, the acceptance speculation breaks even at.
+pub fn acceptance_for(tokens_per_round: f64, k: usize) -> Option<f64> {
+    let made = |a: f64| (0..=k).map(|i| a.powi(i as i32)).sum::<f64>();
+    if tokens_per_round > (k + 1) as f64 {
+        return None;
+    }
+    if tokens_per_round <= 1.0 {
+        return Some(0.0);
+    }
+    let (mut lo, mut hi) = (0.0, 1.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if made(mid) < tokens_per_round { lo = mid } else { hi = mid }
+    }
+    Some(0.5 * (lo + hi))
 }
 
 /// A model with its RoPE tables: the verifier or the draft.
@@ -217,5 +246,24 @@ pub fn speculative_generate(verifier: SpecModel, draft: SpecModel, prompt: &[u32
     }
     stats.decode_tokens = out.len();
     stats.decode_seconds = start.elapsed().as_secs_f64();
+    stats.decode_rounds = stats.rounds;
     Ok((out, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acceptance_for;
+
+    #[test]
+    fn the_acceptance_a_round_needs_inverts_its_expected_tokens() {
+        for k in [1, 2, 4, 8] {
+            for a in [0.0, 0.1, 0.5, 0.8, 0.95] {
+                let made: f64 = (0..=k).map(|i| f64::powi(a, i as i32)).sum();
+                let got = acceptance_for(made, k).unwrap();
+                assert!((got - a).abs() < 1e-9, "K {k}, a {a}: {got}");
+            }
+            assert_eq!(acceptance_for((k + 1) as f64 + 0.01, k), None, "K {k}: more than every draft and the bonus token");
+            assert_eq!(acceptance_for(0.7, k), Some(0.0), "a round cheaper than a plain step pays at any acceptance");
+        }
+    }
 }

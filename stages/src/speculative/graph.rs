@@ -235,7 +235,7 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
                 break;
             }
             // The clock starts once the rounds so far are read: what follows is replays alone.
-            clock.get_or_insert((std::time::Instant::now(), out.len()));
+            clock.get_or_insert((std::time::Instant::now(), out.len(), ran));
             for _ in 0..CHUNK {
                 // SAFETY: every buffer the round touches is held by `state`, the tables or the
                 // models, all of which outlive `graph`; nothing else runs on this device
@@ -245,16 +245,17 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
                 }
             }
         }
-        if let Some((start, before)) = clock {
-            stats.decode_seconds = start.elapsed().as_secs_f64();
-            stats.decode_tokens = out.len() - before;
-        }
-        stats.on_graph = usize::from(graph.is_hardware());
-        // The rounds that made the returned tokens (later ones overshot the stop).
         let (per_round, ran) = {
             let s = state.borrow();
             (host_ints(s.accepted.clone().reshape([room])), host_ints(s.rounds.clone())[0] as usize)
         };
+        if let Some((start, before, ran_before)) = clock {
+            stats.decode_seconds = start.elapsed().as_secs_f64();
+            stats.decode_tokens = out.len() - before;
+            stats.decode_rounds = ran - ran_before;
+        }
+        stats.on_graph = usize::from(graph.is_hardware());
+        // The rounds that made the returned tokens (later ones overshot the stop).
         // The prompt's pass made the first token: a verifier pass like a round's (the launched
         // decoder verifies its first drafts in it), so tokens per round stay at most K + 1.
         let mut made = 1;

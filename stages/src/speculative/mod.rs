@@ -11,7 +11,8 @@
 //! - `cache`: `SpecCache` (KV + rounds) with `commit(keep)`, and `forward_round`;
 //! - `accept`: greedy and rejection-sampling verdicts;
 //! - `decode`: the loop, `speculative_generate`;
-//! - `graph`: greedy rounds replayed from one captured graph each (the GPU's path);
+//! - `graph`: greedy rounds replayed from one captured graph (the GPU's path), one capture per
+//!   prompt set;
 //! - `request`: `run_speculative`, the call behind `distill generate --draft`;
 //! - `draft`: the paper's draft, some of the teacher's layers with its embeddings and head.
 
@@ -28,7 +29,7 @@ mod round2;
 
 pub use accept::{verify, Verdict};
 pub use cache::{forward_round, SpecCache};
-pub use decode::{speculative_decode, speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+pub use decode::{acceptance_for, speculative_decode, speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
 pub use draft::{first_and_last, keep_layers, write_draft_dir};
 pub use graph::{speculative_each_on_graph, speculative_on_graph};
 pub use request::{run_speculative, TextStream};
