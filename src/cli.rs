@@ -252,10 +252,16 @@ pub enum BenchWhat {
         /// Steps timed each way.
         #[arg(long, default_value_t = 32)]
         steps: usize,
-        /// Also decode row 0 by speculative rounds on graphs with K drafts a round, the model
-        /// drafting for itself: the rounds' tokens against plain greedy decoding's.
-        #[arg(long, value_name = "K")]
-        speculative: Option<usize>,
+        /// Also decode row 0 by speculative rounds on graphs with K drafts a round, for each K
+        /// given (`2,4,8`): the rounds' tokens against plain greedy decoding's, and what a round
+        /// costs in plain steps.
+        #[arg(long, value_name = "K,..", value_delimiter = ',')]
+        speculative: Vec<usize>,
+        /// The rounds' draft: a random Transformer of this many layers in the model's shape
+        /// (what a round costs with a small draft; it accepts next to nothing). Default: the
+        /// model drafts for itself (every draft accepted: the rounds' mechanics).
+        #[arg(long, value_name = "N", requires = "speculative")]
+        draft_layers: Option<usize>,
     },
     /// Training-step tokens/s and model FLOPs utilization; `--distill` adds the teacher's forward.
     Train {

@@ -127,9 +127,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 ))?;
             }
         }
-        BenchWhat::DecodeGraph { model, batch, prompt, steps, speculative } => {
+        BenchWhat::DecodeGraph { model, batch, prompt, steps, speculative, draft_layers } => {
             for m in models(model, &runtime)? {
-                let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps, *speculative)?;
+                let draft = draft_layers.map(|n| BenchModel::random_transformer(&m.config.llama, n, &runtime)).transpose()?;
+                let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps, speculative, draft.as_ref())?;
                 let part = |m: Option<usize>| m.map_or("-".to_string(), |i| i.to_string());
                 let mut summary = format!(
                     "decode_graph | {} | batch {} | context {} | step: plain {:.3} ms, eager {:.3} ms, replayed {:.3} ms ({:.2}x, max logit diff {:.1e}) | decoding: plain {:.3} ms/token, on a graph {:.3} ms/token ({:.2}x, {} replays, same tokens: {}; rows part at {})",
@@ -137,10 +138,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     r.decode_plain_ms, r.decode_graph_ms, r.decode_plain_ms / r.decode_graph_ms, r.graph_replays, r.same_tokens,
                     r.first_mismatch.iter().map(|m| part(*m)).collect::<Vec<_>>().join(" ")
                 );
-                if let Some(s) = &r.speculative {
+                let need = |a: Option<f64>| a.map_or("none".to_string(), |a| format!("{a:.2}"));
+                for s in &r.speculative {
                     summary += &format!(
-                        " | speculative on graphs, self-drafted K={}: {:.3} ms/token, {:.2} tokens a round, acceptance {:.2}, parts from plain at {}",
-                        s.k, s.ms_per_token, s.tokens_per_round, s.acceptance, part(s.first_mismatch)
+                        " | speculative on graphs, K={} drafted by {}: {:.3} ms/token, {:.2} tokens a round, acceptance {:.2}, parts from plain at {}; a round {:.3} ms = {:.2} steps: acceptance to break even {}, to double {}",
+                        s.k, s.draft, s.ms_per_token, s.tokens_per_round, s.acceptance, part(s.first_mismatch),
+                        s.round_ms, s.round_in_steps, need(s.acceptance_for_break_even), need(s.acceptance_for_2x)
                     );
                 }
                 out.row(&r, summary)?;

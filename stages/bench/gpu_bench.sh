@@ -21,7 +21,8 @@
 # cubecl.toml written here, in ./target/environment from the repository root: a process after
 # the first starts in ~20 s rather than ~80); keep that folder between runs. `profile-decode`
 # counts the kernels of decode tokens at batch 1 (profile-decode-{16,48}.txt: their difference
-# is 32 tokens' launches).
+# is 32 tokens' launches). `rounds` times speculative rounds with a random 2-layer draft at each
+# context of GRAPH_PROMPTS: a round's cost in plain steps, and the acceptance it needs.
 set -uo pipefail
 bin=$1 out=$2
 shift 2
@@ -82,6 +83,12 @@ for part in $parts; do
       case $mode in burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; esac
       step "decode-graph ctx $p $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}
       ); done; done ;;
+    # Issue 6: what a speculative round costs in plain steps on graphs, with a random 2-layer
+    # Transformer as the draft (the pipeline's draft's shape), at K = 2, 4, 8 and each context
+    # in GRAPH_PROMPTS: the acceptance a trained draft needs to break even and to double plain
+    # decoding there.
+    rounds) for p in ${GRAPH_PROMPTS:-512 4096 16384}; do
+      step "rounds ctx $p" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps 32 --speculative 2,4,8 --draft-layers 2; done ;;
     # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's.
     ssd) step ssd 150 "$bin" bench --device cuda ssd ;;
     ssd-peer) step ssd 100 python3 stages/bench/ssd_torch.py ;;
@@ -183,9 +190,10 @@ for r in rows:
     elif r["bench"] == "decode_graph":
         print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} reductions {r.get('reductions', '?')} products {r.get('products', '?')} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
               f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")
-        if r.get("speculative"):
-            sp = r["speculative"]
-            print(f"  speculative self-drafted K={sp['k']} {sp['ms_per_token']:.2f} ms/token once under way ({sp.get('ms_per_token_end_to_end', float('nan')):.2f} with prefill and capture) {sp['tokens_per_round']:.2f} tokens/round acceptance {sp['acceptance']:.2f} parts from plain at {sp['first_mismatch']}")
+        sps = r.get("speculative") or []
+        for sp in (sps if isinstance(sps, list) else [sps]):
+            print(f"  speculative K={sp['k']} drafted by {sp.get('draft', 'itself')}: {sp['ms_per_token']:.2f} ms/token once under way ({sp.get('ms_per_token_end_to_end', float('nan')):.2f} with prefill and capture) {sp['tokens_per_round']:.2f} tokens/round acceptance {sp['acceptance']:.2f} parts from plain at {sp['first_mismatch']}"
+                  + (f"; a round {sp['round_ms']:.2f} ms = {sp['round_in_steps']:.2f} steps, acceptance to break even {sp['acceptance_for_break_even']}, to double {sp['acceptance_for_2x']}" if 'round_ms' in sp else ""))
     elif "tokens_per_s" in r:
         print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} mb {r.get('micro_batch', '-')} {r.get('freeze', '-')} first loss {r.get('first_loss', float('nan')):.6e} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step (exchange {r.get('exchange_ms', 0):.0f})  MFU {r['mfu']:.3f}")
 PY

@@ -14,7 +14,7 @@ use super::{sync, BenchModel};
 use crate::error::Result;
 use crate::generate::graph::generate_on_graph;
 use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
-use crate::speculative::{speculative_decode, SpecModel, SpeculativeOptions};
+use crate::speculative::{acceptance_for, speculative_decode, SpecModel, SpeculativeOptions};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 
@@ -55,17 +55,27 @@ pub struct GraphResult {
     pub reductions: &'static str,
     /// Which few-row products ran (`distill_kernels::gemv::mode`).
     pub products: &'static str,
-    /// With `--speculative K`: row 0's prompt decoded by speculative rounds on graphs with the
-    /// model as its own draft (a probe of the rounds' mechanics, not of a speedup).
-    pub speculative: Option<SelfDrafted>,
+    /// With `--speculative K,..`: row 0's prompt decoded by speculative rounds on graphs, per K.
+    pub speculative: Vec<Rounds>,
 }
 
-/// Speculative rounds on graphs, the model drafting for itself: every draft should be accepted
-/// (up to near-ties the one-token and `K + 1`-token passes round differently) and the tokens
-/// should be plain greedy decoding's.
+/// Speculative rounds on graphs for row 0's prompt. With the model as its own draft every draft
+/// should be accepted (up to near-ties the one-token and `K + 1`-token passes round
+/// differently) and the tokens should be plain greedy decoding's: a probe of the rounds'
+/// mechanics. With a small random draft (`--draft-layers`) a probe of what a round costs
+/// against a plain step, and so of the acceptance a trained draft would need.
 #[derive(Debug, Clone, Serialize)]
-pub struct SelfDrafted {
+pub struct Rounds {
     pub k: usize,
+    pub draft: String,
+    /// Milliseconds a round once under way, and that in plain steps on a graph
+    /// (`decode_graph_ms`).
+    pub round_ms: f64,
+    pub round_in_steps: f64,
+    /// The acceptance such rounds need to break even with plain decoding on a graph and to
+    /// double it (`None`: none would).
+    pub acceptance_for_break_even: Option<f64>,
+    pub acceptance_for_2x: Option<f64>,
     /// Once under way (the rounds replayed after the capture), against `decode_graph_ms`.
     pub ms_per_token: f64,
     /// The whole call: both prefills, the capture and its rounds, the replays.
@@ -76,7 +86,7 @@ pub struct SelfDrafted {
     pub first_mismatch: Option<usize>,
 }
 
-pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps: usize, speculative: Option<usize>) -> Result<GraphResult> {
+pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps: usize, speculative: &[usize], draft: Option<&BenchModel>) -> Result<GraphResult> {
     let device = &runtime.device;
     let vocab = m.config.llama.vocab_size;
     let ids: Vec<i64> = (0..batch * prompt).map(|i| ((i * 7919 + 13) % vocab) as i64).collect();
@@ -117,10 +127,8 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     let (plain_out, all) = plain_tokens(steps + 1);
     let opts = GenerateOptions { max_new_tokens: steps + 1, ..Default::default() };
     let graph_out = generate_on_graph(&m.model, &m.rope, &prompts, &opts, |_, _| false);
-    let speculative = match speculative {
-        Some(k) => Some(self_drafted(m, &prompts[0], k, steps + 1, &plain_out[0])?),
-        None => None,
-    };
+    let step_ms = 1e3 * graph_out.replay_seconds / graph_out.replays.max(1) as f64;
+    let speculative = speculative.iter().map(|&k| rounds(m, draft, &prompts[0], k, steps + 1, &plain_out[0], step_ms)).collect::<Result<_>>()?;
     Ok(GraphResult {
         bench: "decode_graph",
         model: m.label.clone(),
@@ -135,7 +143,7 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         speedup: eager_s / replay_s,
         max_abs_diff,
         decode_plain_ms: 1e3 * (all - one) / steps.max(1) as f64,
-        decode_graph_ms: 1e3 * graph_out.replay_seconds / graph_out.replays.max(1) as f64,
+        decode_graph_ms: step_ms,
         same_tokens: graph_out.tokens == plain_out,
         first_mismatch: plain_out.iter().zip(&graph_out.tokens).map(|(a, b)| first_difference(a, b)).collect(),
         tokens: [plain_out[0].iter().take(16).copied().collect(), graph_out.tokens[0].iter().take(16).copied().collect()],
@@ -146,14 +154,23 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
     })
 }
 
-fn self_drafted(m: &BenchModel, prompt: &[u32], k: usize, n: usize, plain: &[u32]) -> Result<SelfDrafted> {
+/// Speculative rounds of `k` drafts for `prompt` on graphs, drafted by `draft` (else the model
+/// itself), against plain decoding's `plain` tokens and step of `step_ms`.
+fn rounds(m: &BenchModel, draft: Option<&BenchModel>, prompt: &[u32], k: usize, n: usize, plain: &[u32], step_ms: f64) -> Result<Rounds> {
     let me = SpecModel { model: &m.model, rope: &m.rope };
+    let d = draft.map_or(me, |d| SpecModel { model: &d.model, rope: &d.rope });
     let opts = SpeculativeOptions { k, max_new_tokens: n, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
-    let _ = speculative_decode(me, me, prompt, &SpeculativeOptions { max_new_tokens: 2 * (k + 1), ..opts.clone() }, StepGraph::On, |_| false)?;
+    let _ = speculative_decode(me, d, prompt, &SpeculativeOptions { max_new_tokens: 2 * (k + 1), ..opts.clone() }, StepGraph::On, |_| false)?;
     let t0 = Instant::now();
-    let (tokens, stats) = speculative_decode(me, me, prompt, &opts, StepGraph::On, |_| false)?;
-    Ok(SelfDrafted {
+    let (tokens, stats) = speculative_decode(me, d, prompt, &opts, StepGraph::On, |_| false)?;
+    let round_ms = stats.round_ms();
+    Ok(Rounds {
         k,
+        draft: draft.map_or_else(|| "itself".to_string(), |d| d.label.clone()),
+        round_ms,
+        round_in_steps: round_ms / step_ms,
+        acceptance_for_break_even: acceptance_for(round_ms / step_ms, k),
+        acceptance_for_2x: acceptance_for(2.0 * round_ms / step_ms, k),
         ms_per_token: 1e3 / stats.decode_tokens_per_s().max(1e-9),
         ms_per_token_end_to_end: 1e3 * t0.elapsed().as_secs_f64() / tokens.len().max(1) as f64,
         tokens_per_round: stats.tokens_per_round(),
@@ -189,12 +206,21 @@ mod tests {
         let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/tiny-gqa-untied/config.json");
         let runtime = Runtime::cpu();
         let m = BenchModel::load(&ModelSource::Random(config), 0.5, &runtime).unwrap();
-        let r = run(&m, &runtime, 2, 8, 6, Some(2)).unwrap();
+        let r = run(&m, &runtime, 2, 8, 6, &[2], None).unwrap();
         assert_eq!(r.max_abs_diff, 0.0);
         assert!(r.same_tokens, "{r:?}");
-        let s = r.speculative.as_ref().expect("asked for");
+        let s = &r.speculative[0];
         assert_eq!((s.first_mismatch, s.acceptance), (None, 1.0), "self-drafted rounds take every draft: {s:?}");
         assert!(s.tokens_per_round > 1.0 && s.tokens_per_round <= 3.0, "K = 2: at most 3 tokens a verifier pass: {s:?}");
+        // A small random draft: plain greedy's tokens still, and what its rounds cost.
+        let draft = BenchModel::random_transformer(&m.config.llama, 1, &runtime).unwrap();
+        let r = run(&m, &runtime, 1, 8, 6, &[1, 3], Some(&draft)).unwrap();
+        assert_eq!(r.speculative.iter().map(|s| s.k).collect::<Vec<_>>(), [1, 3]);
+        for s in &r.speculative {
+            assert_eq!(s.first_mismatch, None, "{s:?}");
+            assert!(s.round_ms > 0.0 && s.round_in_steps > 0.0 && s.draft.contains("1-layer"), "{s:?}");
+            assert!(s.acceptance_for_break_even.is_none_or(|a| (0.0..=1.0).contains(&a)), "{s:?}");
+        }
 
         let mut cache = m.model.new_cache();
         let ids: Vec<i64> = (0..16).map(|i| (i * 7919 + 13) as i64 % m.config.llama.vocab_size as i64).collect();

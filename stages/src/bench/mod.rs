@@ -67,6 +67,15 @@ impl BenchModel {
         }
     }
 
+    /// A random Transformer of `layers` layers in `llama`'s shape: a draft to time speculative
+    /// rounds with (what a round costs, whatever it would accept).
+    pub fn random_transformer(llama: &LlamaConfig, layers: usize, runtime: &Runtime) -> Result<Self> {
+        let mut llama = llama.clone();
+        llama.n_layers = layers;
+        let (model, config) = random_hybrid(&llama, 1.0, runtime)?;
+        Ok(Self { label: format!("random {layers}-layer Transformer"), rope: Rope::new(&llama), model, config })
+    }
+
     /// Parameters that take part in matrix products per token (the `2·P` of forward FLOPs
     /// per token): all of them, with the output head counted even when tied to the embedding,
     /// less the embedding lookup when untied. Norms, convs and decays (under 1%) are counted too.
