@@ -127,6 +127,17 @@ pub fn sample_run(dir: &Path) -> RunRecord {
         spec.metrics.insert(format!("k{k}/tokens_per_s"), 240.0 * sp);
     }
     spec.metrics.insert("plain/tokens_per_s".into(), 240.0);
+    // On graphs: the rates once under way, a round's cost and the acceptance it needs (none
+    // doubles plain decoding at K = 4).
+    for (k, under_way, round, even, double) in [(1, 0.9, 3.6, 0.3, Some(0.8)), (2, 1.1, 4.2, 0.45, Some(0.85)), (3, 1.2, 4.8, 0.5, Some(0.9)), (4, 1.25, 5.4, 0.55, None)] {
+        spec.metrics.insert(format!("k{k}/decode_speedup"), under_way);
+        spec.metrics.insert(format!("k{k}/round_ms"), round);
+        spec.metrics.insert(format!("k{k}/acceptance_for_break_even"), even);
+        if let Some(d) = double {
+            spec.metrics.insert(format!("k{k}/acceptance_for_2x"), d);
+        }
+    }
+    spec.metrics.insert("plain/decode_tokens_per_s".into(), 310.0);
     let mut sft = model("sft", "sft", Failed, json!({"model": "@distill50", "epochs": 1}));
     sft.error = Some("CUDA out of memory".into());
     sft.log_tail = vec!["step 10 loss 2.31".into(), "RuntimeError: CUDA out of memory".into()];

@@ -72,7 +72,10 @@ fn evaluation_tables_and_charts() {
     let (_t, html, json) = sample();
     has(&html, &[r#"<section id="evaluation">"#, r##"<a href="#stage-eval50">eval50</a></td><td>distill50</td>"##,
         "1.238*", "computed here from the teacher", r#"<td class="num">4</td><td class="num">0.62</td><td class="num">3.3</td><td class="num">1.75×</td>"#,
-        r#"<td class="num">plain</td>"#, "Speedup by K", "Acceptance rate by K", "Perplexity by eval stage"]);
+        r#"<td class="num">plain</td>"#, "Speedup by K", "Acceptance rate by K", "Perplexity by eval stage",
+        // Once under way, a round's cost and the acceptance it needs; none doubles at K = 4.
+        "speedup once under way", r#"<td class="num">1.25×</td><td class="num">5.4</td><td class="num">0.55</td><td class="num">—</td>"#,
+        r#"<td class="num">1× (310 tokens/s)</td>"#]);
     let evals = &json["report"]["evaluation"]["evals"];
     assert_eq!(evals.as_array().unwrap().len(), 5);
     assert_eq!(json["format"], "distill-report/1");

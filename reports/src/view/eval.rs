@@ -31,6 +31,13 @@ pub struct SpecRow {
     pub tokens_per_round: Option<f64>,
     pub speedup: Option<f64>,
     pub tokens_per_s: Option<f64>,
+    /// On graphs: the speedup once a generation is under way (prefill and capture left out on
+    /// both sides), a round's milliseconds, and the acceptance such rounds need to break even
+    /// and to double plain decoding.
+    pub decode_speedup: Option<f64>,
+    pub round_ms: Option<f64>,
+    pub acceptance_for_break_even: Option<f64>,
+    pub acceptance_for_2x: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -38,6 +45,9 @@ pub struct SpecTable {
     pub stage: String,
     pub anchor: String,
     pub plain_tokens_per_s: Option<f64>,
+    pub plain_decode_tokens_per_s: Option<f64>,
+    /// Whether the rows carry the rates once under way (a GPU run on graphs).
+    pub under_way: bool,
     pub rows: Vec<SpecRow>,
 }
 
@@ -95,6 +105,10 @@ pub fn build(run: &RunRecord, anchors: &BTreeMap<&str, &str>, up: &Upstream) -> 
                     "tokens_per_round" => row.tokens_per_round = Some(*v),
                     "speedup" => row.speedup = Some(*v),
                     "tokens_per_s" => row.tokens_per_s = Some(*v),
+                    "decode_speedup" => row.decode_speedup = Some(*v),
+                    "round_ms" => row.round_ms = Some(*v),
+                    "acceptance_for_break_even" => row.acceptance_for_break_even = Some(*v),
+                    "acceptance_for_2x" => row.acceptance_for_2x = Some(*v),
                     _ => {}
                 }
             }
@@ -102,6 +116,8 @@ pub fn build(run: &RunRecord, anchors: &BTreeMap<&str, &str>, up: &Upstream) -> 
                 stage: s.name.clone(),
                 anchor: anchor(&s.name),
                 plain_tokens_per_s: s.metrics.get("plain/tokens_per_s").copied(),
+                plain_decode_tokens_per_s: s.metrics.get("plain/decode_tokens_per_s").copied(),
+                under_way: rows.values().any(|r| r.decode_speedup.is_some()),
                 rows: rows.into_values().collect(),
             })
         })
