@@ -72,8 +72,8 @@ pub struct Rounds {
     /// (`decode_graph_ms`).
     pub round_ms: f64,
     pub round_in_steps: f64,
-    /// The acceptance such rounds need to break even with plain decoding on a graph and to
-    /// double it (`None`: none would).
+    /// The acceptance rate (accepted over drafted) such rounds need to break even with plain
+    /// decoding on a graph and to double it (`None`: none would).
     pub acceptance_for_break_even: Option<f64>,
     pub acceptance_for_2x: Option<f64>,
     /// Once under way (the rounds replayed after the capture), against `decode_graph_ms`.

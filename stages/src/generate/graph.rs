@@ -88,7 +88,9 @@ pub fn generate_on_graph(model: &Hybrid, rope: &Rope, prompts: &[Vec<u32>], opts
 /// one captured graph: a capture runs the step four times at launched speed and builds the
 /// graph, more than decoding a short answer costs, so a prompt set (the speculative stage's,
 /// one prompt at a time) pays it once. Every batch decodes over cache buffers as long as the
-/// longest batch needs. `on_token(batch, row, id)`.
+/// longest batch needs: a shorter batch's attention then spans more (masked) slots than its
+/// own plain decoding's, which on the CPU changes nothing and on a GPU may round a near-tie
+/// differently. `on_token(batch, row, id)`.
 ///
 /// # Panics
 /// When the batches differ in their number of rows.

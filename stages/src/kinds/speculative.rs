@@ -218,25 +218,30 @@ impl Stage for SpeculativeStage {
                 ctx.log(format!("K {k} once under way: {decode:.1} tok/s ({:.2}x plain's {plain_decode_tps:.1})", decode / plain_decode_tps));
                 ctx.metric(&format!("k{k}/decode_tokens_per_s"), decode)?;
                 ctx.metric(&format!("k{k}/decode_speedup"), decode / plain_decode_tps)?;
-                // What a round costs in plain steps, and so the acceptance it needs to break
-                // even and to double plain decoding (whatever the draft in hand accepts).
+                // What a round costs in plain steps, and so the acceptance rate it needs to
+                // break even and to double plain decoding (whatever the draft in hand accepts);
+                // nothing when no round ran once under way.
                 let (round, step) = (stats.round_ms(), 1e3 / plain_decode_tps);
-                ctx.metric(&format!("k{k}/round_ms"), round)?;
-                let mut needs = Vec::new();
-                for (name, factor) in [("break_even", 1.0), ("2x", 2.0)] {
-                    match acceptance_for(factor * round / step, k) {
-                        Some(a) => {
-                            ctx.metric(&format!("k{k}/acceptance_for_{name}"), a)?;
-                            needs.push(format!("{a:.2} to {}", if factor == 1.0 { "break even" } else { "double it" }));
+                if stats.decode_rounds > 0 && step.is_finite() {
+                    ctx.metric(&format!("k{k}/round_ms"), round)?;
+                    let mut needs = Vec::new();
+                    for (name, factor) in [("break_even", 1.0), ("2x", 2.0)] {
+                        match acceptance_for(factor * round / step, k) {
+                            Some(a) => {
+                                ctx.metric(&format!("k{k}/acceptance_for_{name}"), a)?;
+                                needs.push(format!("{a:.2} to {}", if factor == 1.0 { "break even" } else { "double it" }));
+                            }
+                            None => needs.push(format!("no acceptance {}", if factor == 1.0 { "breaks even" } else { "doubles it" })),
                         }
-                        None => needs.push(format!("no acceptance {}", if factor == 1.0 { "breaks even" } else { "doubles it" })),
                     }
+                    ctx.log(format!("K {k}: a round takes {round:.2} ms, {:.2} plain steps of {step:.2} ms: acceptance {} (this draft: {:.2})", round / step, needs.join(", "), stats.acceptance_rate()));
                 }
-                ctx.log(format!("K {k}: a round takes {round:.2} ms, {:.2} plain steps of {step:.2} ms: acceptance {} (this draft: {:.2})", round / step, needs.join(", "), stats.acceptance_rate()));
             }
             if graphs && k == p.ks()[0] {
-                // The same drafts checked by launched rounds: a graph round whose draft lost
-                // its state would accept less and still give the same tokens.
+                // The same models with launched rounds: a graph round whose draft lost its
+                // state would accept far less and still give the same tokens. Not an equality:
+                // launched rounds count their own way (the first drafts at the prompt's pass,
+                // the last capped by the budget).
                 let mut launched = SpeculativeStats::default();
                 for (_, s) in speculate(v, d, &prompts, &spec_opts(k, p.seed), false, ctx)? {
                     launched.add(&s);
@@ -279,22 +284,25 @@ impl Stage for SpeculativeStage {
     }
 }
 
-/// Speculative decoding of every prompt at `k`: on graphs from one captured round (a round that
-/// lost its state sends the prompt set to launched rounds, with a warning), else one prompt at a
-/// time.
 /// The prompts' token ids: each row's last `max_prompt_tokens`, or with `pack` the rows run
 /// together and cut into prompts of exactly that many.
 fn prompt_ids(texts: &[String], tok: &crate::text::TextTokenizer, p: &Params) -> Result<Vec<Vec<u32>>, StageError> {
     let mut prompts = Vec::new();
     if p.pack {
+        // The rows' text alone, run together; each prompt then begins as an encoded text does
+        // (with the tokenizer's BOS, where it has one).
+        let (with, without) = (tok.encode("a", true).map_err(failed)?, tok.encode("a", false).map_err(failed)?);
+        let lead = (0..with.len()).find(|&i| with[i..].starts_with(&without)).unwrap_or(0);
+        let bos = with[..lead].to_vec();
+        let body = p.max_prompt_tokens.saturating_sub(bos.len()).max(1);
         let mut run = Vec::new();
         for t in texts {
-            if run.len() >= p.max_prompts * p.max_prompt_tokens {
+            if run.len() >= p.max_prompts * body {
                 break;
             }
-            run.extend(tok.encode(t, true).map_err(failed)?);
+            run.extend(tok.encode(t, false).map_err(failed)?);
         }
-        prompts.extend(run.chunks_exact(p.max_prompt_tokens).take(p.max_prompts).map(<[u32]>::to_vec));
+        prompts.extend(run.chunks_exact(body).take(p.max_prompts).map(|c| [bos.as_slice(), c].concat()));
         if prompts.is_empty() {
             return Err(StageError::Failed(format!("params.pack: the prompts hold {} tokens, fewer than one prompt of max_prompt_tokens = {}", run.len(), p.max_prompt_tokens)));
         }
@@ -313,7 +321,9 @@ fn prompt_ids(texts: &[String], tok: &crate::text::TextTokenizer, p: &Params) ->
     Ok(prompts)
 }
 
-/// Prompt `i` samples with seed `opts.seed + i`.
+/// Speculative decoding of every prompt at `opts.k`: on graphs from one captured round (a round
+/// that lost its state sends the prompt set to launched rounds, with a warning), else one prompt
+/// at a time, prompt `i` sampling with seed `opts.seed + i`.
 fn speculate(v: SpecModel, d: SpecModel, prompts: &[Vec<u32>], opts: &SpeculativeOptions, graphs: bool, ctx: &mut StageContext) -> Result<Vec<(Vec<u32>, SpeculativeStats)>, StageError> {
     if graphs {
         match speculative_each_on_graph(v, d, prompts, opts, |_, _| ctx.cancelled()) {

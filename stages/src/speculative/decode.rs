@@ -74,24 +74,13 @@ impl SpeculativeStats {
     }
 }
 
-/// The per-token acceptance at which rounds of `k` drafts make `tokens_per_round` tokens on
-/// average (`(1 - a^(k+1)) / (1 - a)`, each draft accepted with probability `a` until the first
-/// rejection); `None` when no acceptance reaches it (more than `k + 1`). With a round's cost in
-/// plain decoding steps as `tokens_per_round`, the acceptance speculation breaks even at.
+/// The acceptance rate (accepted drafts over drafted ones, as [`SpeculativeStats`] counts it) at
+/// which rounds of `k` drafts make `tokens_per_round` tokens each: `(tokens_per_round - 1) / k`.
+/// `None` when no rate reaches it (more than `k + 1`), `Some(0.0)` at one token or fewer. With a
+/// round's cost in plain decoding steps as `tokens_per_round`, the rate speculation breaks even
+/// at.
 pub fn acceptance_for(tokens_per_round: f64, k: usize) -> Option<f64> {
-    let made = |a: f64| (0..=k).map(|i| a.powi(i as i32)).sum::<f64>();
-    if tokens_per_round > (k + 1) as f64 {
-        return None;
-    }
-    if tokens_per_round <= 1.0 {
-        return Some(0.0);
-    }
-    let (mut lo, mut hi) = (0.0, 1.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if made(mid) < tokens_per_round { lo = mid } else { hi = mid }
-    }
-    Some(0.5 * (lo + hi))
+    (tokens_per_round <= (k + 1) as f64).then(|| ((tokens_per_round - 1.0) / k as f64).max(0.0))
 }
 
 /// A model with its RoPE tables: the verifier or the draft.
@@ -255,12 +244,12 @@ mod tests {
     use super::acceptance_for;
 
     #[test]
-    fn the_acceptance_a_round_needs_inverts_its_expected_tokens() {
+    fn the_acceptance_a_round_needs_is_on_the_rate_s_scale() {
         for k in [1, 2, 4, 8] {
-            for a in [0.0, 0.1, 0.5, 0.8, 0.95] {
-                let made: f64 = (0..=k).map(|i| f64::powi(a, i as i32)).sum();
-                let got = acceptance_for(made, k).unwrap();
-                assert!((got - a).abs() < 1e-9, "K {k}, a {a}: {got}");
+            // `r` of the `k` drafts accepted every round: `r + 1` tokens a round, rate `r / k`.
+            for r in 0..=k {
+                let got = acceptance_for((r + 1) as f64, k).unwrap();
+                assert!((got - r as f64 / k as f64).abs() < 1e-12, "K {k}, r {r}: {got}");
             }
             assert_eq!(acceptance_for((k + 1) as f64 + 0.01, k), None, "K {k}: more than every draft and the bonus token");
             assert_eq!(acceptance_for(0.7, k), Some(0.0), "a round cheaper than a plain step pays at any acceptance");

@@ -33,7 +33,7 @@ use crate::llama::{grown_capacity, KvCache};
 use crate::mamba::MambaState;
 use distill_kernels::Mamba2StepWeights;
 
-/// Rounds replayed between two reads of the output.
+/// Rounds replayed between two reads of the output, at most.
 const CHUNK: usize = 4;
 
 /// A model's buffers for the whole generation.
@@ -105,7 +105,8 @@ pub fn speculative_on_graph(verifier: SpecModel, draft: SpecModel, prompt: &[u32
 /// [`speculative_on_graph`] for several prompts one after the other from one captured round:
 /// a capture runs the round four times at launched speed, more than a short answer's rounds
 /// cost on the graph, so a prompt set pays it once. Every prompt decodes over buffers as long
-/// as the longest prompt needs. `on_token(prompt, id)`.
+/// as the longest prompt needs (see [`crate::generate::graph::generate_batches_on_graph`]).
+/// `on_token(prompt, id)`.
 pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts: &[Vec<u32>], opts: &SpeculativeOptions, mut on_token: impl FnMut(usize, u32) -> bool) -> Result<Vec<(Vec<u32>, SpeculativeStats)>> {
     if opts.sampling != Sampling::Greedy {
         return Err(Error::Config("speculative rounds on a graph are greedy only".into()));
@@ -194,7 +195,9 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
         let mut on_token = |tok| on_token(pi, tok);
         let mut stopped = push(&mut out, host_ints(first)[0] as u32, opts, n, &mut on_token);
         if stopped {
+            // Done at the prompt's pass: no round ran, launched or replayed.
             stats.tokens = out.len();
+            stats.on_graph = 1;
             runs.push((out, stats));
             continue;
         }
@@ -223,7 +226,6 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
                     format!("speculative rounds on a graph lost their state ({made} tokens after {ran} rounds, {} expected; {shown} shown)", expected.map_or("?".to_string(), |e| e.to_string())),
                 ));
             }
-            expected = Some(ran + CHUNK);
             for &tok in &tokens[shown..made.min(room)] {
                 stopped = push(&mut out, tok as u32, opts, n, &mut on_token);
                 if stopped {
@@ -236,7 +238,11 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
             }
             // The clock starts once the rounds so far are read: what follows is replays alone.
             clock.get_or_insert((std::time::Instant::now(), out.len(), ran));
-            for _ in 0..CHUNK {
+            // Rounds until the next read: no more than even all-accepted rounds need for the
+            // budget, so none runs past it (a stop token can still end it sooner).
+            let replays = CHUNK.min((n - out.len()).div_ceil(k + 1)).max(1);
+            expected = Some(ran + replays);
+            for _ in 0..replays {
                 // SAFETY: every buffer the round touches is held by `state`, the tables or the
                 // models, all of which outlive `graph`; nothing else runs on this device
                 // meanwhile, and the output is read on the same stream after the replays.
