@@ -9,6 +9,8 @@
 //! ```
 //! `pack = true` runs the rows together and cuts prompts of exactly `max_prompt_tokens`
 //! tokens (long contexts from a corpus of short rows).
+//! `graphs = false` launches every step, `true` replays captured graphs even on the CPU (where a
+//! replay re-runs the step: the same paths, no speed); default: on a GPU.
 //! Metrics: `prompts`, `prompt_tokens` (mean), `k{K}/acceptance_rate`, `k{K}/tokens_per_round`, `k{K}/tokens_per_s`, `k{K}/speedup`,
 //! `plain/tokens_per_s`, `graphs` (1 where greedy decoding, plain and speculative, replays
 //! captured graphs: on a GPU; `plain_launched/tokens_per_s` then times plain decoding with every
@@ -92,6 +94,10 @@ struct Params {
     temperature: f32,
     #[serde(default)]
     seed: u64,
+    /// Whether greedy decoding, plain and speculative, replays captured graphs; default: on a
+    /// GPU (unless `DISTILL_DECODE_GRAPH=0`). `false` launches every step; `true` on the CPU
+    /// re-runs each captured step (the same code paths, no speed).
+    graphs: Option<bool>,
 }
 
 impl Params {
@@ -124,6 +130,9 @@ fn check(params: &serde_json::Value) -> Result<Params, ParamError> {
     }
     if p.temperature <= 0.0 {
         return Err(ParamError::new("params.temperature", "must be positive"));
+    }
+    if p.graphs == Some(true) && p.sampling() != Sampling::Greedy {
+        return Err(ParamError::new("params.graphs", "captured graphs replay greedy decoding only: set mode = \"greedy\" or leave graphs out"));
     }
     Ok(p)
 }
@@ -161,7 +170,7 @@ impl Stage for SpeculativeStage {
         // Greedy decoding on a GPU replays captured graphs, plain and speculative alike (the
         // same `StepGraph::Auto`): the speedups compare the two as a user gets them. Plain
         // decoding with every step launched is timed too there, for reference.
-        let graphs = sampling == Sampling::Greedy && StepGraph::Auto.wanted(&verifier.model.device());
+        let graphs = sampling == Sampling::Greedy && p.graphs.unwrap_or_else(|| StepGraph::Auto.wanted(&verifier.model.device()));
         let plain_opts = |max_new_tokens, seed, graph| GenerateOptions { max_new_tokens, sampling: sampling.clone(), seed, eos: eos.clone(), pad: 0, graph };
         // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
         generate(v.model, v.rope, &prompts[..1], &plain_opts(4, p.seed, StepGraph::Auto), |_, _| false);
@@ -418,6 +427,20 @@ mod tests {
         assert_eq!(m["greedy_mismatches"], 0.0);
         assert_eq!(m["greedy_mismatch_max_gap"], 0.0);
         assert_eq!(m["prompts"], 2.0);
+
+        // Graphs forced on the CPU (each replay re-runs the step): the graph paths' metrics, and
+        // speculative output still plain greedy's.
+        let params = json!({ "verifier": "@v", "draft": "@d", "k": [1, 3], "prompts": "@p", "max_new_tokens": 6, "graphs": true });
+        let inputs = [("@v", tmp.path().join("v")), ("@d", tmp.path().join("d")), ("@p", tmp.path().join("p.jsonl"))];
+        let (m, _, _) = run_stage(&SpeculativeStage, &tmp.path().join("graphs"), params, &inputs).unwrap();
+        for name in ["graphs", "plain/decode_tokens_per_s", "k1/decode_speedup", "k3/round_ms", "decode_speedup"] {
+            assert!(m.get(name).is_some_and(|v| v.is_finite() && *v > 0.0), "{name}: {m:?}");
+        }
+        // No hardware graph on the CPU: the share that replayed one is 0, said, not hidden.
+        assert_eq!(m["speculative_on_graphs"], 0.0, "{m:?}");
+        assert!((0.0..=1.0).contains(&m["k1/acceptance_launched"]), "{m:?}");
+        assert_eq!(m["greedy_mismatches"], 0.0, "{m:?}");
+        assert_eq!(check(&json!({ "verifier": "@v", "draft": "@d", "k": 2, "prompts": "@p", "mode": "sample", "graphs": true })).unwrap_err().path, "params.graphs");
 
         // Packed: the rows run together into prompts of exactly `max_prompt_tokens` tokens.
         let rows: Vec<_> = (0..12).map(|i| json!({ "text": format!("row {i} of a long text, the cat and a dog") })).collect();
