@@ -248,19 +248,14 @@ impl Mamba2 {
             xbc = xbc * keep.clone().cast(xd);
             dt = dt + ((keep - 1.0) * 1e4).cast(dd);
         }
-        let k = self.conv1d.kernel();
-        let device = xbc.device();
-        let window = state.conv.take().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));
-        let s0 = state.ssm.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
+        let (window, s0) = self.carried_or_zeros(state.conv.take(), state.ssm.take(), &xbc);
         let weights = state.step_weights.get_or_insert_with(|| self.step_weights());
         let out = mamba2_step(xbc, dt, window, s0, weights);
         state.conv = Some(out.window);
         state.ssm = Some(out.state);
         self.gate_out(out.y.reshape([bs, 1, h, p]), z)
     }
-}
 
-impl Mamba2 {
     /// `u`'s tokens a step each after `state`, in one launch of the steps kernel, keeping what
     /// the layer would hold after each: a speculative round replayed from a captured graph
     /// verifies `K + 1` tokens this way and keeps the states after as many as it accepts, a
@@ -270,18 +265,27 @@ impl Mamba2 {
     /// - `u`: `[batch, steps, d_model]` -> `[batch, steps, d_model]`, the conv windows
     ///   `[steps, batch, K - 1, conv channels]` and the SSM states `[steps, batch, heads, p, n]`
     pub fn steps_keeping_all(&self, u: Tensor<3>, state: &MambaState, weights: &Mamba2StepWeights) -> (Tensor<3>, Tensor<4>, Tensor<5>) {
-        let [bs, steps, _] = u.dims();
-        let (h, p) = (self.n_heads, self.d_state);
+        let steps = u.dims()[1];
         let (z, xbc, dt) = self.project(u);
-        let channels = xbc.dims()[2];
         let k = self.conv1d.kernel();
-        let device = xbc.device();
-        let window = state.conv.clone().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, xbc.dtype())));
-        let s0 = state.ssm.clone().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
+        let (window, s0) = self.carried_or_zeros(state.conv.clone(), state.ssm.clone(), &xbc);
         let padded = Tensor::cat(vec![window, xbc], 1); // [bs, K - 1 + steps, channels]
         let out = mamba2_steps_history(padded.clone(), dt, s0, weights);
         let windows = Tensor::stack((0..steps).map(|t| padded.clone().narrow(1, t + 1, k - 1)).collect(), 0);
         (self.gate_out(out.y, z), windows, out.states)
+    }
+
+    /// The conv window and SSM state a step starts from: those carried, else zeros (a state
+    /// that has seen nothing).
+    ///
+    /// # Shapes
+    /// - `xbc`: `[batch, .., conv channels]` -> `[batch, K - 1, conv channels]` and `[batch, heads, p, n]` (f32)
+    fn carried_or_zeros<const D: usize>(&self, conv: Option<Tensor<3>>, ssm: Option<Tensor<4>>, xbc: &Tensor<D>) -> (Tensor<3>, Tensor<4>) {
+        let (bs, channels) = (xbc.dims()[0], xbc.dims()[D - 1]);
+        let device = xbc.device();
+        let window = conv.unwrap_or_else(|| Tensor::zeros([bs, self.conv1d.kernel() - 1, channels], (&device, xbc.dtype())));
+        let s0 = ssm.unwrap_or_else(|| Tensor::zeros([bs, self.n_heads, self.d_state, self.d_state], (&device, DType::F32)));
+        (window, s0)
     }
 }
 
