@@ -14,7 +14,7 @@ use super::{sync, BenchModel};
 use crate::error::Result;
 use crate::generate::graph::generate_on_graph;
 use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
-use crate::speculative::{acceptance_for, speculative_decode, SpecModel, SpeculativeOptions};
+use crate::speculative::{speculative_decode, RoundCost, SpecModel, SpeculativeOptions};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 
@@ -163,14 +163,14 @@ fn rounds(m: &BenchModel, draft: Option<&BenchModel>, prompt: &[u32], k: usize, 
     let _ = speculative_decode(me, d, prompt, &SpeculativeOptions { max_new_tokens: 2 * (k + 1), ..opts.clone() }, StepGraph::On, |_| false)?;
     let t0 = Instant::now();
     let (tokens, stats) = speculative_decode(me, d, prompt, &opts, StepGraph::On, |_| false)?;
-    let round_ms = stats.round_ms();
+    let cost = RoundCost::new(stats.round_ms(), step_ms, k);
     Ok(Rounds {
         k,
         draft: draft.map_or_else(|| "itself".to_string(), |d| d.label.clone()),
-        round_ms,
-        round_in_steps: round_ms / step_ms,
-        acceptance_for_break_even: acceptance_for(round_ms / step_ms, k),
-        acceptance_for_2x: acceptance_for(2.0 * round_ms / step_ms, k),
+        round_ms: cost.round_ms,
+        round_in_steps: cost.in_steps,
+        acceptance_for_break_even: cost.for_break_even,
+        acceptance_for_2x: cost.for_2x,
         ms_per_token: 1e3 / stats.decode_tokens_per_s().max(1e-9),
         ms_per_token_end_to_end: 1e3 * t0.elapsed().as_secs_f64() / tokens.len().max(1) as f64,
         tokens_per_round: stats.tokens_per_round(),

@@ -42,7 +42,7 @@ use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 use crate::error::Error;
-use crate::speculative::{acceptance_for, speculative_decode, speculative_each_on_graph, SpecModel, SpeculativeOptions, SpeculativeStats};
+use crate::speculative::{speculative_decode, speculative_each_on_graph, RoundCost, SpecModel, SpeculativeOptions, SpeculativeStats};
 use crate::teacher::LoadedModel;
 
 fn d_prompts() -> usize { 16 }
@@ -230,20 +230,21 @@ impl Stage for SpeculativeStage {
                 // What a round costs in plain steps, and so the acceptance rate it needs to
                 // break even and to double plain decoding (whatever the draft in hand accepts);
                 // nothing when no round ran once under way.
-                let (round, step) = (stats.round_ms(), 1e3 / plain_decode_tps);
+                let step = 1e3 / plain_decode_tps;
                 if stats.decode_rounds > 0 && step.is_finite() {
-                    ctx.metric(&format!("k{k}/round_ms"), round)?;
+                    let cost = RoundCost::new(stats.round_ms(), step, k);
+                    ctx.metric(&format!("k{k}/round_ms"), cost.round_ms)?;
                     let mut needs = Vec::new();
-                    for (name, factor) in [("break_even", 1.0), ("2x", 2.0)] {
-                        match acceptance_for(factor * round / step, k) {
+                    for (name, need, goal) in [("break_even", cost.for_break_even, "break even"), ("2x", cost.for_2x, "double it")] {
+                        match need {
                             Some(a) => {
                                 ctx.metric(&format!("k{k}/acceptance_for_{name}"), a)?;
-                                needs.push(format!("{a:.2} to {}", if factor == 1.0 { "break even" } else { "double it" }));
+                                needs.push(format!("{a:.2} to {goal}"));
                             }
-                            None => needs.push(format!("no acceptance {}", if factor == 1.0 { "breaks even" } else { "doubles it" })),
+                            None => needs.push(format!("none would {goal}")),
                         }
                     }
-                    ctx.log(format!("K {k}: a round takes {round:.2} ms, {:.2} plain steps of {step:.2} ms: acceptance {} (this draft: {:.2})", round / step, needs.join(", "), stats.acceptance_rate()));
+                    ctx.log(format!("K {k}: a round takes {:.2} ms, {:.2} plain steps of {step:.2} ms: acceptance {} (this draft: {:.2})", cost.round_ms, cost.in_steps, needs.join(", "), stats.acceptance_rate()));
                 }
             }
             if graphs && k == p.ks()[0] {

@@ -83,6 +83,26 @@ pub fn acceptance_for(tokens_per_round: f64, k: usize) -> Option<f64> {
     (tokens_per_round <= (k + 1) as f64).then(|| ((tokens_per_round - 1.0) / k as f64).max(0.0))
 }
 
+/// What a speculative round costs against a plain decoding step, and so the acceptance rate it
+/// needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundCost {
+    pub round_ms: f64,
+    /// The round in plain steps.
+    pub in_steps: f64,
+    /// [`acceptance_for`] the round's cost in steps, and twice it (`None`: no rate would do).
+    pub for_break_even: Option<f64>,
+    pub for_2x: Option<f64>,
+}
+
+impl RoundCost {
+    /// Rounds of `k` drafts taking `round_ms` each, against plain steps of `step_ms`.
+    pub fn new(round_ms: f64, step_ms: f64, k: usize) -> Self {
+        let in_steps = round_ms / step_ms;
+        RoundCost { round_ms, in_steps, for_break_even: acceptance_for(in_steps, k), for_2x: acceptance_for(2.0 * in_steps, k) }
+    }
+}
+
 /// A model with its RoPE tables: the verifier or the draft.
 #[derive(Clone, Copy)]
 pub struct SpecModel<'a> {

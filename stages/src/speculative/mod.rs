@@ -29,7 +29,7 @@ mod round2;
 
 pub use accept::{verify, Verdict};
 pub use cache::{forward_round, SpecCache};
-pub use decode::{acceptance_for, speculative_decode, speculative_generate, SpecModel, SpeculativeOptions, SpeculativeStats};
+pub use decode::{acceptance_for, speculative_decode, speculative_generate, RoundCost, SpecModel, SpeculativeOptions, SpeculativeStats};
 pub use draft::{first_and_last, keep_layers, write_draft_dir};
 pub use graph::{speculative_each_on_graph, speculative_on_graph};
 pub use request::{run_speculative, TextStream};
