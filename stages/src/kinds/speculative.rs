@@ -172,9 +172,17 @@ impl Stage for SpeculativeStage {
         // decoding with every step launched is timed too there, for reference.
         let graphs = sampling == Sampling::Greedy && p.graphs.unwrap_or_else(|| StepGraph::Auto.wanted(&verifier.model.device()));
         let plain_opts = |max_new_tokens, seed, graph| GenerateOptions { max_new_tokens, sampling: sampling.clone(), seed, eos: eos.clone(), pad: 0, graph };
-        // Warm-up outside the timed region (kernel compilation and autotuning on the GPU).
-        generate(v.model, v.rope, &prompts[..1], &plain_opts(4, p.seed, StepGraph::Auto), |_, _| false);
-        speculative_decode(v, d, &prompts[0], &spec_opts(p.ks()[0], p.seed), StepGraph::Auto, |_| false).map_err(failed)?;
+        // Warm-ups outside the timed regions (kernel compilation and autotuning on the GPU) run
+        // the longest prompt, whose buffers are as long as the whole set's: the timed runs then
+        // launch only kernels already built for their shapes, plain here and each K below.
+        let longest = prompts.iter().max_by_key(|p| p.len()).map(std::slice::from_ref).unwrap_or_default();
+        let warm_plain = plain_opts(p.max_new_tokens, p.seed, StepGraph::Auto);
+        if graphs {
+            generate_batches_on_graph(v.model, v.rope, &[longest], &warm_plain, |_, _, _| ctx.cancelled());
+        } else {
+            generate(v.model, v.rope, longest, &plain_opts(4, p.seed, StepGraph::Auto), |_, _| ctx.cancelled());
+        }
+        interrupted(ctx)?;
         // Plain decoding of the verifier, one prompt at a time like speculative decoding (on
         // graphs, all of them from one capture, as the speculative rounds are), and on graphs
         // its rate once under way (the replays alone: no prefill, no capture).
@@ -208,7 +216,9 @@ impl Stage for SpeculativeStage {
         let (mut all, mut all_secs, mut best) = (SpeculativeStats::default(), 0.0, (0usize, 0.0f64));
         let (mut mismatches, mut max_gap) = (0, 0.0f32);
         for k in p.ks() {
+            speculate(v, d, longest, &spec_opts(k, p.seed), graphs, ctx)?;
             let (mut stats, started) = (SpeculativeStats::default(), Instant::now());
+            let mut by_prompt = Vec::with_capacity(prompts.len());
             for (i, (prompt, (out, s))) in prompts.iter().zip(speculate(v, d, &prompts, &spec_opts(k, p.seed), graphs, ctx)?).enumerate() {
                 if sampling == Sampling::Greedy && out != plain[i] {
                     mismatches += 1;
@@ -217,6 +227,7 @@ impl Stage for SpeculativeStage {
                     max_gap = max_gap.max(d.gap);
                 }
                 stats.add(&s);
+                by_prompt.push(s.acceptance_rate());
             }
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             let tps = stats.tokens as f64 / secs;
@@ -252,11 +263,17 @@ impl Stage for SpeculativeStage {
                 // state would accept far less and still give the same tokens. Not an equality:
                 // launched rounds count their own way (the first drafts at the prompt's pass,
                 // the last capped by the budget).
+                // Prompt by prompt, since the graph's buffers are written over for each prompt
+                // after the first: one whose draft or verifier read another's state would
+                // stand out there.
                 let mut launched = SpeculativeStats::default();
+                let mut launched_by_prompt = Vec::with_capacity(prompts.len());
                 for (_, s) in speculate(v, d, &prompts, &spec_opts(k, p.seed), false, ctx)? {
                     launched.add(&s);
+                    launched_by_prompt.push(s.acceptance_rate());
                 }
                 ctx.log(format!("K {k} with launched rounds: acceptance {:.3} (on graphs {:.3})", launched.acceptance_rate(), stats.acceptance_rate()));
+                ctx.log(format!("K {k} acceptance by prompt, on graphs {} / launched {}", rates(&by_prompt), rates(&launched_by_prompt)));
                 ctx.metric(&format!("k{k}/acceptance_launched"), launched.acceptance_rate())?;
             }
             ctx.metric(&format!("k{k}/acceptance_rate"), stats.acceptance_rate())?;
@@ -292,6 +309,11 @@ impl Stage for SpeculativeStage {
         }
         Ok(())
     }
+}
+
+fn rates(r: &[f64]) -> String {
+    let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+    format!("[{}]", each.join(" "))
 }
 
 /// The prompts' token ids: each row's last `max_prompt_tokens`, or with `pack` the rows run
