@@ -141,9 +141,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 let need = |a: Option<f64>| a.map_or("none".to_string(), |a| format!("{a:.2}"));
                 for s in &r.speculative {
                     summary += &format!(
-                        " | speculative on graphs, K={} drafted by {}: {:.3} ms/token, {:.2} tokens a round, acceptance {:.2}, parts from plain at {}; a round {:.3} ms = {:.2} steps: acceptance to break even {}, to double {}",
+                        " | speculative on graphs, K={} drafted by {}: {:.3} ms/token, {:.2} tokens a round, acceptance {:.2}, parts from plain at {}; a round {:.3} ms = {:.2} steps, its verification {:.3} ms = {:.2} steps: acceptance to break even {}, to double {}",
                         s.k, s.draft, s.ms_per_token, s.tokens_per_round, s.acceptance, part(s.first_mismatch),
-                        s.round_ms, s.round_in_steps, need(s.acceptance_for_break_even), need(s.acceptance_for_2x)
+                        s.round_ms, s.round_in_steps, s.verify_ms, s.verify_in_steps, need(s.acceptance_for_break_even), need(s.acceptance_for_2x)
                     );
                 }
                 out.row(&r, summary)?;

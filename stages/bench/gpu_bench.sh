@@ -193,7 +193,7 @@ for r in rows:
         sps = r.get("speculative") or []
         for sp in (sps if isinstance(sps, list) else [sps]):
             print(f"  speculative K={sp['k']} drafted by {sp.get('draft', 'itself')}: {sp['ms_per_token']:.2f} ms/token once under way ({sp.get('ms_per_token_end_to_end', float('nan')):.2f} with prefill and capture) {sp['tokens_per_round']:.2f} tokens/round acceptance {sp['acceptance']:.2f} parts from plain at {sp['first_mismatch']}"
-                  + (f"; a round {sp['round_ms']:.2f} ms = {sp['round_in_steps']:.2f} steps, acceptance to break even {sp['acceptance_for_break_even']}, to double {sp['acceptance_for_2x']}" if 'round_ms' in sp else ""))
+                  + (f"; a round {sp['round_ms']:.2f} ms = {sp['round_in_steps']:.2f} steps (verification {sp.get('verify_ms', float('nan')):.2f} ms = {sp.get('verify_in_steps', float('nan')):.2f} steps), acceptance to break even {sp['acceptance_for_break_even']}, to double {sp['acceptance_for_2x']}" if 'round_ms' in sp else ""))
     elif "tokens_per_s" in r:
         print(f"{r['bench']} {impl:12} {r['model'][:22]:22} {r['batch']}x{r['seq']} mb {r.get('micro_batch', '-')} {r.get('freeze', '-')} first loss {r.get('first_loss', float('nan')):.6e} {r['tokens_per_s']:>8.0f} tok/s  {r['ms_per_step']:.0f} ms/step (exchange {r.get('exchange_ms', 0):.0f})  MFU {r['mfu']:.3f}")
 PY

@@ -14,7 +14,7 @@ use super::{sync, BenchModel};
 use crate::error::Result;
 use crate::generate::graph::generate_on_graph;
 use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
-use crate::speculative::{speculative_decode, RoundCost, SpecModel, SpeculativeOptions};
+use crate::speculative::{speculative_decode, verification_ms, RoundCost, SpecModel, SpeculativeOptions};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 
@@ -72,6 +72,11 @@ pub struct Rounds {
     /// (`decode_graph_ms`).
     pub round_ms: f64,
     pub round_in_steps: f64,
+    /// Of a round, the verifier's check alone (its pass over the `K + 1` tokens and its Mamba
+    /// layers' rollback, replayed from a graph of its own), and that in plain steps: the rest
+    /// of `round_ms` is the draft's `K + 1` steps and the bookkeeping.
+    pub verify_ms: f64,
+    pub verify_in_steps: f64,
     /// The acceptance rate (accepted over drafted) such rounds need to break even with plain
     /// decoding on a graph and to double it (`None`: none would).
     pub acceptance_for_break_even: Option<f64>,
@@ -164,11 +169,14 @@ fn rounds(m: &BenchModel, draft: Option<&BenchModel>, prompt: &[u32], k: usize, 
     let t0 = Instant::now();
     let (tokens, stats) = speculative_decode(me, d, prompt, &opts, StepGraph::On, |_| false)?;
     let cost = RoundCost::new(stats.round_ms(), step_ms, k);
+    let verify_ms = verification_ms(me, prompt, k, n)?;
     Ok(Rounds {
         k,
         draft: draft.map_or_else(|| "itself".to_string(), |d| d.label.clone()),
         round_ms: cost.round_ms,
         round_in_steps: cost.in_steps,
+        verify_ms,
+        verify_in_steps: verify_ms / step_ms,
         acceptance_for_break_even: cost.for_break_even,
         acceptance_for_2x: cost.for_2x,
         ms_per_token: 1e3 / stats.decode_tokens_per_s().max(1e-9),
@@ -219,6 +227,7 @@ mod tests {
         for s in &r.speculative {
             assert_eq!(s.first_mismatch, None, "{s:?}");
             assert!(s.round_ms > 0.0 && s.round_in_steps > 0.0 && s.draft.contains("1-layer"), "{s:?}");
+            assert!(s.verify_ms > 0.0 && s.verify_in_steps.is_finite(), "{s:?}");
             assert!(s.acceptance_for_break_even.is_none_or(|a| (0.0..=1.0).contains(&a)), "{s:?}");
         }
 

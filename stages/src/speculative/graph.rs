@@ -153,12 +153,7 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
         let proposed = Tensor::cat(drafts, 1); // [1, K]
         // The verifier: `last` and the K drafts in one pass.
         let fed = Tensor::cat(vec![last.clone(), proposed.clone()], 1); // [1, K + 1]
-        let inputs = vt.inputs(pos, k + 1, None);
-        let mut verifier_kept: Vec<Kept> = (0..vs.mamba.len()).map(|_| Kept::default()).collect();
-        let from = &vs.mamba;
-        let logits = verifier.model.forward_from(fed, &inputs, &mut vs.kv, |l, mixer, u, _| verify_layer(mixer, u, &from[l], &mut verifier_kept[l]));
-        let v = logits.dims()[2];
-        let verdicts = argmax_last(logits.reshape([k + 1, v])).reshape([1, k + 1]); // the verifier's token after each fed one
+        let (verdicts, verifier_kept) = check(verifier, &vt, vs, fed, pos);
         // r: the drafts before the first that differs from the verifier's choice.
         let misses = proposed.clone().not_equal(verdicts.clone().narrow(1, 0, k)).int();
         let r = misses.cumsum(1).equal_elem(0).int().sum(); // [1]
@@ -280,6 +275,58 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
     }
     drop(graph);
     Ok(runs)
+}
+
+/// The verifier's pass over a round's `fed` tokens (`[1, K + 1]`: the last accepted token and
+/// the drafts) from cache slot `pos` (`[1]`): its greedy token after each `[1, K + 1]`, and what
+/// each Mamba layer could keep.
+fn check(verifier: SpecModel, tables: &Tables, side: &mut Side, fed: Tensor<2, Int>, pos: &Tensor<1, Int>) -> (Tensor<2, Int>, Vec<Kept>) {
+    let s = fed.dims()[1];
+    let inputs = tables.inputs(pos, s, None);
+    let mut kept: Vec<Kept> = (0..side.mamba.len()).map(|_| Kept::default()).collect();
+    let from = &side.mamba;
+    let logits = verifier.model.forward_from(fed, &inputs, &mut side.kv, |l, mixer, u, _| verify_layer(mixer, u, &from[l], &mut kept[l]));
+    let v = logits.dims()[2];
+    (argmax_last(logits.reshape([s, v])).reshape([1, s]), kept)
+}
+
+/// Milliseconds the verification of `k` drafts after `prompt` takes on a captured graph, once
+/// under way: the verifier's pass over `K + 1` tokens and its Mamba layers' rollback to the
+/// last of them, as a round runs them, without the draft's steps or the round's bookkeeping;
+/// against a plain decode step on a graph, what checking K tokens costs (METHOD.md 4).
+pub fn verification_ms(verifier: SpecModel, prompt: &[u32], k: usize, replays: usize) -> Result<f64> {
+    if prompt.is_empty() {
+        return Err(Error::Config("a verification needs a non-empty prompt".into()));
+    }
+    let device = verifier.model.device();
+    let t = grown_capacity(prompt.len() + 1, prompt.len() + k + 1);
+    let tables = Tables::new(verifier.model, verifier.rope, t, 1, k + 1);
+    let (side, first) = prefill(verifier.model, verifier, prompt, t);
+    // The same tokens at the same slots every replay: a replay costs what a round's check does.
+    let fed = Tensor::cat(vec![first; k + 1], 1);
+    let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![prompt.len() as i64], [1]), &device);
+    let all = Tensor::<1, Int>::from_data(TensorData::new(vec![k as i64], [1]), &device);
+    let side = RefCell::new(side);
+    let step = || {
+        let mut side = side.borrow_mut();
+        let (verdicts, kept) = check(verifier, &tables, &mut side, fed.clone(), &pos);
+        settle_at(&mut side.mamba, kept, &all);
+        verdicts
+    };
+    let mut graph = burn::tensor::capture(&device, step);
+    warn_without_graph(graph.is_hardware(), &device);
+    // SAFETY: the step reads and writes only `side`, `tables`, `fed`, `pos` and `all`, which
+    // outlive the graph; nothing else runs on this device meanwhile, and the read below is on
+    // the same stream.
+    let _ = host_ints(unsafe { graph.replay() }.clone());
+    let start = std::time::Instant::now();
+    let mut last = None;
+    for _ in 0..replays.max(1) {
+        // SAFETY: as above.
+        last = Some(unsafe { graph.replay() }.clone());
+    }
+    let _ = last.map(host_ints);
+    Ok(1e3 * start.elapsed().as_secs_f64() / replays.max(1) as f64)
 }
 
 /// Whether `made` tokens after `ran` rounds can be what the rounds left: every round adds

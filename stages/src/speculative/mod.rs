@@ -31,7 +31,7 @@ pub use accept::{verify, Verdict};
 pub use cache::{forward_round, SpecCache};
 pub use decode::{acceptance_for, speculative_decode, speculative_generate, RoundCost, SpecModel, SpeculativeOptions, SpeculativeStats};
 pub use draft::{first_and_last, keep_layers, write_draft_dir};
-pub use graph::{speculative_each_on_graph, speculative_on_graph};
+pub use graph::{speculative_each_on_graph, speculative_on_graph, verification_ms};
 pub use request::{run_speculative, TextStream};
 pub use round::{selective_advance, ssd_advance, Decay, MambaRound, StepInputs};
 pub use round2::Mamba2Round;
