@@ -6,6 +6,8 @@
 # move at the H200's 4.3 TB/s. Exits non-zero when a case is out of tolerance.
 #
 #   kernels/gpu_parity.sh DISTILL_BIN OUT_DIR     (the binary built with --features cuda)
+#
+# ONLY=attention,gemv (groups of `distill bench kernels --only`) runs some of the kernels.
 set -euo pipefail
 bin=$(realpath "$1") out=$(mkdir -p "$2" && cd "$2" && pwd)
 repeats=${REPEATS:-50}
@@ -14,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 run=$(mktemp -d)
 printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/profile.log" > "$run/cubecl.toml"
 status=0
-(cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats") 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
+(cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats" ${ONLY:+--only "$ONLY"}) 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
 python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt"
 xz -f "$out/profile.log"
 exit $status

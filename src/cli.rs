@@ -361,6 +361,10 @@ pub enum BenchWhat {
     Kernels {
         #[arg(long, default_value_t = 50)]
         repeats: usize,
+        /// Only these groups: step, steps, gemv, attention, reduce, projection (comma-separated;
+        /// default: all of them)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Our logits on golden fixtures (`tests/golden/NAME`) against transformers' f32 logits.
     Parity {

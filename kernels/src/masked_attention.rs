@@ -5,8 +5,9 @@
 //! mask, softmax, product), and that softmax's max and sum walk each row's whole context with one
 //! unit: 9 units over 16,384 keys per layer at batch 1 and context 16k. Here the same composite,
 //! value for value (the scale, the `-inf` fill, the clamps that keep a fully masked row at zero),
-//! with [`crate::reduce`]'s reductions. Elsewhere (the CPU, anything differentiated) it is
-//! burn's `attention`.
+//! with [`crate::reduce`]'s reductions and, for up to [`crate::gemv::MAX_BATCHED_ROWS`] query
+//! rows per KV head, [`crate::gemv`]'s batched products ([`decode_attention`]). Elsewhere (the
+//! CPU, anything differentiated) it is burn's `attention`.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -20,12 +21,44 @@ use burn::tensor::{Bool, Tensor};
 pub fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>) -> Tensor<4> {
     #[cfg(feature = "cuda")]
     if crate::reduce::cube_inference(&q.device()) {
-        let d = q.dims()[3];
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+        let [rows, d] = [q.dims()[2], q.dims()[3]];
+        let scale = 1.0 / (d as f64).sqrt();
+        if products_wanted() && rows <= crate::gemv::MAX_BATCHED_ROWS {
+            return decode_attention(q, k, v, mask);
+        }
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
         return crate::reduce::safe_softmax_last(scores.mask_fill(mask, f32::NEG_INFINITY)).matmul(v);
     }
     let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
     attention(q, k, v, Some(mask), None, opts)
+}
+
+/// [`masked_attention`] with its two products by [`crate::gemv`]'s batched kernels, a batch per
+/// head: the scores a warp per key, the values' product over slices of the context side by
+/// side. burn's product ran the values' as a couple of cubes per head walking the whole context
+/// in series, so a decode step's attention cost grew ~38 µs per layer per 1,000 tokens of
+/// context (session 9: the teacher 3.5 ms a token at 512, 21.3 at 16k) where its bytes take
+/// under 1 µs. A row's sums run in an order that does not depend on the number of rows, so a
+/// verified token's attention rounds as its decode step's does.
+///
+/// # Shapes
+/// as [`masked_attention`], with `rows` at most [`crate::gemv::MAX_BATCHED_ROWS`]
+pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>) -> Tensor<4> {
+    use crate::gemv::{batched_gemv, batched_gemv_t};
+    let [b, h, rows, d] = q.dims();
+    let t = k.dims()[2];
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = batched_gemv_t(q.reshape([b * h, rows, d]), k.reshape([b * h, t, d])).reshape([b, h, rows, t]) * scale;
+    let probs = crate::reduce::safe_softmax_last(scores.mask_fill(mask, f32::NEG_INFINITY));
+    batched_gemv(probs.reshape([b * h, rows, t]), v.reshape([b * h, t, d])).reshape([b, h, rows, d])
+}
+
+/// Whether decoding's attention takes the batched products (`DISTILL_ATTN_GEMV=0`, or
+/// `DISTILL_GEMV=0` for every product, keeps burn's, to measure one against the other).
+#[cfg(feature = "cuda")]
+fn products_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("DISTILL_ATTN_GEMV").map_or(true, |v| v.trim() != "0"))
 }
 
 #[cfg(test)]

@@ -352,6 +352,77 @@ pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, transposed: bool, dty
     }
 }
 
+/// Decoding's attention, `(batch, kv_heads, rows, keys, head_dim)`: SmolLM2 (3 KV heads, 3 query
+/// heads each, so 3 rows a token; 15 when verifying K = 4, 27 at K = 8) at 512, 4,096 and
+/// 16,384 keys, batch 1 and 8, and Llama-3-8B (8 KV heads, 4 rows a token, head dimension 128).
+pub fn attention_cases() -> Vec<(usize, usize, usize, usize, usize)> {
+    let mut cases = Vec::new();
+    for keys in [512, 4_096, 16_384] {
+        for rows in [3, 15, 27] {
+            cases.push((1, 3, rows, keys, 64));
+        }
+        cases.push((8, 3, 3, keys, 64));
+        cases.push((1, 8, 4, keys, 128));
+    }
+    cases
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttentionParity {
+    pub bench: &'static str,
+    pub batch: usize,
+    pub kv_heads: usize,
+    pub rows: usize,
+    pub keys: usize,
+    pub head_dim: usize,
+    pub dtype: &'static str,
+    /// Largest |ours - the composite's| over the largest |composite's|.
+    pub rel: f64,
+    pub within_tolerance: bool,
+    pub kernel_us: f64,
+    pub reference_us: f64,
+    /// The keys' and values' bytes (what a decode step's attention must read) over
+    /// [`COPY_BYTES_PER_S`].
+    pub floor_us: f64,
+}
+
+/// [`crate::masked_attention::decode_attention`] against the same composite with burn's products
+/// (scores, `-inf` where masked, the NaN-safe softmax, the values' product), each row hiding the
+/// keys after its own position as decoding's steps and a verification's rows do.
+/// `case`: `(batch, kv_heads, rows, keys, head_dim)`, as [`attention_cases`] gives them.
+pub fn attention_parity(case: (usize, usize, usize, usize, usize), dtype: DType, device: &Device, repeats: usize) -> AttentionParity {
+    let (batch, kv_heads, rows, keys, head_dim) = case;
+    use crate::masked_attention::decode_attention;
+    use crate::reduce::safe_softmax_last;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let q = Tensor::<4>::random([batch, kv_heads, rows, head_dim], normal, device).cast(dtype);
+    let k = Tensor::<4>::random([batch, kv_heads, keys, head_dim], normal, device).cast(dtype);
+    let v = Tensor::<4>::random([batch, kv_heads, keys, head_dim], normal, device).cast(dtype);
+    // Row r sees the keys up to `keys - rows + r`: the last row the whole cache.
+    let slots = Tensor::<1, burn::tensor::Int>::arange(0..keys as i64, device).reshape([1, 1, 1, keys]);
+    let last = Tensor::<1, burn::tensor::Int>::arange(0..rows as i64, device).reshape([1, 1, rows, 1]) + (keys - rows) as i64;
+    let mask = slots.expand([batch, kv_heads, rows, keys]).greater(last.expand([batch, kv_heads, rows, keys]));
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let composite = || safe_softmax_last((q.clone().matmul(k.clone().swap_dims(2, 3)) * scale).mask_fill(mask.clone(), f32::NEG_INFINITY)).matmul(v.clone());
+    let ours = || decode_attention(q.clone(), k.clone(), v.clone(), mask.clone());
+    let rel = rel_diff(ours(), composite());
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
+    AttentionParity {
+        bench: "kernel_attention",
+        batch,
+        kv_heads,
+        rows,
+        keys,
+        head_dim,
+        dtype: dtype_name(dtype),
+        rel,
+        within_tolerance: rel <= product_tolerance(dtype),
+        kernel_us: time(&|| drop(ours())),
+        reference_us: time(&|| drop(composite())),
+        floor_us: (2 * batch * kv_heads * keys * head_dim) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
+    }
+}
+
 /// Decoding's reductions: `(rows, axis)` of the greedy argmax over SmolLM2's vocabulary (batch 1
 /// and 64), the attention softmax at batch 1 over 512 and 16,384 keys (9 query heads), RMSNorm
 /// at batch 1 and 64, and a 512-token prefill's softmax rows.
@@ -414,6 +485,12 @@ mod tests {
             let r = gemv_parity(3, 70, 45, transposed, DType::F32, &Device::flex(), 2);
             assert!(r.within_tolerance && r.rel <= 1e-6, "{r:?}");
         }
+    }
+
+    #[test]
+    fn the_attention_harness_runs_on_the_cpu_where_both_sides_are_burns() {
+        let r = attention_parity((2, 3, 5, 40, 16), DType::F32, &Device::flex(), 2);
+        assert!(r.within_tolerance && r.rel <= 1e-5, "{r:?}");
     }
 
     #[test]

@@ -65,9 +65,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        BenchWhat::Kernels { repeats } => {
+        BenchWhat::Kernels { repeats, only } => {
             let dtypes: &[DType] = if runtime.dtype == DType::BF16 { &[DType::F32, DType::BF16] } else { &[DType::F32] };
-            for &dtype in dtypes {
+            let known = ["step", "steps", "gemv", "attention", "reduce", "projection"];
+            if let Some(bad) = only.iter().find(|g| !known.contains(&g.as_str())) {
+                return Err(anyhow::anyhow!("--only {bad}: the groups are {}", known.join(", ")));
+            }
+            let wants = |group: &str| only.is_empty() || only.iter().any(|g| g == group);
+            for &dtype in dtypes.iter().filter(|_| wants("step")) {
                 for case in kernel_parity::default_cases() {
                     let r = kernel_parity::mamba2_step_parity(case, dtype, &runtime.device, *repeats);
                     out_of_tolerance += usize::from(!r.within_tolerance);
@@ -79,7 +84,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     ))?;
                 }
             }
-            for &dtype in dtypes {
+            for &dtype in dtypes.iter().filter(|_| wants("steps")) {
                 for case in kernel_parity::default_cases() {
                     for steps in kernel_parity::STEPS {
                         let r = kernel_parity::mamba2_steps_parity(case, steps, dtype, &runtime.device, *repeats);
@@ -94,7 +99,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            for &dtype in dtypes {
+            for &dtype in dtypes.iter().filter(|_| wants("gemv")) {
                 for (rows, d_in, d_out, transposed) in kernel_parity::gemv_cases() {
                     let r = kernel_parity::gemv_parity(rows, d_in, d_out, transposed, dtype, &runtime.device, *repeats);
                     out_of_tolerance += usize::from(!r.within_tolerance);
@@ -104,7 +109,17 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     ))?;
                 }
             }
-            for &dtype in dtypes {
+            for &dtype in dtypes.iter().filter(|_| wants("attention")) {
+                for case in kernel_parity::attention_cases() {
+                    let r = kernel_parity::attention_parity(case, dtype, &runtime.device, *repeats);
+                    out_of_tolerance += usize::from(!r.within_tolerance);
+                    out.row(&r, format!(
+                        "attention | b{} kv{} rows {} keys {} d{} | {} | rel {:.1e} {} | ours {:.1} us, burn's products {:.1} us ({:.2}x), keys+values floor {:.2} us",
+                        r.batch, r.kv_heads, r.rows, r.keys, r.head_dim, r.dtype, r.rel, verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
+                    ))?;
+                }
+            }
+            for &dtype in dtypes.iter().filter(|_| wants("reduce")) {
                 for (rows, axis) in kernel_parity::reduce_cases() {
                     for r in kernel_parity::reduce_parity(rows, axis, dtype, &runtime.device, *repeats) {
                         out_of_tolerance += usize::from(!r.within_tolerance);
@@ -116,7 +131,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let kernels = distill_kernels::matmul::ProductKernels::for_projections();
-            for case in kernel_parity::projection_cases() {
+            for case in kernel_parity::projection_cases().into_iter().filter(|_| wants("projection")) {
                 let r = kernel_parity::projection_parity(case, runtime.dtype, &runtime.device, kernels);
                 out_of_tolerance += usize::from(!r.within_tolerance);
                 let c = r.case;

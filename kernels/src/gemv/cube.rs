@@ -10,6 +10,7 @@ use burn::tensor::{DType, Shape, Tensor as BurnTensor};
 use burn_cubecl::cubecl;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
@@ -28,14 +29,28 @@ pub fn gemv(x: BurnTensor<2>, w: BurnTensor<2>) -> BurnTensor<2> {
     BurnTensor::from_dispatch(<Dispatch as GemvOps>::gemv(x.into_dispatch(), w.cast(dtype).into_dispatch()))
 }
 
+/// `x · w` for `x` `[batch, m, k]` and `w` `[batch, k, n]`, or with `transposed` `x · wᵀ` for
+/// `w` `[batch, n, k]`: the same kernels, a batch per cube row of the grid.
+pub fn batched(x: BurnTensor<3>, w: BurnTensor<3>, transposed: bool) -> BurnTensor<3> {
+    let dtype = x.dtype();
+    BurnTensor::from_dispatch(<Dispatch as GemvOps>::batched_gemv(x.into_dispatch(), w.cast(dtype).into_dispatch(), transposed))
+}
+
 #[backend_extension(Cube, Fusion)]
 pub trait GemvOps: Backend {
     #[fusion(meta = gemv_meta)]
     fn gemv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+    #[fusion(meta = batched_meta)]
+    fn batched_gemv(x: FloatTensor<Self>, w: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self>;
 }
 
 fn gemv_meta(x: &TensorSpec, w: &TensorSpec) -> TensorSpec {
     TensorSpec::new(Shape::new([x.shape[0], w.shape[1]]), x.dtype)
+}
+
+fn batched_meta(x: &TensorSpec, w: &TensorSpec, transposed: &bool) -> TensorSpec {
+    let n = if *transposed { w.shape[1] } else { w.shape[2] };
+    TensorSpec::new(Shape::new([x.shape[0], x.shape[1], n]), x.dtype)
 }
 
 /// `(column blocks, slices of K, rows of K per slice)` for `m x k · k x n`.
@@ -49,65 +64,91 @@ impl GemvOps for CubeBackend {
     fn gemv(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let [m, k] = x.shape().dims::<2>();
         let n = w.shape().dims::<2>()[1];
-        let (client, device, dtype) = (x.client.clone(), x.device.clone(), x.dtype);
         let x = into_contiguous(x);
         // A tied head's weight is the embedding `[n, k]` seen transposed: read its rows as they
         // lie (a copy would move the whole table, 56 MB for SmolLM2's, at every token).
         let strides = w.meta.strides();
         if k > 1 && n > 1 && strides[0] == 1 && strides[1] == k {
-            return by_rows(x, w, m, k, n, dtype);
+            return by_rows(x, w, Dims { batch: 1, m, k, n }, Shape::new([m, n]));
         }
-        let w = into_contiguous(w);
-        let (blocks, slices, per_slice) = grid(k, n);
-        let partial = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([slices, m, n]), DType::F32);
-        let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([m, n]), dtype);
-        let total = m * n;
-        // SAFETY: `x` is `[m, k]` and `w` `[k, n]`, contiguous; every read is guarded by
-        // `col < n` and `kk < k`; `partial` is `[slices, m, n]` and every cube writes its own
-        // slice's columns; the sum reads `slices` values per output below `total`.
-        unsafe {
-            gemv_partial_kernel::launch_unchecked(
-                &client,
-                CubeCount::Static(blocks as u32, slices as u32, 1),
-                CubeDim::new_2d(LANES as u32, ROWS as u32),
-                x.into_tensor_arg(),
-                w.into_tensor_arg(),
-                partial.clone().into_tensor_arg(),
-                k,
-                n,
-                per_slice,
-                m,
-                LANES,
-                ROWS,
-                dtype_to_storage_type(dtype),
-            );
-            gemv_sum_kernel::launch_unchecked(
-                &client,
-                CubeCount::Static(total.div_ceil(256) as u32, 1, 1),
-                CubeDim::new_1d(256),
-                partial.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                total,
-                slices,
-                dtype_to_storage_type(dtype),
-            );
-        }
-        out
+        by_slices(x, into_contiguous(w), Dims { batch: 1, m, k, n }, Shape::new([m, n]))
+    }
+
+    fn batched_gemv(x: FloatTensor<Self>, w: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
+        let [batch, m, k] = x.shape().dims::<3>();
+        let n = w.shape().dims::<3>()[if transposed { 1 } else { 2 }];
+        let dims = Dims { batch, m, k, n };
+        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        if transposed { by_rows(x, w, dims, Shape::new([batch, m, n])) } else { by_slices(x, w, dims, Shape::new([batch, m, n])) }
     }
 }
 
-/// `x · eᵀ` for `e` `[n, k]` row-major (the weight given as its transpose): a warp per output
-/// column, its lanes along the row, the sum by warp shuffles.
-fn by_rows(x: burn_cubecl::tensor::CubeTensor, e: burn_cubecl::tensor::CubeTensor, m: usize, k: usize, n: usize, dtype: DType) -> burn_cubecl::tensor::CubeTensor {
-    let client = x.client.clone();
-    let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([m, n]), dtype);
-    // SAFETY: `x` is `[m, k]` contiguous; `e`'s buffer holds `[n, k]` row-major (checked by the
-    // caller from the view's strides, offset-free as a transpose is); reads are guarded by
-    // `col < n` and `kk < k`; `out` is `[m, n]`, each column written by its warp's lane 0.
+/// A product's sizes: `batch` products of `[m, k]` by `[k, n]`.
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// `x · w` for `w` `[batch, k, n]` contiguous: partial sums over slices of `K`, then their sum.
+fn by_slices(x: CubeTensor, w: CubeTensor, d: Dims, shape: Shape) -> CubeTensor {
+    let Dims { batch, m, k, n } = d;
+    let (client, device, dtype) = (x.client.clone(), x.device.clone(), x.dtype);
+    let (blocks, slices, per_slice) = grid(k, n);
+    let total = batch * m * n;
+    let partial = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([slices, total]), DType::F32);
+    let out = empty_device_contiguous_dtype(client.clone(), device, shape, dtype);
+    // SAFETY: `x` is `[batch, m, k]` and `w` `[batch, k, n]`, contiguous; every read is guarded
+    // by `col < n` and `kk < k` inside its batch; `partial` is `[slices, batch · m · n]` and
+    // every cube writes its own slice's columns of its batch; the sum reads `slices` values per
+    // output below `total`.
+    unsafe {
+        gemv_partial_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(blocks as u32, slices as u32, batch as u32),
+            CubeDim::new_2d(LANES as u32, ROWS as u32),
+            x.into_tensor_arg(),
+            w.into_tensor_arg(),
+            partial.clone().into_tensor_arg(),
+            k,
+            n,
+            per_slice,
+            total,
+            m,
+            LANES,
+            ROWS,
+            dtype_to_storage_type(dtype),
+        );
+        gemv_sum_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(total.div_ceil(256) as u32, 1, 1),
+            CubeDim::new_1d(256),
+            partial.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            total,
+            slices,
+            dtype_to_storage_type(dtype),
+        );
+    }
+    out
+}
+
+/// `x · eᵀ` for `e` `[batch, n, k]` row-major (the weight given as its transpose): a warp per
+/// output column, its lanes along the row, the sum by warp shuffles.
+fn by_rows(x: CubeTensor, e: CubeTensor, d: Dims, shape: Shape) -> CubeTensor {
+    let Dims { batch, m, k, n } = d;
+    let (client, dtype) = (x.client.clone(), x.dtype);
+    let out = empty_device_contiguous_dtype(client.clone(), x.device.clone(), shape, dtype);
+    // SAFETY: `x` is `[batch, m, k]` contiguous; `e`'s buffer holds `[batch, n, k]` row-major
+    // (for the 2-D product checked by the caller from the view's strides, offset-free as a
+    // transpose is); reads are guarded by `col < n` and `kk < k` inside their batch; `out` is
+    // `[batch, m, n]`, each column written by its warp's lane 0.
     unsafe {
         gemv_rows_kernel::launch_unchecked(
             &client,
-            CubeCount::Static(n.div_ceil(ROWS) as u32, 1, 1),
+            CubeCount::Static(n.div_ceil(ROWS) as u32, batch as u32, 1),
             CubeDim::new_2d(LANES as u32, ROWS as u32),
             x.into_tensor_arg(),
             e.into_tensor_arg(),
@@ -137,7 +178,9 @@ fn gemv_rows_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let lane = UNIT_POS_X as usize;
-    let col = CUBE_POS * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let col = CUBE_POS_X as usize * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let batch = CUBE_POS_Y as usize;
+    let (x0, e0, out0) = (batch * m * k, batch * n * k, batch * m * n);
     let mut acc = Array::<f32>::new(m);
     #[unroll]
     for i in 0..m {
@@ -147,10 +190,10 @@ fn gemv_rows_kernel<F: Float>(
         for j in 0..k.div_ceil(lanes) {
             let kk = j * lanes + lane;
             if kk < k {
-                let ev = f32::cast_from(e[col * k + kk]);
+                let ev = f32::cast_from(e[e0 + col * k + kk]);
                 #[unroll]
                 for i in 0..m {
-                    acc[i] += f32::cast_from(x[i * k + kk]) * ev;
+                    acc[i] += f32::cast_from(x[x0 + i * k + kk]) * ev;
                 }
             }
         }
@@ -164,14 +207,15 @@ fn gemv_rows_kernel<F: Float>(
             v += plane_shuffle_xor(v, (lanes >> (b + 1)) as u32);
         }
         if lane == 0 && col < n {
-            out[i * n + col] = F::cast_from(v);
+            out[out0 + i * n + col] = F::cast_from(v);
         }
     }
 }
 
-/// Cube `(bx, s)` sums rows `s·per_slice ..` of `K` for columns `bx·lanes ..`; unit `(lane, r)`
-/// takes column `bx·lanes + lane` and every `rows`-th row of the slice from `r`, for all `m` rows
-/// of `x` at once; the cube's `rows` partials per column meet in shared memory.
+/// Cube `(bx, s, b)` sums rows `s·per_slice ..` of `K` for columns `bx·lanes ..` of batch `b`;
+/// unit `(lane, r)` takes column `bx·lanes + lane` and every `rows`-th row of the slice from
+/// `r`, for all `m` rows of `x` at once; the cube's `rows` partials per column meet in shared
+/// memory. `partial` is `[slices, total]`, `total` the outputs of all batches.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn gemv_partial_kernel<F: Float>(
@@ -181,6 +225,7 @@ fn gemv_partial_kernel<F: Float>(
     k: usize,
     n: usize,
     per_slice: usize,
+    total: usize,
     #[comptime] m: usize,
     #[comptime] lanes: usize,
     #[comptime] rows: usize,
@@ -190,6 +235,8 @@ fn gemv_partial_kernel<F: Float>(
     let r = UNIT_POS_Y as usize;
     let col = CUBE_POS_X as usize * lanes + lane;
     let slice = CUBE_POS_Y as usize;
+    let batch = CUBE_POS_Z as usize;
+    let (x0, w0, out0) = (batch * m * k, batch * k * n, batch * m * n);
     let k0 = slice * per_slice;
     let k1 = min(k0 + per_slice, k);
     let mut acc = Array::<f32>::new(m);
@@ -201,10 +248,10 @@ fn gemv_partial_kernel<F: Float>(
         for j in 0..per_slice.div_ceil(rows) {
             let kk = k0 + r + j * rows;
             if kk < k1 {
-                let wv = f32::cast_from(w[kk * n + col]);
+                let wv = f32::cast_from(w[w0 + kk * n + col]);
                 #[unroll]
                 for i in 0..m {
-                    acc[i] += f32::cast_from(x[i * k + kk]) * wv;
+                    acc[i] += f32::cast_from(x[x0 + i * k + kk]) * wv;
                 }
             }
         }
@@ -223,7 +270,7 @@ fn gemv_partial_kernel<F: Float>(
             for q in 0..rows {
                 s += sums[(q * m + i) * lanes + lane];
             }
-            partial[(slice * m + i) * n + col] = s;
+            partial[slice * total + out0 + i * n + col] = s;
         }
     }
 }
