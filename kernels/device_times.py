@@ -60,12 +60,15 @@ def main():
         elif (shape(c), c["dtype"]) in single:
             extra = f" | {us / single[(shape(c), c['dtype'])]:.2f}x one step"
         print(f"{label} | {shape(c):20} | {c['dtype']:4} | device {us:8.2f} us | floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth{extra}")
-    return gemv_times(gemv, [c for c in rows if c["bench"] == "kernel_gemv"], per, repeats)
+    return gemv_times(gemv, [c for c in rows if c["bench"] == "kernel_gemv"], [c for c in rows if c["bench"] == "kernel_attention"], per, repeats)
 
 
-def gemv_times(launches, cases, per, repeats):
+def gemv_times(launches, cases, attention, per, repeats):
     """Each decode product's two launches (partial sums, then their sum) added, against the
-    weight's bytes at 4.3 TB/s."""
+    weight's bytes at 4.3 TB/s; then each decoding attention's two products (the scores' rows
+    launch, the values' partial sums and sum) added, against its keys' and values' bytes (the
+    softmax between them is a reduction, not counted here). The gemv group runs before the
+    attention group."""
     # A contiguous weight is two launches (partial sums, their sum), a transposed one one.
     calls, i = [], 0
     while i < len(launches):
@@ -75,13 +78,19 @@ def gemv_times(launches, cases, per, repeats):
         else:
             calls.append(launches[i][1])
             i += 1
-    if len(calls) != per * len(cases):
-        print(f"{len(calls)} gemv calls for {len(cases)} cases of {per}; not matched", file=sys.stderr)
+    products = per * len(cases)
+    if len(calls) != products + 2 * per * len(attention):
+        print(f"{len(calls)} gemv calls for {len(cases)} product cases and {len(attention)} attention cases of {per}; not matched", file=sys.stderr)
         return 1
     for i, c in enumerate(cases):
         us = statistics.median(calls[i * per + 1 : i * per + 1 + repeats])
         t = " (transposed)" if c.get("transposed") else ""
         print(f"gemv | {c['rows']}x{c['d_in']}->{c['d_out']}{t:<14} | {c['dtype']:4} | device {us:8.2f} us | weight floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth")
+    pairs = [calls[j] + calls[j + 1] for j in range(products, len(calls), 2)]
+    for i, c in enumerate(attention):
+        us = statistics.median(pairs[i * per + 1 : i * per + 1 + repeats])
+        shape = f"b{c['batch']} kv{c['kv_heads']} rows {c['rows']} keys {c['keys']} d{c['head_dim']}"
+        print(f"attention products | {shape:32} | {c['dtype']:4} | device {us:8.2f} us | keys+values floor {c['floor_us']:6.2f} us | {100 * c['floor_us'] / us:5.1f}% of bandwidth")
     return 0
 
 

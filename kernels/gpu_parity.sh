@@ -17,6 +17,6 @@ run=$(mktemp -d)
 printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/profile.log" > "$run/cubecl.toml"
 status=0
 (cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats" ${ONLY:+--only "$ONLY"}) 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
-python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt"
+python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt" || echo "device times: launches not matched to cases (above); the parity verdicts stand" | tee -a "$out/kernels.txt"
 xz -f "$out/profile.log"
 exit $status

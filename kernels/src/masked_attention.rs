@@ -22,11 +22,10 @@ pub fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
     #[cfg(feature = "cuda")]
     if crate::reduce::cube_inference(&q.device()) {
         let [rows, d] = [q.dims()[2], q.dims()[3]];
-        let scale = 1.0 / (d as f64).sqrt();
         if products_wanted() && rows <= crate::gemv::MAX_BATCHED_ROWS {
             return decode_attention(q, k, v, mask);
         }
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
         return crate::reduce::safe_softmax_last(scores.mask_fill(mask, f32::NEG_INFINITY)).matmul(v);
     }
     let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };

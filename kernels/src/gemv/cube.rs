@@ -24,6 +24,10 @@ const TARGET_CUBES: usize = 528;
 /// `K` rows per unit at least, so a slice is worth its partial sums' round trip.
 const MIN_DEPTH: usize = 4;
 
+// The partial kernel's shared sums, `ROWS · m · LANES` f32, within CUDA's 48 KiB of static
+// shared memory for every row count the batched products take.
+const _: () = assert!(ROWS * super::MAX_BATCHED_ROWS * LANES * 4 <= 48 * 1024);
+
 pub fn gemv(x: BurnTensor<2>, w: BurnTensor<2>) -> BurnTensor<2> {
     let dtype = x.dtype();
     BurnTensor::from_dispatch(<Dispatch as GemvOps>::gemv(x.into_dispatch(), w.cast(dtype).into_dispatch()))
@@ -76,7 +80,10 @@ impl GemvOps for CubeBackend {
 
     fn batched_gemv(x: FloatTensor<Self>, w: FloatTensor<Self>, transposed: bool) -> FloatTensor<Self> {
         let [batch, m, k] = x.shape().dims::<3>();
-        let n = w.shape().dims::<3>()[if transposed { 1 } else { 2 }];
+        let [wb, w1, w2] = w.shape().dims::<3>();
+        let (wk, n) = if transposed { (w2, w1) } else { (w1, w2) };
+        // The kernels read unchecked: a mismatch would read past a buffer.
+        assert!(wb == batch && wk == k && m <= crate::gemv::MAX_BATCHED_ROWS, "batched gemv: [{batch}, {m}, {k}] by {:?} (transposed: {transposed})", [wb, w1, w2]);
         let dims = Dims { batch, m, k, n };
         let (x, w) = (into_contiguous(x), into_contiguous(w));
         if transposed { by_rows(x, w, dims, Shape::new([batch, m, n])) } else { by_slices(x, w, dims, Shape::new([batch, m, n])) }
@@ -145,10 +152,11 @@ fn by_rows(x: CubeTensor, e: CubeTensor, d: Dims, shape: Shape) -> CubeTensor {
     // (for the 2-D product checked by the caller from the view's strides, offset-free as a
     // transpose is); reads are guarded by `col < n` and `kk < k` inside their batch; `out` is
     // `[batch, m, n]`, each column written by its warp's lane 0.
+    let lanes = row_lanes(k);
     unsafe {
         gemv_rows_kernel::launch_unchecked(
             &client,
-            CubeCount::Static(n.div_ceil(ROWS) as u32, batch as u32, 1),
+            CubeCount::Static(n.div_ceil(ROWS * (LANES / lanes)) as u32, batch as u32, 1),
             CubeDim::new_2d(LANES as u32, ROWS as u32),
             x.into_tensor_arg(),
             e.into_tensor_arg(),
@@ -156,15 +164,25 @@ fn by_rows(x: CubeTensor, e: CubeTensor, d: Dims, shape: Shape) -> CubeTensor {
             k,
             n,
             m,
-            LANES,
+            lanes,
             dtype_to_storage_type(dtype),
         );
     }
     out
 }
 
-/// Warp `r` of cube `c` takes output column `c·ROWS + r`: its lanes walk the column's row of
-/// `e` (contiguous, so each step one coalesced read), for all `m` rows of `x` at once.
+/// Lanes that walk one row of `e`: a warp for long rows (a head's 576), fewer for attention's
+/// keys (64 or 128 wide), so that each lane loads at least 8 values and a warp takes several
+/// keys: every output's sum costs `log2(lanes)` shuffles per row of `x`, and verification's
+/// 27 rows would spend 135 shuffles a key with a whole warp on 64 values. Depends on `k` alone,
+/// so a verified row rounds as its decode step does.
+fn row_lanes(k: usize) -> usize {
+    (k / 8).next_power_of_two().clamp(4, LANES)
+}
+
+/// Warp `r` of cube `(c, b)` takes output columns `(c·ROWS + r)·(32 / lanes) ..` of batch `b`,
+/// `lanes` lanes each: they walk the column's row of `e` (contiguous, so each step a coalesced
+/// read), for all `m` rows of `x` at once.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn gemv_rows_kernel<F: Float>(
@@ -177,8 +195,9 @@ fn gemv_rows_kernel<F: Float>(
     #[comptime] lanes: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let lane = UNIT_POS_X as usize;
-    let col = CUBE_POS_X as usize * CUBE_DIM_Y as usize + UNIT_POS_Y as usize;
+    let lane = UNIT_POS_X as usize % lanes;
+    let per_warp = comptime!(32 / lanes);
+    let col = (CUBE_POS_X as usize * CUBE_DIM_Y as usize + UNIT_POS_Y as usize) * per_warp + UNIT_POS_X as usize / lanes;
     let batch = CUBE_POS_Y as usize;
     let (x0, e0, out0) = (batch * m * k, batch * n * k, batch * m * n);
     let mut acc = Array::<f32>::new(m);
@@ -198,7 +217,8 @@ fn gemv_rows_kernel<F: Float>(
             }
         }
     }
-    // Uniform across the warp (a whole warp shares `col`), so every lane takes part.
+    // Outside `col < n`, so every lane of the warp takes part; an xor below `lanes` stays
+    // inside a column's aligned group of lanes.
     #[unroll]
     for i in 0..m {
         let mut v = acc[i];
@@ -299,5 +319,16 @@ mod tests {
         assert_eq!(grid(576, 49_152), (1_536, 1, 576));
         let (blocks, slices, per) = grid(1_536, 576);
         assert!(blocks * slices >= 300 && per >= ROWS * MIN_DEPTH && slices * per >= 1_536);
+    }
+
+    /// A head's rows keep a whole warp (as measured in session 9); attention's keys take a
+    /// quarter or half of one, each lane loading 8 values.
+    #[test]
+    fn long_rows_take_a_warp_and_keys_a_part_of_one() {
+        assert_eq!(row_lanes(576), 32);
+        assert_eq!(row_lanes(4_096), 32);
+        assert_eq!(row_lanes(64), 8);
+        assert_eq!(row_lanes(128), 16);
+        assert_eq!(row_lanes(16), 4);
     }
 }
