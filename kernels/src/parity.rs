@@ -314,13 +314,21 @@ pub struct GemvParity {
     pub d_out: usize,
     /// The weight given as the transpose of a row-major `[d_out, d_in]` (a tied head).
     pub transposed: bool,
+    /// `floor_us`: the weight's bytes (what a product of few rows must read).
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
+/// A kernel against its twin: what the parity rows of products share.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
     pub dtype: &'static str,
-    /// Largest |ours - burn's| over the largest |burn's|.
+    /// Largest |ours - the twin's| over the largest |twin's|.
     pub rel: f64,
     pub within_tolerance: bool,
     pub kernel_us: f64,
     pub reference_us: f64,
-    /// The weight's bytes (what a product of few rows must read) over [`COPY_BYTES_PER_S`].
+    /// The bytes the kernel must move over [`COPY_BYTES_PER_S`].
     pub floor_us: f64,
 }
 
@@ -343,12 +351,14 @@ pub fn gemv_parity(rows: usize, d_in: usize, d_out: usize, transposed: bool, dty
         d_in,
         d_out,
         transposed,
-        dtype: dtype_name(dtype),
-        rel,
-        within_tolerance: rel <= tol,
-        kernel_us: time(&|| drop(gemv(x.clone(), w.clone()))),
-        reference_us: time(&|| drop(gemv_reference(x.clone(), w.clone()))),
-        floor_us: (d_in * d_out) as f64 * esize / COPY_BYTES_PER_S * 1e6,
+        measured: Measured {
+            dtype: dtype_name(dtype),
+            rel,
+            within_tolerance: rel <= tol,
+            kernel_us: time(&|| drop(gemv(x.clone(), w.clone()))),
+            reference_us: time(&|| drop(gemv_reference(x.clone(), w.clone()))),
+            floor_us: (d_in * d_out) as f64 * esize / COPY_BYTES_PER_S * 1e6,
+        },
     }
 }
 
@@ -375,15 +385,10 @@ pub struct AttentionParity {
     pub rows: usize,
     pub keys: usize,
     pub head_dim: usize,
-    pub dtype: &'static str,
-    /// Largest |ours - the composite's| over the largest |composite's|.
-    pub rel: f64,
-    pub within_tolerance: bool,
-    pub kernel_us: f64,
-    pub reference_us: f64,
-    /// The keys' and values' bytes (what a decode step's attention must read) over
-    /// [`COPY_BYTES_PER_S`].
-    pub floor_us: f64,
+    /// The twin is the composite with burn's products; `floor_us`: the keys' and values' bytes
+    /// (what a decode step's attention must read).
+    #[serde(flatten)]
+    pub measured: Measured,
 }
 
 /// [`crate::masked_attention::decode_attention`] against the same composite with burn's products
@@ -414,12 +419,14 @@ pub fn attention_parity(case: (usize, usize, usize, usize, usize), dtype: DType,
         rows,
         keys,
         head_dim,
-        dtype: dtype_name(dtype),
-        rel,
-        within_tolerance: rel <= product_tolerance(dtype),
-        kernel_us: time(&|| drop(ours())),
-        reference_us: time(&|| drop(composite())),
-        floor_us: (2 * batch * kv_heads * keys * head_dim) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
+        measured: Measured {
+            dtype: dtype_name(dtype),
+            rel,
+            within_tolerance: rel <= product_tolerance(dtype),
+            kernel_us: time(&|| drop(ours())),
+            reference_us: time(&|| drop(composite())),
+            floor_us: (2 * batch * kv_heads * keys * head_dim) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
+        },
     }
 }
 
@@ -483,14 +490,14 @@ mod tests {
     fn the_gemv_harness_runs_on_the_cpu_where_both_sides_are_burns() {
         for transposed in [false, true] {
             let r = gemv_parity(3, 70, 45, transposed, DType::F32, &Device::flex(), 2);
-            assert!(r.within_tolerance && r.rel <= 1e-6, "{r:?}");
+            assert!(r.measured.within_tolerance && r.measured.rel <= 1e-6, "{r:?}");
         }
     }
 
     #[test]
     fn the_attention_harness_runs_on_the_cpu_where_both_sides_are_burns() {
         let r = attention_parity((2, 3, 5, 40, 16), DType::F32, &Device::flex(), 2);
-        assert!(r.within_tolerance && r.rel <= 1e-5, "{r:?}");
+        assert!(r.measured.within_tolerance && r.measured.rel <= 1e-5, "{r:?}");
     }
 
     #[test]

@@ -102,20 +102,22 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             for &dtype in dtypes.iter().filter(|_| wants("gemv")) {
                 for (rows, d_in, d_out, transposed) in kernel_parity::gemv_cases() {
                     let r = kernel_parity::gemv_parity(rows, d_in, d_out, transposed, dtype, &runtime.device, *repeats);
-                    out_of_tolerance += usize::from(!r.within_tolerance);
+                    let m = &r.measured;
+                    out_of_tolerance += usize::from(!m.within_tolerance);
                     out.row(&r, format!(
                         "gemv | {}x{}->{}{} | {} | rel {:.1e} {} | ours {:.1} us, burn's {:.1} us ({:.2}x), weight floor {:.2} us",
-                        r.rows, r.d_in, r.d_out, if r.transposed { " (transposed)" } else { "" }, r.dtype, r.rel, verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
+                        r.rows, r.d_in, r.d_out, if r.transposed { " (transposed)" } else { "" }, m.dtype, m.rel, verdict(m.within_tolerance), m.kernel_us, m.reference_us, m.reference_us / m.kernel_us, m.floor_us
                     ))?;
                 }
             }
             for &dtype in dtypes.iter().filter(|_| wants("attention")) {
                 for case in kernel_parity::attention_cases() {
                     let r = kernel_parity::attention_parity(case, dtype, &runtime.device, *repeats);
-                    out_of_tolerance += usize::from(!r.within_tolerance);
+                    let m = &r.measured;
+                    out_of_tolerance += usize::from(!m.within_tolerance);
                     out.row(&r, format!(
                         "attention | b{} kv{} rows {} keys {} d{} | {} | rel {:.1e} {} | ours {:.1} us, burn's products {:.1} us ({:.2}x), keys+values floor {:.2} us",
-                        r.batch, r.kv_heads, r.rows, r.keys, r.head_dim, r.dtype, r.rel, verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.reference_us / r.kernel_us, r.floor_us
+                        r.batch, r.kv_heads, r.rows, r.keys, r.head_dim, m.dtype, m.rel, verdict(m.within_tolerance), m.kernel_us, m.reference_us, m.reference_us / m.kernel_us, m.floor_us
                     ))?;
                 }
             }
