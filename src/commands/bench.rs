@@ -23,7 +23,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut out_of_tolerance = 0;
     match &args.what {
         BenchWhat::Decode { model, batch, prompt, decode: steps, repeats } => {
-            for m in models(model, &runtime)? {
+            for m in inference(models(model, &runtime)?) {
                 for &b in batch {
                     for &p in prompt {
                         let case = decode::DecodeCase { batch: b, prompt: p, decode: *steps };
@@ -145,8 +145,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
         BenchWhat::DecodeGraph { model, batch, prompt, steps, speculative, draft_layers } => {
-            for m in models(model, &runtime)? {
-                let draft = draft_layers.map(|n| BenchModel::random_transformer(&m.config.llama, n, &runtime)).transpose()?;
+            for m in inference(models(model, &runtime)?) {
+                let draft = draft_layers.map(|n| BenchModel::random_transformer(&m.config.llama, n, &runtime)).transpose()?.map(|d| inference(vec![d]).remove(0));
                 let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps, speculative, draft.as_ref())?;
                 let part = |m: Option<usize>| m.map_or("-".to_string(), |i| i.to_string());
                 let mut summary = format!(
@@ -210,6 +210,14 @@ fn models(args: &BenchModelArgs, runtime: &Runtime) -> anyhow::Result<Vec<BenchM
 }
 
 /// The GPUs after `device`'s that `--gpus N` trains on: `cuda` / `cuda:K` and the next N - 1.
+/// Models that decode only: their projections fused, as the inference stages load theirs.
+fn inference(mut models: Vec<BenchModel>) -> Vec<BenchModel> {
+    for m in &mut models {
+        m.model.fuse_projections();
+    }
+    models
+}
+
 fn replica_gpus(device: &str, gpus: usize) -> anyhow::Result<Vec<burn::tensor::Device>> {
     if gpus <= 1 {
         return Ok(Vec::new());

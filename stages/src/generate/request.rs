@@ -45,7 +45,7 @@ impl GenerateRequest {
 /// whole completion (cut at the first stop string).
 pub fn run_generate(req: &GenerateRequest, mut on_text: impl FnMut(&str)) -> Result<String> {
     let runtime = Runtime::parse(&req.device, req.dtype.as_deref())?;
-    let m = LoadedModel::open(&req.model_dir, runtime)?;
+    let m = LoadedModel::open(&req.model_dir, runtime)?.for_inference();
     let prompt = m.prompt_ids(&req.prompt, req.chat)?;
     let opts = GenerateOptions {
         max_new_tokens: req.max_new_tokens,

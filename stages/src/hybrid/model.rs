@@ -111,6 +111,22 @@ impl HybridLayer {
 }
 
 impl Hybrid {
+    /// Every layer's projections that read the same input as one product (query, key and value;
+    /// gate and up) in passes without gradients: fewer launches a decoding token (see
+    /// [`crate::llama::Attention::fuse_projections`]). For a model that only infers from here on.
+    /// `DISTILL_FUSE=0` leaves them apart, to measure one against the other.
+    pub fn fuse_projections(&mut self) {
+        if std::env::var("DISTILL_FUSE").is_ok_and(|v| v.trim() == "0") {
+            return;
+        }
+        for layer in &mut self.model.layers {
+            if let Some(attn) = &mut layer.self_attn {
+                attn.fuse_projections();
+            }
+            layer.mlp.fuse_projections();
+        }
+    }
+
     /// The forward pass with the Mamba layers run by the caller: `mamba(layer, mixer, u, keep)`
     /// gets the layer index, its mixer, the normed input `[batch, seq, d_model]` and the
     /// token mask `[batch, seq]` (1 = token, 0 = padding), and returns the mixer's output.

@@ -96,7 +96,7 @@ impl Stage for EvalStage {
         let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
         let model_dir = ctx.input(&p.model)?.to_path_buf();
         let data = ctx.input(&p.data)?.to_path_buf();
-        let m = LoadedModel::open(&model_dir, runtime).map_err(failed)?;
+        let m = LoadedModel::open(&model_dir, runtime).map_err(failed)?.for_inference();
         let texts = read_texts(&data, &m.tokenizer).map_err(failed)?;
         let docs = texts.iter().map(|t| m.tokenizer.encode(t, true)).collect::<Result<Vec<_>, _>>().map_err(failed)?;
         ctx.log(format!("{} documents from {}", docs.len(), data.display()));

@@ -73,7 +73,7 @@ impl Stage for GenerateStage {
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
         let (p, a) = check(&ctx.spec.params).map_err(|e| StageError::Failed(e.to_string()))?;
         let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
-        let model = LoadedModel::open(ctx.input(&p.model)?, runtime).map_err(failed)?;
+        let model = LoadedModel::open(ctx.input(&p.model)?, runtime).map_err(failed)?.for_inference();
         let prompts = read_prompts(ctx, &p.prompts, a.limit)?;
         let started = Instant::now();
         let answers = answer(ctx, &model, &prompts, &a, &p.sampling, p.seed.unwrap_or(ctx.spec.seed))?;

@@ -157,8 +157,8 @@ impl Stage for SpeculativeStage {
     fn run(&self, ctx: &mut StageContext) -> Result<(), StageError> {
         let p: Params = parse(ctx.spec).map_err(|e| StageError::Failed(e.to_string()))?;
         let runtime = Runtime::parse(&ctx.spec.device, Some(&ctx.spec.dtype)).map_err(failed)?;
-        let verifier = LoadedModel::open(ctx.input(&p.verifier)?, runtime.clone()).map_err(failed)?;
-        let draft = LoadedModel::open(ctx.input(&p.draft)?, runtime).map_err(failed)?;
+        let verifier = LoadedModel::open(ctx.input(&p.verifier)?, runtime.clone()).map_err(failed)?.for_inference();
+        let draft = LoadedModel::open(ctx.input(&p.draft)?, runtime).map_err(failed)?.for_inference();
         let texts = read_texts(ctx.input(&p.prompts)?, &verifier.tokenizer).map_err(failed)?;
         let prompts = prompt_ids(&texts, &verifier.tokenizer, &p)?;
         ctx.metric("prompts", prompts.len() as f64)?;

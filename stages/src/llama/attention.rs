@@ -2,7 +2,7 @@
 
 use distill_kernels::attention::{causal_self_attention, recompute_in_training};
 use distill_kernels::masked_attention::masked_attention;
-use distill_kernels::matmul::linear;
+use distill_kernels::matmul::{linear, project};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -33,6 +33,10 @@ pub struct Attention {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// `[d_model, (n_heads + 2·n_kv_heads)·head_dim]`: `q_proj`, `k_proj` and `v_proj`'s weights
+    /// side by side, for inference (see [`Attention::fuse_projections`]); never saved.
+    #[module(skip)]
+    pub fused_qkv: Option<Tensor<2>>,
 }
 
 impl AttentionConfig {
@@ -47,11 +51,37 @@ impl AttentionConfig {
             n_heads: self.n_heads,
             n_kv_heads: self.n_kv_heads,
             head_dim: self.head_dim,
+            fused_qkv: None,
         }
     }
 }
 
 impl Attention {
+    /// Puts the query, key and value weights side by side, so that a forward pass without
+    /// gradients projects with one product instead of three: at decoding's few rows each product
+    /// is two launches whatever its width, and a decode step of SmolLM2 is bound by launches
+    /// (BENCHMARKS.md). For models that only infer from here on: training updates the three
+    /// weights, not this copy (a forward with gradients ignores it). Biased projections stay
+    /// apart.
+    pub fn fuse_projections(&mut self) {
+        if [&self.q_proj, &self.k_proj, &self.v_proj].iter().any(|l| l.bias.is_some()) {
+            return;
+        }
+        self.fused_qkv = Some(Tensor::cat(vec![self.q_proj.weight.val(), self.k_proj.weight.val(), self.v_proj.weight.val()], 1));
+    }
+
+    /// `q`, `k` and `v` of `x`, `[batch, seq, heads · head_dim]` each.
+    fn projections(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        match &self.fused_qkv {
+            Some(w) if !x.device().is_autodiff() => {
+                let (q, kv) = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim);
+                let all = project(x, w.clone());
+                (all.clone().narrow(2, 0, q), all.clone().narrow(2, q, kv), all.narrow(2, q + kv, kv))
+            }
+            _ => (linear(&self.q_proj, x.clone()), linear(&self.k_proj, x.clone()), linear(&self.v_proj, x)),
+        }
+    }
+
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]`
     /// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
@@ -69,9 +99,10 @@ impl Attention {
         let (h, kvh, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let g = h / kvh;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
-        let q = apply_rotary(heads(linear(&self.q_proj, x.clone()), h), cos, sin);
-        let k = apply_rotary(heads(linear(&self.k_proj, x.clone()), kvh), cos, sin);
-        let v = heads(linear(&self.v_proj, x), kvh);
+        let (q, k, v) = self.projections(x);
+        let q = apply_rotary(heads(q, h), cos, sin);
+        let k = apply_rotary(heads(k, kvh), cos, sin);
+        let v = heads(v, kvh);
         let (old_k, old_v) = cache.take().unzip();
         let (k, v) = (store(old_k, k, step), store(old_v, v, step));
         *cache = Some((k.clone(), v.clone()));

@@ -1,6 +1,6 @@
 //! The SwiGLU MLP: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
 
-use distill_kernels::matmul::linear;
+use distill_kernels::matmul::{linear, project};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -20,6 +20,10 @@ pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// `[d_model, 2·d_ff]`: `gate_proj` and `up_proj`'s weights side by side, for inference (see
+    /// [`Mlp::fuse_projections`]); never saved.
+    #[module(skip)]
+    pub fused_gate_up: Option<Tensor<2>>,
 }
 
 impl MlpConfig {
@@ -29,6 +33,7 @@ impl MlpConfig {
             gate_proj: lin(self.d_model, self.d_ff),
             up_proj: lin(self.d_model, self.d_ff),
             down_proj: lin(self.d_ff, self.d_model),
+            fused_gate_up: None,
         }
     }
 }
@@ -37,7 +42,22 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> same
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(linear(&self.gate_proj, x.clone()));
-        linear(&self.down_proj, gate * linear(&self.up_proj, x))
+        let (gate, up) = match &self.fused_gate_up {
+            Some(w) if !x.device().is_autodiff() => {
+                let d_ff = w.dims()[1] / 2;
+                let both = project(x, w.clone());
+                (both.clone().narrow(2, 0, d_ff), both.narrow(2, d_ff, d_ff))
+            }
+            _ => (linear(&self.gate_proj, x.clone()), linear(&self.up_proj, x)),
+        };
+        linear(&self.down_proj, silu(gate) * up)
+    }
+
+    /// Puts the gate and up weights side by side: one product instead of two in a forward pass
+    /// without gradients (as [`crate::llama::Attention::fuse_projections`], whose caveats hold).
+    pub fn fuse_projections(&mut self) {
+        if self.gate_proj.bias.is_none() && self.up_proj.bias.is_none() {
+            self.fused_gate_up = Some(Tensor::cat(vec![self.gate_proj.weight.val(), self.up_proj.weight.val()], 1));
+        }
     }
 }

@@ -319,3 +319,37 @@ fn a_departure_names_the_first_differing_token_and_the_logits_between_them() {
     let d = crate::kinds::speculative::departure(v, &prompt, &[4, 2], &[4, 2, 6]);
     assert_eq!((d.at, d.plain, d.speculative, d.gap), (2, None, Some(6), 0.0));
 }
+
+/// Inference models fuse their projections (`LoadedModel::for_inference`): the same logits as
+/// the three (or two) products apart, prefill and decode steps alike, and so the same greedy
+/// output; a fused verifier's speculative output still equals plain greedy decoding.
+#[test]
+fn fused_projections_compute_what_the_separate_ones_do() {
+    use crate::lm::CausalLm;
+    let vocab = 64;
+    let mut rng = StdRng::seed_from_u64(11);
+    let prompt: Vec<u32> = (0..7).map(|_| rng.random_range(0..vocab as u32)).collect();
+    for (name, cfg) in verifiers(vocab) {
+        let apart = seeded(&cfg, 1);
+        let mut fused = apart.clone();
+        fused.fuse_projections();
+        let attention_layers = fused.model.layers.iter().filter(|l| l.self_attn.as_ref().is_some_and(|a| a.fused_qkv.is_some())).count();
+        assert_eq!(attention_layers, cfg.attention_layers.len(), "{name}");
+        assert!(fused.model.layers.iter().all(|l| l.mlp.fused_gate_up.is_some()), "{name}");
+        let rope = Rope::new(&cfg.llama);
+        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        let logits = |m: &Hybrid| {
+            let tokens = Tensor::from_data(TensorData::new(ids.clone(), [1, ids.len()]), &Device::flex());
+            m.forward(tokens, &[vec![true; ids.len()]], &rope, &mut m.new_cache())
+        };
+        let diff = (logits(&fused) - logits(&apart)).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-5, "{name}: logits differ by {diff}");
+        let opts = GenerateOptions { max_new_tokens: 12, ..GenerateOptions::default() };
+        let plain = generate(&apart, &rope, std::slice::from_ref(&prompt), &opts, |_, _| false).remove(0);
+        assert_eq!(generate(&fused, &rope, std::slice::from_ref(&prompt), &opts, |_, _| false).remove(0), plain, "{name}: greedy decode steps");
+        let draft = noisy_copy(&apart, 0.08, 2);
+        let spec = SpeculativeOptions { k: 3, max_new_tokens: 12, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
+        let (out, _) = speculative_generate(SpecModel { model: &fused, rope: &rope }, SpecModel { model: &draft, rope: &rope }, &prompt, &spec, |_| false).unwrap();
+        assert_eq!(out, plain, "{name}: a fused verifier's rounds");
+    }
+}

@@ -50,8 +50,8 @@ impl<'a> TextStream<'a> {
 /// the first stop string) and the acceptance counts.
 pub fn run_speculative(req: &GenerateRequest, draft_dir: &Path, k: usize, mut on_text: impl FnMut(&str)) -> Result<(String, SpeculativeStats)> {
     let runtime = Runtime::parse(&req.device, req.dtype.as_deref())?;
-    let verifier = LoadedModel::open(&req.model_dir, runtime.clone())?;
-    let draft = LoadedModel::open(draft_dir, runtime)?;
+    let verifier = LoadedModel::open(&req.model_dir, runtime.clone())?.for_inference();
+    let draft = LoadedModel::open(draft_dir, runtime)?.for_inference();
     let prompt = verifier.prompt_ids(&req.prompt, req.chat)?;
     let opts = SpeculativeOptions {
         k,

@@ -30,6 +30,14 @@ impl LoadedModel {
         Ok(Self { model, config, hybrid, rope, tokenizer, runtime })
     }
 
+    /// The model for inference only (generation, speculative decoding, evaluation): its
+    /// projections fused ([`Hybrid::fuse_projections`]). A model that will be trained must stay
+    /// as [`LoadedModel::open`] gives it.
+    pub fn for_inference(mut self) -> Self {
+        self.model.fuse_projections();
+        self
+    }
+
     /// Token ids of a prompt: the raw text, or the chat template applied to one user message.
     pub fn prompt_ids(&self, prompt: &str, chat: bool) -> Result<Vec<u32>> {
         if chat {
