@@ -70,15 +70,24 @@ impl Attention {
         self.fused_qkv = Some(Tensor::cat(vec![self.q_proj.weight.val(), self.k_proj.weight.val(), self.v_proj.weight.val()], 1));
     }
 
-    /// `q`, `k` and `v` of `x`, `[batch, seq, heads · head_dim]` each.
-    fn projections(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+    /// `q` and `k` of `x` with rotary embeddings, and `v`, by head: `[batch, heads, seq,
+    /// head_dim]` (`n_kv_heads` for `k` and `v`). Fused, the queries and keys sit side by side
+    /// in one product's output and rotate as one tensor: one rotation's launches, not two.
+    fn rotated_qkv(&self, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
         match &self.fused_qkv {
             Some(w) if !x.device().is_autodiff() => {
-                let (q, kv) = (self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim);
-                let all = project(x, w.clone());
-                (all.clone().narrow(2, 0, q), all.clone().narrow(2, q, kv), all.narrow(2, q + kv, kv))
+                let all = project(x, w.clone()); // [b, s, (h + 2 kvh) d]
+                let qk = apply_rotary(heads(all.clone().narrow(2, 0, (h + kvh) * d), h + kvh), cos, sin);
+                (qk.clone().narrow(1, 0, h), qk.narrow(1, h, kvh), heads(all.narrow(2, (h + kvh) * d, kvh * d), kvh))
             }
-            _ => (linear(&self.q_proj, x.clone()), linear(&self.k_proj, x.clone()), linear(&self.v_proj, x)),
+            _ => (
+                apply_rotary(heads(linear(&self.q_proj, x.clone()), h), cos, sin),
+                apply_rotary(heads(linear(&self.k_proj, x.clone()), kvh), cos, sin),
+                heads(linear(&self.v_proj, x), kvh),
+            ),
         }
     }
 
@@ -98,11 +107,7 @@ impl Attention {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let g = h / kvh;
-        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
-        let (q, k, v) = self.projections(x);
-        let q = apply_rotary(heads(q, h), cos, sin);
-        let k = apply_rotary(heads(k, kvh), cos, sin);
-        let v = heads(v, kvh);
+        let (q, k, v) = self.rotated_qkv(x, cos, sin);
         let (old_k, old_v) = cache.take().unzip();
         let (k, v) = (store(old_k, k, step), store(old_v, v, step));
         *cache = Some((k.clone(), v.clone()));

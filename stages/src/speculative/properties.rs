@@ -351,5 +351,9 @@ fn fused_projections_compute_what_the_separate_ones_do() {
         let spec = SpeculativeOptions { k: 3, max_new_tokens: 12, sampling: Sampling::Greedy, seed: 0, eos: Vec::new() };
         let (out, _) = speculative_generate(SpecModel { model: &fused, rope: &rope }, SpecModel { model: &draft, rope: &rope }, &prompt, &spec, |_| false).unwrap();
         assert_eq!(out, plain, "{name}: a fused verifier's rounds");
+        let mut fused_draft = draft.clone();
+        fused_draft.fuse_projections();
+        let (out, _) = crate::speculative::speculative_on_graph(SpecModel { model: &fused, rope: &rope }, SpecModel { model: &fused_draft, rope: &rope }, &prompt, &spec, |_| false).unwrap();
+        assert_eq!(out, plain, "{name}: fused models' rounds on a graph");
     }
 }
