@@ -290,7 +290,7 @@ impl Tables {
         let rel = self.slots.clone() - pos.clone().expand([t]); // [t]: which token a slot takes
         let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
         let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
-        let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write) };
+        let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write), grouped: Default::default() };
         StepInputs::new(rotary(&self.cos), rotary(&self.sin), kv, self.keep.clone().narrow(1, 0, s))
     }
 }

@@ -131,9 +131,9 @@ impl Attention {
             }
             // GQA without copying the cache: the g query heads that share a KV head become
             // g·seq rows against it, each row keeping its token's mask.
-            StepMask::Masked(mask) => {
+            StepMask::Masked(_) => {
                 let q = q.reshape([b, kvh, g * s, d]);
-                let mask = mask.clone().unsqueeze_dim::<5>(2).expand([b, kvh, g, s, t]).reshape([b, kvh, g * s, t]);
+                let mask = step.grouped_mask(kvh, g).expect("a masked step");
                 masked_attention(q, k, v, mask).reshape([b, h, s, d])
             }
         };

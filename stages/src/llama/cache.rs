@@ -6,6 +6,8 @@
 //! GPU, no fresh kernel compilation or autotuning for every new length. Slots past the cached
 //! length are masked, so rolling back (speculative decoding) is only a shorter length.
 
+use std::cell::OnceCell;
+
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Capacity of a fresh buffer: small enough that short CPU runs stay cheap, large enough that
@@ -41,6 +43,27 @@ pub struct KvStep {
     /// `offset`: the same launches then serve every position (decoding replayed from a CUDA
     /// graph, `generate::graph`).
     pub write: Option<KvWrite>,
+    /// The mask repeated for each KV head's query heads, made by the first layer that asks
+    /// (see [`KvStep::grouped_mask`]).
+    pub grouped: OnceCell<((usize, usize), Tensor<4, Bool>)>,
+}
+
+impl KvStep {
+    /// The [`StepMask::Masked`] mask repeated for the `group` query heads of each of `kv_heads`,
+    /// as rows `(head, token)`: `[batch, kv_heads, group · seq, capacity]`. The repeat is a copy
+    /// (an expanded mask cannot be reshaped in place), made once a step for every layer rather
+    /// than in each.
+    pub fn grouped_mask(&self, kv_heads: usize, group: usize) -> Option<Tensor<4, Bool>> {
+        let StepMask::Masked(mask) = &self.mask else {
+            return None;
+        };
+        let make = || {
+            let [b, _, s, t] = mask.dims();
+            mask.clone().unsqueeze_dim::<5>(2).expand([b, kv_heads, group, s, t]).reshape([b, kv_heads, group * s, t])
+        };
+        let (key, grouped) = self.grouped.get_or_init(|| ((kv_heads, group), make()));
+        Some(if *key == (kv_heads, group) { grouped.clone() } else { make() })
+    }
 }
 
 /// A step's writes into the cache buffers, as masks instead of a slice at a host offset.
@@ -125,7 +148,7 @@ impl KvCache {
             self.valid = step_valid.to_vec();
             // Keys are stored as computed (exactly `s` long); a later step regrows them.
             self.capacity = s;
-            return KvStep { offset, capacity: s, mask: StepMask::Causal, write: None };
+            return KvStep { offset, capacity: s, mask: StepMask::Causal, write: None, grouped: OnceCell::new() };
         }
         if self.valid.is_empty() {
             self.valid = vec![Vec::new(); step_valid.len()];
@@ -148,7 +171,7 @@ impl KvCache {
             }
         }
         let mask = Tensor::from_data(TensorData::new(mask, [b, 1, s, t]), device);
-        KvStep { offset, capacity: t, mask: StepMask::Masked(mask), write: None }
+        KvStep { offset, capacity: t, mask: StepMask::Masked(mask), write: None, grouped: OnceCell::new() }
     }
 }
 
@@ -206,6 +229,24 @@ mod tests {
         match &step.mask {
             StepMask::Masked(m) => m.clone().into_data().convert::<bool>().try_to_vec().unwrap(),
             StepMask::Causal => panic!("expected a mask"),
+        }
+    }
+
+    /// Each KV head's query heads see their token's mask, row `(head, token)`; the repeat made
+    /// for one grouping is not handed to another.
+    #[test]
+    fn the_grouped_mask_repeats_each_token_row_for_the_query_heads() {
+        let device = Device::flex();
+        // Left padding makes the step masked.
+        let step = KvCache::new(1).begin_step(&[vec![false, true, true]], &device);
+        let base = mask_of(&step); // [1, 1, 3, t]
+        let t = base.len() / 3;
+        for (kv_heads, group) in [(2, 3), (1, 2), (2, 3)] {
+            let grouped: Vec<bool> = step.grouped_mask(kv_heads, group).unwrap().into_data().convert::<bool>().try_to_vec().unwrap();
+            assert_eq!(grouped.len(), kv_heads * group * 3 * t);
+            for (row, chunk) in grouped.chunks(t).enumerate() {
+                assert_eq!(chunk, &base[(row % 3) * t..(row % 3 + 1) * t], "{kv_heads} x {group}, row {row}");
+            }
         }
     }
 
