@@ -295,6 +295,35 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// The inputs of `n` one-token steps at slots `pos`, `pos + 1`, .. (no padding): what
+    /// [`Tables::inputs`] gives for each, from one computation whose rows the steps take as
+    /// views. A speculative round's draft steps `K + 1` tokens, and each step's inputs (its
+    /// rotary rows, mask and cache write) were a handful of launches of their own.
+    pub(crate) fn inputs_each(&self, pos: &Tensor<1, Int>, n: usize) -> Vec<StepInputs> {
+        let (b, t) = (self.b, self.t);
+        let offsets = self.offsets.clone().narrow(0, 0, n);
+        let at = pos.clone().reshape([1, 1]) + offsets.clone().reshape([1, n]); // [1, n]
+        let positions = at.clone().expand([b, n]).clamp(0, t as i64 - 1).reshape([b * n]);
+        let head_dim = self.cos.dims()[3];
+        let rotary = |table: &Tensor<4>| table.clone().select(2, positions.clone()).reshape([b, 1, n, head_dim]);
+        let (cos, sin) = (rotary(&self.cos), rotary(&self.sin));
+        let slots = self.slots.clone().reshape([1, 1, t]);
+        let future = slots.expand([1, n, t]).greater(at.reshape([1, n, 1]).expand([1, n, t])).expand([b, n, t]);
+        // Step i writes the slot `pos + i`.
+        let rel = self.slots.clone() - pos.clone().expand([t]);
+        let written = rel.reshape([1, t]).expand([n, t]).equal(offsets.reshape([n, 1]).expand([n, t])); // [n, t]
+        (0..n)
+            .map(|i| {
+                let write = KvWrite { slots: written.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None };
+                let mask = StepMask::Masked(future.clone().narrow(1, i, 1).reshape([b, 1, 1, t]));
+                let kv = KvStep { offset: 0, capacity: t, mask, write: Some(write), grouped: Default::default() };
+                StepInputs::new(cos.clone().narrow(2, i, 1), sin.clone().narrow(2, i, 1), kv, self.keep.clone().narrow(1, 0, 1))
+            })
+            .collect()
+    }
+}
+
 /// A fresh prefill's KV buffers and Mamba states written into those a captured graph reads
 /// (the same shapes: the same batch and buffer length).
 pub(crate) fn refill_caches(kv: &mut KvCache, mamba: &mut [MambaState], fresh_kv: KvCache, fresh_mamba: Vec<MambaState>) {
@@ -365,6 +394,32 @@ mod tests {
     use crate::bench::{BenchModel, ModelSource};
     use crate::generate::{generate, StepGraph};
     use crate::runtime::Runtime;
+    use burn::tensor::{Bool, Device};
+
+    /// A round's draft steps take their inputs from one computation: each the inputs of a
+    /// one-token step at its own slot.
+    #[test]
+    fn inputs_each_are_the_one_token_steps_inputs() {
+        let (_, m) = tiny_models().remove(0);
+        let device = Device::flex();
+        let tables = Tables::new(&m.model, &m.rope, 16, 1, 4);
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![5i64], [1]), &device);
+        let floats = |t: &Tensor<4>| t.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let bools = |t: Tensor<4, Bool>| t.into_data().convert::<bool>().try_to_vec::<bool>().unwrap();
+        let mask = |kv: &KvStep| match &kv.mask {
+            StepMask::Masked(m) => bools(m.clone()),
+            StepMask::Causal => panic!("a masked step"),
+        };
+        for (i, each) in tables.inputs_each(&pos, 4).iter().enumerate() {
+            let one = tables.inputs(&(pos.clone() + i as i64), 1, None);
+            let ((c1, s1, k1), (c2, s2, k2)) = (each.parts(), one.parts());
+            assert_eq!((floats(c1), floats(s1)), (floats(c2), floats(s2)), "step {i}: rotary rows");
+            assert_eq!(mask(k1), mask(k2), "step {i}: mask");
+            let slots = |k: &KvStep| bools(k.write.as_ref().unwrap().slots.clone());
+            assert_eq!(slots(k1), slots(k2), "step {i}: the slot written");
+            assert!(k1.write.as_ref().unwrap().rows.is_none());
+        }
+    }
 
     /// A tiny random model of each kind by its attention fraction: pure attention, hybrid, pure
     /// Mamba.

@@ -193,6 +193,12 @@ impl StepInputs {
     pub fn new(cos: Tensor<4>, sin: Tensor<4>, kv: KvStep, keep: Tensor<2>) -> Self {
         Self { cos, sin, kv, keep }
     }
+
+    /// The rotary rows and the cache step, for tests that compare two ways of making them.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (&Tensor<4>, &Tensor<4>, &KvStep) {
+        (&self.cos, &self.sin, &self.kv)
+    }
 }
 
 impl CausalLm for Hybrid {

@@ -123,7 +123,7 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
     // for both beyond the `n` tokens.
     let room = n + (CHUNK + 8) * (k + 1);
     let t = prompts.iter().map(|p| grown_capacity(p.len() + 1, p.len() + room)).max().unwrap_or(0);
-    let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1, k + 1), Tables::new(draft.model, draft.rope, t, 1, 1));
+    let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1, k + 1), Tables::new(draft.model, draft.rope, t, 1, k + 1));
     let columns = Tensor::<1, Int>::arange(0..room as i64, &device).reshape([1, room]);
     let offsets = Tensor::<1, Int>::arange(0..(k + 1) as i64, &device).reshape([1, k + 1]);
     // The first prompt's buffers become the graph's; later prompts are written into them.
@@ -138,8 +138,7 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
         let mut current = ds.mamba.clone();
         let mut feed = last.clone();
         let mut drafts = Vec::with_capacity(k + 1);
-        for i in 0..=k {
-            let inputs = dt.inputs(&(pos.clone() + i as i64), 1, None);
+        for inputs in dt.inputs_each(pos, k + 1) {
             let logits = draft.model.forward_from(feed, &inputs, &mut ds.kv, |l, mixer, u, _| {
                 let y = mixer.forward(u, None, &mut current[l]);
                 draft_steps[l].push(current[l].clone());
