@@ -33,8 +33,9 @@ pub struct Attention {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
-    /// `[d_model, (n_heads + 2·n_kv_heads)·head_dim]`: `q_proj`, `k_proj` and `v_proj`'s weights
-    /// side by side, for inference (see [`Attention::fuse_projections`]); never saved.
+    /// `[d_model, (2·n_heads + 3·n_kv_heads)·head_dim]`: `q_proj` and `k_proj`'s weights, the
+    /// same with each head's columns rotated by half, then `v_proj`'s, for inference (see
+    /// [`Attention::fuse_projections`]); never saved.
     #[module(skip)]
     pub fused_qkv: Option<Tensor<2>>,
 }
@@ -60,14 +61,22 @@ impl Attention {
     /// Puts the query, key and value weights side by side, so that a forward pass without
     /// gradients projects with one product instead of three: at decoding's few rows each product
     /// is two launches whatever its width, and a decode step of SmolLM2 is bound by launches
-    /// (BENCHMARKS.md). For models that only infer from here on: training updates the three
-    /// weights, not this copy (a forward with gradients ignores it). Biased projections stay
-    /// apart.
+    /// (BENCHMARKS.md). The queries' and keys' columns come twice, the second time with each
+    /// head's halves swapped and the first half negated: the product then also gives
+    /// `rotate_half(q)` and `rotate_half(k)`, the same sums (each output column's own), so the
+    /// rotary embedding is one elementwise pass instead of slices, a negation and a
+    /// concatenation. For models that only infer from here on: training updates the weights,
+    /// not this copy (a forward with gradients ignores it). Biased projections stay apart.
     pub fn fuse_projections(&mut self) {
         if [&self.q_proj, &self.k_proj, &self.v_proj].iter().any(|l| l.bias.is_some()) {
             return;
         }
-        self.fused_qkv = Some(Tensor::cat(vec![self.q_proj.weight.val(), self.k_proj.weight.val(), self.v_proj.weight.val()], 1));
+        let qk = Tensor::cat(vec![self.q_proj.weight.val(), self.k_proj.weight.val()], 1);
+        let [d_model, width] = qk.dims();
+        let (heads, half) = (width / self.head_dim, self.head_dim / 2);
+        let by_head = qk.clone().reshape([d_model, heads, self.head_dim]);
+        let rotated = Tensor::cat(vec![by_head.clone().narrow(2, half, half).neg(), by_head.narrow(2, 0, half)], 2).reshape([d_model, width]);
+        self.fused_qkv = Some(Tensor::cat(vec![qk, rotated, self.v_proj.weight.val()], 1));
     }
 
     /// `q` and `k` of `x` with rotary embeddings, and `v`, by head: `[batch, heads, seq,
@@ -79,9 +88,11 @@ impl Attention {
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2); // [b, n, s, d]
         match &self.fused_qkv {
             Some(w) if !x.device().is_autodiff() => {
-                let all = project(x, w.clone()); // [b, s, (h + 2 kvh) d]
-                let qk = apply_rotary(heads(all.clone().narrow(2, 0, (h + kvh) * d), h + kvh), cos, sin);
-                (qk.clone().narrow(1, 0, h), qk.narrow(1, h, kvh), heads(all.narrow(2, (h + kvh) * d, kvh * d), kvh))
+                let width = (h + kvh) * d;
+                let all = project(x, w.clone()); // [b, s, 2·width + kvh·d]
+                let part = |from: usize, n: usize| heads(all.clone().narrow(2, from, n * d), n);
+                let qk = part(0, h + kvh) * cos.clone() + part(width, h + kvh) * sin.clone(); // apply_rotary's
+                (qk.clone().narrow(1, 0, h), qk.narrow(1, h, kvh), part(2 * width, kvh))
             }
             _ => (
                 apply_rotary(heads(linear(&self.q_proj, x.clone()), h), cos, sin),
