@@ -361,7 +361,7 @@ pub enum BenchWhat {
     Kernels {
         #[arg(long, default_value_t = 50)]
         repeats: usize,
-        /// Only these groups: step, steps, gemv, attention, reduce, projection (comma-separated;
+        /// Only these groups: step, steps, gemv, attention, norm, reduce, projection (comma-separated;
         /// default: all of them)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -30,6 +30,7 @@ pub mod masked_attention;
 pub mod matmul;
 pub mod parity;
 pub mod reduce;
+pub mod rms_norm;
 pub mod softmax;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};

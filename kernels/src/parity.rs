@@ -430,6 +430,44 @@ pub fn attention_parity(case: (usize, usize, usize, usize, usize), dtype: DType,
     }
 }
 
+/// Inference norms, `(rows, d)`: a decode step (1 row), a K = 8 verification (9), batch 64,
+/// a 2,048-token prefill; SmolLM2's 576 channels and Llama-3-8B's 4,096.
+pub fn norm_cases() -> Vec<(usize, usize)> {
+    [1, 9, 64, 2_048].into_iter().flat_map(|r| [(r, 576), (r, 4_096)]).collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NormParity {
+    pub bench: &'static str,
+    pub rows: usize,
+    pub d: usize,
+    /// `floor_us`: the row's values read and written, and the weight read.
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
+/// [`crate::rms_norm::rms_norm`] against its tensor-ops twin on random rows.
+pub fn norm_parity(rows: usize, d: usize, dtype: DType, device: &Device, repeats: usize) -> NormParity {
+    use crate::rms_norm::{rms_norm, rms_norm_reference};
+    let x = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 2.0), device).cast(dtype);
+    let w = Tensor::<1>::random([d], Distribution::Normal(1.0, 0.2), device).cast(dtype);
+    let rel = rel_diff(rms_norm(x.clone(), w.clone(), 1e-5), rms_norm_reference(x.clone(), w.clone(), 1e-5));
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
+    NormParity {
+        bench: "kernel_norm",
+        rows,
+        d,
+        measured: Measured {
+            dtype: dtype_name(dtype),
+            rel,
+            within_tolerance: rel <= tolerance(dtype),
+            kernel_us: time(&|| drop(rms_norm(x.clone(), w.clone(), 1e-5))),
+            reference_us: time(&|| drop(rms_norm_reference(x.clone(), w.clone(), 1e-5))),
+            floor_us: ((2 * rows + 1) * d) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
+        },
+    }
+}
+
 /// Decoding's reductions: `(rows, axis)` of the greedy argmax over SmolLM2's vocabulary (batch 1
 /// and 64), the attention softmax at batch 1 over 512 and 16,384 keys (9 query heads), RMSNorm
 /// at batch 1 and 64, and a 512-token prefill's softmax rows.
@@ -498,6 +536,12 @@ mod tests {
     fn the_attention_harness_runs_on_the_cpu_where_both_sides_are_burns() {
         let r = attention_parity((2, 3, 5, 40, 16), DType::F32, &Device::flex(), 2);
         assert!(r.measured.within_tolerance && r.measured.rel <= 1e-5, "{r:?}");
+    }
+
+    #[test]
+    fn the_norm_harness_runs_on_the_cpu_where_both_sides_are_the_twin() {
+        let r = norm_parity(3, 70, DType::F32, &Device::flex(), 2);
+        assert!(r.measured.within_tolerance && r.measured.rel == 0.0, "{r:?}");
     }
 
     #[test]

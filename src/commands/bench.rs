@@ -67,7 +67,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
         BenchWhat::Kernels { repeats, only } => {
             let dtypes: &[DType] = if runtime.dtype == DType::BF16 { &[DType::F32, DType::BF16] } else { &[DType::F32] };
-            let known = ["step", "steps", "gemv", "attention", "reduce", "projection"];
+            let known = ["step", "steps", "gemv", "attention", "norm", "reduce", "projection"];
             if let Some(bad) = only.iter().find(|g| !known.contains(&g.as_str())) {
                 return Err(anyhow::anyhow!("--only {bad}: the groups are {}", known.join(", ")));
             }
@@ -118,6 +118,17 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     out.row(&r, format!(
                         "attention | b{} kv{} rows {} keys {} d{} | {} | rel {:.1e} {} | ours {:.1} us, burn's products {:.1} us ({:.2}x), keys+values floor {:.2} us",
                         r.batch, r.kv_heads, r.rows, r.keys, r.head_dim, m.dtype, m.rel, verdict(m.within_tolerance), m.kernel_us, m.reference_us, m.reference_us / m.kernel_us, m.floor_us
+                    ))?;
+                }
+            }
+            for &dtype in dtypes.iter().filter(|_| wants("norm")) {
+                for (rows, d) in kernel_parity::norm_cases() {
+                    let r = kernel_parity::norm_parity(rows, d, dtype, &runtime.device, *repeats);
+                    let m = &r.measured;
+                    out_of_tolerance += usize::from(!m.within_tolerance);
+                    out.row(&r, format!(
+                        "rms_norm | {} rows x {} | {} | rel {:.1e} {} | ours {:.1} us, tensor ops {:.1} us ({:.2}x), floor {:.2} us",
+                        r.rows, r.d, m.dtype, m.rel, verdict(m.within_tolerance), m.kernel_us, m.reference_us, m.reference_us / m.kernel_us, m.floor_us
                     ))?;
                 }
             }

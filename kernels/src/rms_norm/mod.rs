@@ -1,0 +1,67 @@
+//! RMSNorm for inference: `x / sqrt(mean(x²) + eps)` in f32, rounded to the input's dtype, times
+//! the weight, as `LlamaRMSNorm` does.
+//!
+//! In tensor ops that is four or five launches a row set (the cast and square, the mean, the
+//! scale, the cast back, the weight), and a decode step runs two norms a layer, 61 for SmolLM2's
+//! 30 layers: on a captured graph, where a SmolLM2 step is ~2.9 ms of launches for bytes that
+//! move in microseconds (BENCHMARKS.md), about a quarter of its launches. Here one launch: a cube
+//! per row, its units splitting the row, the sum of squares by warp shuffles and shared memory.
+//! The twin is the tensor ops, which the CPU and anything differentiated run.
+
+#[cfg(feature = "cuda")]
+mod cube;
+
+use burn::tensor::{DType, Tensor};
+
+/// RMSNorm of each row of `x` with `weight`.
+///
+/// # Shapes
+/// - `x`: `[rows, d]`; `weight`: `[d]` -> `[rows, d]`, in `x`'s dtype
+pub fn rms_norm(x: Tensor<2>, weight: Tensor<1>, eps: f64) -> Tensor<2> {
+    #[cfg(feature = "cuda")]
+    if wanted() && crate::mamba2_step::cube_without_gradients(&x.device()) {
+        return cube::rms_norm(x, weight, eps);
+    }
+    rms_norm_reference(x, weight, eps)
+}
+
+/// [`rms_norm`] in tensor ops: what the CPU runs, and the kernel's twin.
+pub fn rms_norm_reference(x: Tensor<2>, weight: Tensor<1>, eps: f64) -> Tensor<2> {
+    let dtype = x.dtype();
+    let x = x.cast(DType::F32);
+    let var = crate::reduce::mean_last(x.clone().powi_scalar(2)); // [rows, 1]
+    let x = x * (var + eps).sqrt().recip();
+    x.cast(dtype) * weight.cast(dtype).unsqueeze::<2>()
+}
+
+/// Whether inference norms run the kernel (`DISTILL_RMSNORM=ops` keeps the tensor ops, to
+/// measure one against the other).
+#[cfg(feature = "cuda")]
+fn wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var("DISTILL_RMSNORM").map_or(true, |v| v.trim() != "ops"))
+}
+
+/// `"kernel"` or `"ops"`, for benchmark records.
+pub fn mode() -> &'static str {
+    #[cfg(feature = "cuda")]
+    if wanted() {
+        return "kernel";
+    }
+    "ops"
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+
+    #[test]
+    fn is_the_tensor_ops_on_the_cpu() {
+        let device = Device::flex();
+        let x = Tensor::<2>::random([3, 70], Distribution::Normal(0.0, 2.0), &device);
+        let w = Tensor::<1>::random([70], Distribution::Normal(1.0, 0.1), &device);
+        rms_norm(x.clone(), w.clone(), 1e-5).into_data().assert_eq(&rms_norm_reference(x, w, 1e-5).into_data(), true);
+    }
+}
