@@ -52,6 +52,16 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
     batched_gemv(probs.reshape([b * h, rows, t]), v.reshape([b * h, t, d])).reshape([b, h, rows, d])
 }
 
+/// `"gemv"` where decoding's attention takes the batched products, else `"burn"`, for benchmark
+/// records.
+pub fn mode() -> &'static str {
+    #[cfg(feature = "cuda")]
+    if products_wanted() && crate::gemv::mode() == "gemv" {
+        return "gemv";
+    }
+    "burn"
+}
+
 /// Whether decoding's attention takes the batched products (`DISTILL_ATTN_GEMV=0`, or
 /// `DISTILL_GEMV=0` for every product, keeps burn's, to measure one against the other).
 #[cfg(feature = "cuda")]

@@ -39,6 +39,9 @@ impl RmsNormOps for CubeBackend {
         let (client, device, dtype) = (x.client.clone(), x.device.clone(), x.dtype);
         let (x, weight) = (into_contiguous(x), into_contiguous(weight));
         let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([rows, d]), dtype);
+        if rows == 0 || d == 0 {
+            return out; // CUDA refuses an empty grid
+        }
         // SAFETY: `x` and `out` are `[rows, d]` contiguous and `weight` `[d]`; cube `r` reads and
         // writes row `r` only, every index guarded by `i < d`.
         unsafe {
@@ -50,7 +53,7 @@ impl RmsNormOps for CubeBackend {
                 weight.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 d,
-                1.0 / d as f32,
+                d as f32,
                 f32::from_bits(eps_bits),
                 UNITS,
                 WARPS,
@@ -71,7 +74,7 @@ fn rms_norm_kernel<F: Float>(
     weight: &Tensor<F>,
     out: &mut Tensor<F>,
     d: usize,
-    inv_d: f32,
+    d_f: f32,
     eps: f32,
     #[comptime] units: usize,
     #[comptime] warps: usize,
@@ -105,7 +108,7 @@ fn rms_norm_kernel<F: Float>(
         for w in 0..warps {
             all += partial[w];
         }
-        total[0] = 1.0 / (all * inv_d + eps).sqrt();
+        total[0] = 1.0 / (all / d_f + eps).sqrt(); // the mean as the twin's: a division
     }
     sync_cube();
     let inv = total[0];

@@ -33,9 +33,9 @@ pub struct DecodeResult {
     pub decode_tok_s: f64,
     /// Wall time of one decoding step (all rows of the batch).
     pub ms_per_step: f64,
-    /// Which inference reductions and few-row products ran (`distill_kernels::{reduce, gemv}::mode`).
-    pub reductions: &'static str,
-    pub products: &'static str,
+    /// Which inference kernels ran.
+    #[serde(flatten)]
+    pub kernels: super::InferenceKernels,
 }
 
 /// Prompt ids spread over the vocabulary, deterministic.
@@ -81,7 +81,6 @@ pub fn run(m: &BenchModel, runtime: &Runtime, case: DecodeCase, repeats: usize) 
         prefill_tok_s: (case.batch * case.prompt) as f64 / prefill,
         decode_tok_s: (case.batch * case.decode) as f64 / decode,
         ms_per_step: 1e3 * decode / case.decode.max(1) as f64,
-        reductions: distill_kernels::reduce::mode(),
-        products: distill_kernels::gemv::mode(),
+        kernels: super::InferenceKernels::of(&m.model),
     })
 }

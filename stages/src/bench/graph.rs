@@ -51,10 +51,9 @@ pub struct GraphResult {
     pub tokens: [Vec<u32>; 2],
     /// Steps that replayed the graph (the others ran while it was captured).
     pub graph_replays: usize,
-    /// Which inference reductions ran (`distill_kernels::reduce::mode`).
-    pub reductions: &'static str,
-    /// Which few-row products ran (`distill_kernels::gemv::mode`).
-    pub products: &'static str,
+    /// Which inference kernels ran.
+    #[serde(flatten)]
+    pub kernels: super::InferenceKernels,
     /// With `--speculative K,..`: row 0's prompt decoded by speculative rounds on graphs, per K.
     pub speculative: Vec<Rounds>,
 }
@@ -153,8 +152,7 @@ pub fn run(m: &BenchModel, runtime: &Runtime, batch: usize, prompt: usize, steps
         first_mismatch: plain_out.iter().zip(&graph_out.tokens).map(|(a, b)| first_difference(a, b)).collect(),
         tokens: [plain_out[0].iter().take(16).copied().collect(), graph_out.tokens[0].iter().take(16).copied().collect()],
         graph_replays: graph_out.replays,
-        reductions: distill_kernels::reduce::mode(),
-        products: distill_kernels::gemv::mode(),
+        kernels: super::InferenceKernels::of(&m.model),
         speculative,
     })
 }

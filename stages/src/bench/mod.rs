@@ -148,3 +148,26 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// Which inference kernels a decoding benchmark ran (`distill_kernels::{reduce, gemv,
+/// masked_attention, rms_norm}::mode`) and whether the model's projections were fused.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InferenceKernels {
+    pub reductions: &'static str,
+    pub products: &'static str,
+    pub attention: &'static str,
+    pub norms: &'static str,
+    pub fused_projections: bool,
+}
+
+impl InferenceKernels {
+    pub fn of(model: &crate::hybrid::Hybrid) -> Self {
+        InferenceKernels {
+            reductions: distill_kernels::reduce::mode(),
+            products: distill_kernels::gemv::mode(),
+            attention: distill_kernels::masked_attention::mode(),
+            norms: distill_kernels::rms_norm::mode(),
+            fused_projections: model.model.layers.iter().any(|l| l.mlp.fused_gate_up.is_some()),
+        }
+    }
+}

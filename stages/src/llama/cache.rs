@@ -45,7 +45,7 @@ pub struct KvStep {
     pub write: Option<KvWrite>,
     /// The mask repeated for each KV head's query heads, made by the first layer that asks
     /// (see [`KvStep::grouped_mask`]).
-    pub grouped: OnceCell<((usize, usize), Tensor<4, Bool>)>,
+    pub(crate) grouped: OnceCell<((usize, usize), Tensor<4, Bool>)>,
 }
 
 impl KvStep {

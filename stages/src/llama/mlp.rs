@@ -2,7 +2,7 @@
 
 use distill_kernels::matmul::{linear, project};
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
@@ -44,6 +44,7 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (gate, up) = match &self.fused_gate_up {
             Some(w) if !x.device().is_autodiff() => {
+                debug_assert_eq!(w.device(), x.device(), "fused weights left on another device");
                 let d_ff = w.dims()[1] / 2;
                 let both = project(x, w.clone());
                 (both.clone().narrow(2, 0, d_ff), both.narrow(2, d_ff, d_ff))
@@ -55,9 +56,14 @@ impl Mlp {
 
     /// Puts the gate and up weights side by side: one product instead of two in a forward pass
     /// without gradients (as [`crate::llama::Attention::fuse_projections`], whose caveats hold).
+    /// The two weights become views of the fused one.
     pub fn fuse_projections(&mut self) {
         if self.gate_proj.bias.is_none() && self.up_proj.bias.is_none() {
-            self.fused_gate_up = Some(Tensor::cat(vec![self.gate_proj.weight.val(), self.up_proj.weight.val()], 1));
+            let fused = Tensor::cat(vec![self.gate_proj.weight.val(), self.up_proj.weight.val()], 1);
+            let d_ff = fused.dims()[1] / 2;
+            self.gate_proj.weight = Param::from_tensor(fused.clone().narrow(1, 0, d_ff));
+            self.up_proj.weight = Param::from_tensor(fused.clone().narrow(1, d_ff, d_ff));
+            self.fused_gate_up = Some(fused);
         }
     }
 }

@@ -336,6 +336,17 @@ fn fused_projections_compute_what_the_separate_ones_do() {
         let attention_layers = fused.model.layers.iter().filter(|l| l.self_attn.as_ref().is_some_and(|a| a.fused_qkv.is_some())).count();
         assert_eq!(attention_layers, cfg.attention_layers.len(), "{name}");
         assert!(fused.model.layers.iter().all(|l| l.mlp.fused_gate_up.is_some()), "{name}");
+        // The separate weights, now views of the fused ones, hold what they held.
+        for (f, a) in fused.model.layers.iter().zip(&apart.model.layers) {
+            let same = |x: Tensor<2>, y: Tensor<2>| x.into_data().assert_eq(&y.into_data(), true);
+            if let (Some(fa), Some(aa)) = (&f.self_attn, &a.self_attn) {
+                for (x, y) in [(&fa.q_proj, &aa.q_proj), (&fa.k_proj, &aa.k_proj), (&fa.v_proj, &aa.v_proj)] {
+                    same(x.weight.val(), y.weight.val());
+                }
+            }
+            same(f.mlp.gate_proj.weight.val(), a.mlp.gate_proj.weight.val());
+            same(f.mlp.up_proj.weight.val(), a.mlp.up_proj.weight.val());
+        }
         let rope = Rope::new(&cfg.llama);
         let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
         let logits = |m: &Hybrid| {
@@ -344,6 +355,15 @@ fn fused_projections_compute_what_the_separate_ones_do() {
         };
         let diff = (logits(&fused) - logits(&apart)).abs().max().into_scalar::<f32>();
         assert!(diff < 1e-5, "{name}: logits differ by {diff}");
+        // A large model's fusion leaves the rotated columns out.
+        let mut unrotated = apart.clone();
+        for layer in &mut unrotated.model.layers {
+            if let Some(attn) = &mut layer.self_attn {
+                attn.fuse(false);
+            }
+        }
+        let diff = (logits(&unrotated) - logits(&apart)).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-5, "{name}: without the rotated columns, logits differ by {diff}");
         let opts = GenerateOptions { max_new_tokens: 12, ..GenerateOptions::default() };
         let plain = generate(&apart, &rope, std::slice::from_ref(&prompt), &opts, |_, _| false).remove(0);
         assert_eq!(generate(&fused, &rope, std::slice::from_ref(&prompt), &opts, |_, _| false).remove(0), plain, "{name}: greedy decode steps");
