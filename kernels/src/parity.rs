@@ -441,29 +441,43 @@ pub struct NormParity {
     pub bench: &'static str,
     pub rows: usize,
     pub d: usize,
-    /// `floor_us`: the row's values read and written, and the weight read.
+    /// Weight groups of a gated norm; 0 for a plain RMSNorm.
+    pub groups: usize,
+    /// `floor_us`: the rows read (and the gate) and written, and the weight read.
     #[serde(flatten)]
     pub measured: Measured,
 }
 
-/// [`crate::rms_norm::rms_norm`] against its tensor-ops twin on random rows.
-pub fn norm_parity(rows: usize, d: usize, dtype: DType, device: &Device, repeats: usize) -> NormParity {
-    use crate::rms_norm::{rms_norm, rms_norm_reference};
+/// Mamba-2's gated norms, `(rows, d, groups)`: a row per head and token, SmolLM2's hybrid (9
+/// heads of 64) at 1, 5 and 2,048 tokens, and Llama-3-8B's Mamba layer (32 heads of 128).
+pub fn gated_norm_cases() -> Vec<(usize, usize, usize)> {
+    [1, 5, 2_048].into_iter().flat_map(|t| [(9 * t, 64, 9), (32 * t, 128, 32)]).collect()
+}
+
+/// [`crate::rms_norm::rms_norm`] (`groups` 0: ungated) or [`crate::rms_norm::gated_rms_norm`]
+/// against its tensor-ops twin on random rows.
+pub fn norm_parity(rows: usize, d: usize, groups: usize, dtype: DType, device: &Device, repeats: usize) -> NormParity {
+    use crate::rms_norm::{gated_rms_norm, gated_rms_norm_reference, rms_norm, rms_norm_reference};
     let x = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 2.0), device).cast(dtype);
-    let w = Tensor::<1>::random([d], Distribution::Normal(1.0, 0.2), device).cast(dtype);
-    let rel = rel_diff(rms_norm(x.clone(), w.clone(), 1e-5), rms_norm_reference(x.clone(), w.clone(), 1e-5));
+    let z = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, 1.0), device).cast(dtype);
+    let w = Tensor::<1>::random([groups.max(1) * d], Distribution::Normal(1.0, 0.2), device).cast(dtype);
+    let ours = || if groups == 0 { rms_norm(x.clone(), w.clone(), 1e-5) } else { gated_rms_norm(x.clone(), z.clone(), w.clone(), 1e-5) };
+    let twin = || if groups == 0 { rms_norm_reference(x.clone(), w.clone(), 1e-5) } else { gated_rms_norm_reference(x.clone(), z.clone(), w.clone(), 1e-5) };
+    let rel = rel_diff(ours(), twin());
     let time = |f: &dyn Fn()| host_us(device, repeats, f);
+    let reads = if groups == 0 { 2 * rows + 1 } else { 3 * rows + groups };
     NormParity {
         bench: "kernel_norm",
         rows,
         d,
+        groups,
         measured: Measured {
             dtype: dtype_name(dtype),
             rel,
             within_tolerance: rel <= tolerance(dtype),
-            kernel_us: time(&|| drop(rms_norm(x.clone(), w.clone(), 1e-5))),
-            reference_us: time(&|| drop(rms_norm_reference(x.clone(), w.clone(), 1e-5))),
-            floor_us: ((2 * rows + 1) * d) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
+            kernel_us: time(&|| drop(ours())),
+            reference_us: time(&|| drop(twin())),
+            floor_us: (reads * d) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
         },
     }
 }
@@ -540,8 +554,10 @@ mod tests {
 
     #[test]
     fn the_norm_harness_runs_on_the_cpu_where_both_sides_are_the_twin() {
-        let r = norm_parity(3, 70, DType::F32, &Device::flex(), 2);
-        assert!(r.measured.within_tolerance && r.measured.rel == 0.0, "{r:?}");
+        for groups in [0, 3] {
+            let r = norm_parity(6, 70, groups, DType::F32, &Device::flex(), 2);
+            assert!(r.measured.within_tolerance && r.measured.rel == 0.0, "{r:?}");
+        }
     }
 
     #[test]

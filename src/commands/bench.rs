@@ -122,12 +122,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             for &dtype in dtypes.iter().filter(|_| wants("norm")) {
-                for (rows, d) in kernel_parity::norm_cases() {
-                    let r = kernel_parity::norm_parity(rows, d, dtype, &runtime.device, *repeats);
+                let plain = kernel_parity::norm_cases().into_iter().map(|(rows, d)| (rows, d, 0));
+                for (rows, d, groups) in plain.chain(kernel_parity::gated_norm_cases()) {
+                    let r = kernel_parity::norm_parity(rows, d, groups, dtype, &runtime.device, *repeats);
                     let m = &r.measured;
                     out_of_tolerance += usize::from(!m.within_tolerance);
                     out.row(&r, format!(
-                        "rms_norm | {} rows x {} | {} | rel {:.1e} {} | ours {:.1} us, tensor ops {:.1} us ({:.2}x), floor {:.2} us",
+                        "{} | {} rows x {} | {} | rel {:.1e} {} | ours {:.1} us, tensor ops {:.1} us ({:.2}x), floor {:.2} us",
+                        if r.groups == 0 { "rms_norm".to_string() } else { format!("gated_rms_norm ({} groups)", r.groups) },
                         r.rows, r.d, m.dtype, m.rel, verdict(m.within_tolerance), m.kernel_us, m.reference_us, m.reference_us / m.kernel_us, m.floor_us
                     ))?;
                 }
