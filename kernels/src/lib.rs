@@ -23,6 +23,7 @@
 //! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
 
 pub mod attention;
+pub mod attention_softmax;
 pub mod gemv;
 pub mod mamba2_step;
 pub mod mamba2_steps;

@@ -33,7 +33,7 @@ pub fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
 }
 
 /// [`masked_attention`] with its two products by [`crate::gemv`]'s batched kernels, a batch per
-/// head: the scores a warp per key, the values' product over slices of the context side by
+/// head, and its softmax by [`crate::attention_softmax`]'s: the scores a warp per key, the values' product over slices of the context side by
 /// side. burn's product ran the values' as a couple of cubes per head walking the whole context
 /// in series, so a decode step's attention cost grew ~38 µs per layer per 1,000 tokens of
 /// context (session 9: the teacher 3.5 ms a token at 512, 21.3 at 16k) where its bytes take
@@ -47,9 +47,9 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
     let [b, h, rows, d] = q.dims();
     let t = k.dims()[2];
     let scale = 1.0 / (d as f64).sqrt();
-    let scores = batched_gemv_t(q.reshape([b * h, rows, d]), k.reshape([b * h, t, d])).reshape([b, h, rows, t]) * scale;
-    let probs = crate::reduce::safe_softmax_last(scores.mask_fill(mask, f32::NEG_INFINITY));
-    batched_gemv(probs.reshape([b * h, rows, t]), v.reshape([b * h, t, d])).reshape([b, h, rows, d])
+    let scores = batched_gemv_t(q.reshape([b * h, rows, d]), k.reshape([b * h, t, d]));
+    let probs = crate::attention_softmax::masked_softmax(scores, mask.reshape([b * h, rows, t]), scale);
+    batched_gemv(probs, v.reshape([b * h, t, d])).reshape([b, h, rows, d])
 }
 
 /// `"gemv"` where decoding's attention takes the batched products, else `"burn"`, for benchmark

@@ -79,10 +79,11 @@ for part in $parts; do
     # cubes, gemv products: `ours`), with burn's for both (`burn`: DISTILL_REDUCE=burn
     # DISTILL_GEMV=0), with only the reductions (`reduce`: DISTILL_GEMV=0), with burn's products in
     # attention only (`attn-burn`: DISTILL_ATTN_GEMV=0), with q/k/v and gate/up as separate products
-    # (`unfused`: DISTILL_FUSE=0), with RMSNorm in tensor ops (`norm-ops`: DISTILL_RMSNORM=ops), one after the
+    # (`unfused`: DISTILL_FUSE=0), with RMSNorm in tensor ops (`norm-ops`: DISTILL_RMSNORM=ops), with decoding's attention softmax
+    # as its composite (`softmax-ops`: DISTILL_ATTN_SOFTMAX=ops), one after the
     # other (GRAPH_MODES picks): issue 6's long-context figures and what each costs in them.
     long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for mode in ${GRAPH_MODES:-ours burn}; do (
-      case $mode in burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;; unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; esac
+      case $mode in burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;; unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; softmax-ops) export DISTILL_ATTN_SOFTMAX=ops ;; esac
       step "decode-graph ctx $p $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}
       ); done; done ;;
     # Issue 6: what a speculative round costs in plain steps on graphs, with a random 2-layer

@@ -150,12 +150,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Which inference kernels a decoding benchmark ran (`distill_kernels::{reduce, gemv,
-/// masked_attention, rms_norm}::mode`) and whether the model's projections were fused.
+/// masked_attention, attention_softmax, rms_norm}::mode`) and whether the model's projections were fused.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InferenceKernels {
     pub reductions: &'static str,
     pub products: &'static str,
     pub attention: &'static str,
+    pub attention_softmax: &'static str,
     pub norms: &'static str,
     pub fused_projections: bool,
 }
@@ -166,6 +167,7 @@ impl InferenceKernels {
             reductions: distill_kernels::reduce::mode(),
             products: distill_kernels::gemv::mode(),
             attention: distill_kernels::masked_attention::mode(),
+            attention_softmax: distill_kernels::attention_softmax::mode(),
             norms: distill_kernels::rms_norm::mode(),
             fused_projections: model.model.layers.iter().any(|l| l.mlp.fused_gate_up.is_some()),
         }

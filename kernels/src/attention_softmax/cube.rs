@@ -1,0 +1,183 @@
+//! The masked softmax as one CubeCL launch through burn's backend extension: a cube per row.
+
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::tensor::{Bool, Shape, Tensor as BurnTensor};
+use burn_cubecl::cubecl;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::CubeBackend;
+use cubecl::prelude::*;
+
+const UNITS: usize = 256;
+const WARPS: usize = UNITS / 32;
+
+pub fn masked_softmax(scores: BurnTensor<3>, mask: BurnTensor<3, Bool>, scale: f64) -> BurnTensor<3> {
+    BurnTensor::from_dispatch(<Dispatch as MaskedSoftmaxOps>::masked_softmax(scores.into_dispatch(), mask.into_dispatch(), (scale as f32).to_bits()))
+}
+
+#[backend_extension(Cube, Fusion)]
+pub trait MaskedSoftmaxOps: Backend {
+    #[fusion(meta = softmax_meta)]
+    fn masked_softmax(scores: FloatTensor<Self>, mask: BoolTensor<Self>, scale_bits: u32) -> FloatTensor<Self>;
+}
+
+fn softmax_meta(scores: &TensorSpec, _mask: &TensorSpec, _scale_bits: &u32) -> TensorSpec {
+    scores.clone()
+}
+
+impl MaskedSoftmaxOps for CubeBackend {
+    fn masked_softmax(scores: FloatTensor<Self>, mask: BoolTensor<Self>, scale_bits: u32) -> FloatTensor<Self> {
+        let [batch, rows, keys] = scores.shape().dims::<3>();
+        // The kernel reads unchecked: a mask entry for every score.
+        assert_eq!(mask.shape().dims::<3>(), [batch, rows, keys], "masked_softmax: a mask like the scores");
+        let (client, device, dtype, mask_dtype) = (scores.client.clone(), scores.device.clone(), scores.dtype, mask.dtype);
+        let (scores, mask) = (into_contiguous(scores), into_contiguous(mask));
+        let out = empty_device_contiguous_dtype(client.clone(), device, Shape::new([batch, rows, keys]), dtype);
+        if batch * rows == 0 || keys == 0 {
+            return out; // CUDA refuses an empty grid
+        }
+        // SAFETY: `scores`, `mask` and `out` are `[batch · rows, keys]` contiguous; cube `r`
+        // reads and writes row `r` only, every index guarded by `i < keys`.
+        unsafe {
+            masked_softmax_kernel::launch_unchecked(
+                &client,
+                CubeCount::Static((batch * rows) as u32, 1, 1),
+                CubeDim::new_1d(UNITS as u32),
+                scores.into_tensor_arg(),
+                mask.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                keys,
+                f32::from_bits(scale_bits),
+                UNITS,
+                WARPS,
+                [dtype_to_storage_type(dtype), dtype_to_storage_type(mask_dtype)],
+            );
+        }
+        out
+    }
+}
+
+/// Cube `r` takes row `r`: the largest visible scaled score, then the sum of the shifted
+/// exponentials, then each probability, every pass with the units striding the row, the cube's
+/// totals by warp shuffles and shared memory. Each value is rounded to `F` where the
+/// composite's op would store it: the scaled score, the shift, the exponential, the sum.
+#[cube(launch_unchecked)]
+// The bounds check stays its own `if`: a kernel's `&&` need not skip its right side, and the
+// mask read past the row would be out of bounds.
+#[allow(clippy::too_many_arguments, clippy::collapsible_if)]
+fn masked_softmax_kernel<F: Float, B: Int>(
+    scores: &Tensor<F>,
+    mask: &Tensor<B>,
+    out: &mut Tensor<F>,
+    keys: usize,
+    scale: f32,
+    #[comptime] units: usize,
+    #[comptime] warps: usize,
+    #[define(F, B)] _dtypes: [ElemType; 2],
+) {
+    let unit = UNIT_POS as usize;
+    let row = CUBE_POS * keys;
+    let mut shared = Shared::<[f32]>::new_slice(warps);
+    let mut total = Shared::<[f32]>::new_slice(1usize);
+    let lane = unit % 32;
+
+    // Below every finite score a row can hold: the max of a row that has seen only hidden keys.
+    let mut m = (-3.4e38f32).runtime();
+    for j in 0..keys.div_ceil(units) {
+        let i = j * units + unit;
+        if i < keys {
+            if u32::cast_from(mask[row + i]) == 0u32 {
+                let v = f32::cast_from(F::cast_from(f32::cast_from(scores[row + i]) * scale));
+                if v > m {
+                    m = v;
+                }
+            }
+        }
+    }
+    m = warp_max(m);
+    if lane == 0 {
+        shared[unit / 32] = m;
+    }
+    sync_cube();
+    if unit == 0 {
+        let mut all = (-3.4e38f32).runtime();
+        #[unroll]
+        for w in 0..warps {
+            if shared[w] > all {
+                all = shared[w];
+            }
+        }
+        total[0] = all;
+    }
+    sync_cube();
+    let max = total[0];
+    sync_cube();
+
+    let mut sum = 0.0f32;
+    for j in 0..keys.div_ceil(units) {
+        let i = j * units + unit;
+        if i < keys {
+            sum += shifted_exp::<F, B>(scores, mask, row + i, scale, max);
+        }
+    }
+    sum += plane_shuffle_xor(sum, 16u32);
+    sum += plane_shuffle_xor(sum, 8u32);
+    sum += plane_shuffle_xor(sum, 4u32);
+    sum += plane_shuffle_xor(sum, 2u32);
+    sum += plane_shuffle_xor(sum, 1u32);
+    if lane == 0 {
+        shared[unit / 32] = sum;
+    }
+    sync_cube();
+    if unit == 0 {
+        let mut all = 0.0f32;
+        #[unroll]
+        for w in 0..warps {
+            all += shared[w];
+        }
+        // Rounded as the composite's sum is, and kept off zero (a row that hides every key
+        // has no exponential: zeros, not NaN).
+        let mut s = f32::cast_from(F::cast_from(all));
+        if s <= 0.0 {
+            s = 1.0;
+        }
+        total[0] = s;
+    }
+    sync_cube();
+    let denominator = total[0];
+    for j in 0..keys.div_ceil(units) {
+        let i = j * units + unit;
+        if i < keys {
+            out[row + i] = F::cast_from(shifted_exp::<F, B>(scores, mask, row + i, scale, max) / denominator);
+        }
+    }
+}
+
+/// `exp(scaled score - max)` of a visible key, each step rounded to `F`; 0 for a hidden one.
+#[cube]
+fn shifted_exp<F: Float, B: Int>(scores: &Tensor<F>, mask: &Tensor<B>, at: usize, scale: f32, max: f32) -> f32 {
+    if u32::cast_from(mask[at]) == 0u32 {
+        let v = f32::cast_from(F::cast_from(f32::cast_from(scores[at]) * scale));
+        let shift = f32::cast_from(F::cast_from(v - max));
+        f32::cast_from(F::cast_from(shift.exp()))
+    } else {
+        0.0f32
+    }
+}
+
+/// The largest of a warp's values, in every lane.
+#[cube]
+fn warp_max(v: f32) -> f32 {
+    let mut m = v;
+    #[unroll]
+    for b in 0..5u32 {
+        let o = plane_shuffle_xor(m, 16u32 >> b);
+        if o > m {
+            m = o;
+        }
+    }
+    m
+}
