@@ -56,7 +56,7 @@ pub fn decode_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4
 /// records.
 pub fn mode() -> &'static str {
     #[cfg(feature = "cuda")]
-    if products_wanted() && crate::gemv::mode() == "gemv" {
+    if products_wanted() && crate::gemv::mode() == "gemv" && crate::reduce::mode() == "cube" {
         return "gemv";
     }
     "burn"

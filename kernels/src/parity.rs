@@ -393,7 +393,8 @@ pub struct AttentionParity {
 
 /// [`crate::masked_attention::decode_attention`] against the same composite with burn's products
 /// (scores, `-inf` where masked, the NaN-safe softmax, the values' product), each row hiding the
-/// keys after its own position as decoding's steps and a verification's rows do.
+/// keys after its own position as decoding's steps and a verification's rows do (and, with
+/// several sequences, the first hiding all).
 /// `case`: `(batch, kv_heads, rows, keys, head_dim)`, as [`attention_cases`] gives them.
 pub fn attention_parity(case: (usize, usize, usize, usize, usize), dtype: DType, device: &Device, repeats: usize) -> AttentionParity {
     let (batch, kv_heads, rows, keys, head_dim) = case;
@@ -407,6 +408,9 @@ pub fn attention_parity(case: (usize, usize, usize, usize, usize), dtype: DType,
     let slots = Tensor::<1, burn::tensor::Int>::arange(0..keys as i64, device).reshape([1, 1, 1, keys]);
     let last = Tensor::<1, burn::tensor::Int>::arange(0..rows as i64, device).reshape([1, 1, rows, 1]) + (keys - rows) as i64;
     let mask = slots.expand([batch, kv_heads, rows, keys]).greater(last.expand([batch, kv_heads, rows, keys]));
+    // With several sequences the first hides every key, as a padding row does: its output is 0.
+    let first = Tensor::<1, burn::tensor::Int>::arange(0..batch as i64, device).reshape([batch, 1, 1, 1]).lower_elem(i64::from(batch > 1));
+    let mask = mask.bool_or(first.expand([batch, kv_heads, rows, keys]));
     let scale = 1.0 / (head_dim as f64).sqrt();
     let composite = || safe_softmax_last((q.clone().matmul(k.clone().swap_dims(2, 3)) * scale).mask_fill(mask.clone(), f32::NEG_INFINITY)).matmul(v.clone());
     let ours = || decode_attention(q.clone(), k.clone(), v.clone(), mask.clone());

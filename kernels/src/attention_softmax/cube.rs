@@ -78,6 +78,8 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     #[comptime] warps: usize,
     #[define(F, B)] _dtypes: [ElemType; 2],
 ) {
+    // The composite multiplies by the scale in the scores' dtype.
+    let scale = f32::cast_from(F::cast_from(scale));
     let unit = UNIT_POS as usize;
     let row = CUBE_POS * keys;
     let mut shared = Shared::<[f32]>::new_slice(warps);
@@ -85,7 +87,7 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     let lane = unit % 32;
 
     // Below every finite score a row can hold: the max of a row that has seen only hidden keys.
-    let mut m = (-3.4e38f32).runtime();
+    let mut m = f32::MIN.runtime();
     for j in 0..keys.div_ceil(units) {
         let i = j * units + unit;
         if i < keys {
@@ -103,7 +105,7 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     }
     sync_cube();
     if unit == 0 {
-        let mut all = (-3.4e38f32).runtime();
+        let mut all = f32::MIN.runtime();
         #[unroll]
         for w in 0..warps {
             if shared[w] > all {
@@ -114,6 +116,7 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     }
     sync_cube();
     let max = total[0];
+    // Every unit has read the max before unit 0 writes the denominator there.
     sync_cube();
 
     let mut sum = 0.0f32;

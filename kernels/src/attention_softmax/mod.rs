@@ -38,10 +38,11 @@ fn wanted() -> bool {
     *WANTED.get_or_init(|| std::env::var("DISTILL_ATTN_SOFTMAX").map_or(true, |v| v.trim() != "ops"))
 }
 
-/// `"kernel"` or `"ops"`, for benchmark records.
+/// `"kernel"` where decoding's attention runs it (inside [`crate::masked_attention`]'s batched
+/// products), else `"ops"`, for benchmark records.
 pub fn mode() -> &'static str {
     #[cfg(feature = "cuda")]
-    if wanted() {
+    if wanted() && crate::masked_attention::mode() == "gemv" {
         return "kernel";
     }
     "ops"
