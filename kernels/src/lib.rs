@@ -33,6 +33,8 @@ pub mod parity;
 pub mod reduce;
 pub mod rms_norm;
 pub mod softmax;
+#[cfg(feature = "cuda")]
+mod warp;
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};
 pub use mamba2_steps::{mamba2_steps, mamba2_steps_history, mamba2_steps_history_reference, mamba2_steps_reference, StepsHistory, StepsOut};

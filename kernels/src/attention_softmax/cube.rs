@@ -11,6 +11,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
+use crate::warp::{warp_max, warp_sum};
+
 const UNITS: usize = 256;
 const WARPS: usize = UNITS / 32;
 
@@ -126,11 +128,7 @@ fn masked_softmax_kernel<F: Float, B: Int>(
             sum += shifted_exp::<F, B>(scores, mask, row + i, scale, max);
         }
     }
-    sum += plane_shuffle_xor(sum, 16u32);
-    sum += plane_shuffle_xor(sum, 8u32);
-    sum += plane_shuffle_xor(sum, 4u32);
-    sum += plane_shuffle_xor(sum, 2u32);
-    sum += plane_shuffle_xor(sum, 1u32);
+    sum = warp_sum(sum);
     if lane == 0 {
         shared[unit / 32] = sum;
     }
@@ -169,18 +167,4 @@ fn shifted_exp<F: Float, B: Int>(scores: &Tensor<F>, mask: &Tensor<B>, at: usize
     } else {
         0.0f32
     }
-}
-
-/// The largest of a warp's values, in every lane.
-#[cube]
-fn warp_max(v: f32) -> f32 {
-    let mut m = v;
-    #[unroll]
-    for b in 0..5u32 {
-        let o = plane_shuffle_xor(m, 16u32 >> b);
-        if o > m {
-            m = o;
-        }
-    }
-    m
 }

@@ -11,6 +11,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
+use crate::warp::warp_sum;
+
 /// Units per cube: 8 warps, a few values each for SmolLM2's 576-wide rows, 16 for Llama-3-8B's
 /// 4,096.
 const UNITS: usize = 256;
@@ -114,11 +116,7 @@ fn rms_norm_kernel<F: Float>(
             sum += v * v;
         }
     }
-    sum += plane_shuffle_xor(sum, 16u32);
-    sum += plane_shuffle_xor(sum, 8u32);
-    sum += plane_shuffle_xor(sum, 4u32);
-    sum += plane_shuffle_xor(sum, 2u32);
-    sum += plane_shuffle_xor(sum, 1u32);
+    sum = warp_sum(sum);
     let mut partial = Shared::<[f32]>::new_slice(warps);
     let mut total = Shared::<[f32]>::new_slice(1usize);
     let lane = unit % 32;
