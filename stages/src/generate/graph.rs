@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::ops::Range;
 
-use burn::tensor::{capture, DType, Int, Tensor, TensorData};
+use burn::tensor::{capture, Bool, DType, Int, Tensor, TensorData};
 use distill_kernels::reduce::argmax_last;
 
 use crate::hybrid::{Hybrid, HybridCache, StepInputs};
@@ -273,6 +273,37 @@ impl Tables {
     /// capture's warm-up can step beyond the last token) clamp to its end; they write nothing.
     pub(crate) fn inputs(&self, pos: &Tensor<1, Int>, s: usize, pads: Option<&Tensor<1, Int>>) -> StepInputs {
         let (b, t) = (self.b, self.t);
+        let Tokens { cos, sin, mask, rel } = self.tokens(pos, s, pads);
+        let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
+        let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
+        let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write), grouped: Default::default() };
+        StepInputs::new(cos, sin, kv, self.keep.clone().narrow(1, 0, s))
+    }
+
+    /// The inputs of `n` one-token steps at slots `pos`, `pos + 1`, .. (no padding): what
+    /// [`Tables::inputs`] gives for each, from one computation whose rows the steps take as
+    /// views. A speculative round's draft steps `K + 1` tokens, and each step's inputs (its
+    /// rotary rows, mask and cache write) were a handful of launches of their own.
+    pub(crate) fn inputs_each(&self, pos: &Tensor<1, Int>, n: usize) -> Vec<StepInputs> {
+        let (b, t) = (self.b, self.t);
+        let Tokens { cos, sin, mask, rel } = self.tokens(pos, n, None);
+        // Step i writes the slot `pos + i`.
+        let offsets = self.offsets.clone().narrow(0, 0, n).reshape([n, 1]).expand([n, t]);
+        let written = rel.reshape([1, t]).expand([n, t]).equal(offsets); // [n, t]
+        (0..n)
+            .map(|i| {
+                let write = KvWrite { slots: written.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None };
+                let mask = StepMask::Masked(mask.clone().narrow(1, i, 1).reshape([b, 1, 1, t]));
+                let kv = KvStep { offset: 0, capacity: t, mask, write: Some(write), grouped: Default::default() };
+                StepInputs::new(cos.clone().narrow(2, i, 1), sin.clone().narrow(2, i, 1), kv, self.keep.clone().narrow(1, 0, 1))
+            })
+            .collect()
+    }
+
+    /// What `s` tokens per row at slots `pos..pos + s` see, whether they come as one step or
+    /// several: their rotary rows, which slots each hides, and which token each slot takes.
+    fn tokens(&self, pos: &Tensor<1, Int>, s: usize, pads: Option<&Tensor<1, Int>>) -> Tokens {
+        let (b, t) = (self.b, self.t);
         let at = pos.clone().reshape([1, 1]) + self.offsets.clone().narrow(0, 0, s).reshape([1, s]); // [1, s]
         let positions = match pads {
             Some(p) => at.clone().expand([b, s]) - p.clone().reshape([b, 1]).expand([b, s]),
@@ -287,41 +318,17 @@ impl Tables {
             Some(p) => future.bool_or(slots.expand([b, s, t]).lower(p.clone().reshape([b, 1, 1]).expand([b, s, t]))),
             None => future,
         };
-        let rel = self.slots.clone() - pos.clone().expand([t]); // [t]: which token a slot takes
-        let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
-        let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
-        let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write), grouped: Default::default() };
-        StepInputs::new(rotary(&self.cos), rotary(&self.sin), kv, self.keep.clone().narrow(1, 0, s))
+        Tokens { cos: rotary(&self.cos), sin: rotary(&self.sin), mask, rel: self.slots.clone() - pos.clone().expand([t]) }
     }
 }
 
-impl Tables {
-    /// The inputs of `n` one-token steps at slots `pos`, `pos + 1`, .. (no padding): what
-    /// [`Tables::inputs`] gives for each, from one computation whose rows the steps take as
-    /// views. A speculative round's draft steps `K + 1` tokens, and each step's inputs (its
-    /// rotary rows, mask and cache write) were a handful of launches of their own.
-    pub(crate) fn inputs_each(&self, pos: &Tensor<1, Int>, n: usize) -> Vec<StepInputs> {
-        let (b, t) = (self.b, self.t);
-        let offsets = self.offsets.clone().narrow(0, 0, n);
-        let at = pos.clone().reshape([1, 1]) + offsets.clone().reshape([1, n]); // [1, n]
-        let positions = at.clone().expand([b, n]).clamp(0, t as i64 - 1).reshape([b * n]);
-        let head_dim = self.cos.dims()[3];
-        let rotary = |table: &Tensor<4>| table.clone().select(2, positions.clone()).reshape([b, 1, n, head_dim]);
-        let (cos, sin) = (rotary(&self.cos), rotary(&self.sin));
-        let slots = self.slots.clone().reshape([1, 1, t]);
-        let future = slots.expand([1, n, t]).greater(at.reshape([1, n, 1]).expand([1, n, t])).expand([b, n, t]);
-        // Step i writes the slot `pos + i`.
-        let rel = self.slots.clone() - pos.clone().expand([t]);
-        let written = rel.reshape([1, t]).expand([n, t]).equal(offsets.reshape([n, 1]).expand([n, t])); // [n, t]
-        (0..n)
-            .map(|i| {
-                let write = KvWrite { slots: written.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None };
-                let mask = StepMask::Masked(future.clone().narrow(1, i, 1).reshape([b, 1, 1, t]));
-                let kv = KvStep { offset: 0, capacity: t, mask, write: Some(write), grouped: Default::default() };
-                StepInputs::new(cos.clone().narrow(2, i, 1), sin.clone().narrow(2, i, 1), kv, self.keep.clone().narrow(1, 0, 1))
-            })
-            .collect()
-    }
+/// [`Tables::tokens`]: `cos`, `sin` `[batch, 1, s, head_dim]`; `mask` `[batch, s, t]`, true
+/// where a token hides a slot; `rel` `[t]`, each slot's offset from `pos`.
+struct Tokens {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    mask: Tensor<3, Bool>,
+    rel: Tensor<1, Int>,
 }
 
 /// A fresh prefill's KV buffers and Mamba states written into those a captured graph reads
@@ -394,7 +401,7 @@ mod tests {
     use crate::bench::{BenchModel, ModelSource};
     use crate::generate::{generate, StepGraph};
     use crate::runtime::Runtime;
-    use burn::tensor::{Bool, Device};
+    use burn::tensor::Device;
 
     /// A round's draft steps take their inputs from one computation: each the inputs of a
     /// one-token step at its own slot.
