@@ -13,10 +13,12 @@
 //!   composite's four or five), for the training step's attention scores.
 //! - [`attention::causal_self_attention`]: training's causal attention, the backend's (flash on
 //!   the GPU) forward with a backward that recomputes the probabilities once.
-//! - [`masked_attention::masked_attention`]: decoding's attention over the cache, burn's composite
-//!   with [`reduce`]'s softmax on the GPU.
+//! - [`masked_attention::masked_attention`]: decoding's attention over the cache: on the GPU its
+//!   products by [`gemv`]'s batched kernels and its softmax by [`attention_softmax`]'s, one
+//!   launch a row.
 //! - [`reduce`]: sum, max, mean, argmax and softmax along the last axis for inference, a cube
 //!   per output where burn would walk each output's axis with one unit (decoding's few rows).
+//! - [`rms_norm`]: RMSNorm and Mamba-2's gated RMSNorm for inference, one launch each.
 //!
 //! The kernels exist with the `cuda` feature; without it every function is its reference.
 //! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
@@ -35,6 +37,13 @@ pub mod rms_norm;
 pub mod softmax;
 #[cfg(feature = "cuda")]
 mod warp;
+
+/// Whether a kernel runs: yes unless the environment variable `var` reads `off` (read once into
+/// `cell`), so that a benchmark can set it against its twin.
+#[cfg(feature = "cuda")]
+pub(crate) fn switched_on(cell: &'static std::sync::OnceLock<bool>, var: &str, off: &str) -> bool {
+    *cell.get_or_init(|| std::env::var(var).map_or(true, |v| v.trim() != off))
+}
 
 pub use mamba2_step::{mamba2_step, mamba2_step_reference, Mamba2StepWeights, StepOut};
 pub use mamba2_steps::{mamba2_steps, mamba2_steps_history, mamba2_steps_history_reference, mamba2_steps_reference, StepsHistory, StepsOut};

@@ -67,7 +67,7 @@ pub fn mode() -> &'static str {
 #[cfg(feature = "cuda")]
 fn products_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("DISTILL_ATTN_GEMV").map_or(true, |v| v.trim() != "0"))
+    crate::switched_on(&WANTED, "DISTILL_ATTN_GEMV", "0")
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub fn masked_softmax_reference(scores: Tensor<3>, mask: Tensor<3, Bool>, scale:
 #[cfg(feature = "cuda")]
 fn wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("DISTILL_ATTN_SOFTMAX").map_or(true, |v| v.trim() != "ops"))
+    crate::switched_on(&WANTED, "DISTILL_ATTN_SOFTMAX", "ops")
 }
 
 /// `"kernel"` where decoding's attention runs it (inside [`crate::masked_attention`]'s batched

@@ -88,7 +88,7 @@ pub fn mode() -> &'static str {
 #[cfg(feature = "cuda")]
 fn wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("DISTILL_GEMV").map_or(true, |v| v.trim() != "0"))
+    crate::switched_on(&WANTED, "DISTILL_GEMV", "0")
 }
 
 /// Whether [`gemv`] runs the kernel for `rows` rows on `device`: a CubeCL device computing

@@ -113,7 +113,7 @@ pub(crate) fn cube_inference(device: &burn::tensor::Device) -> bool {
 #[cfg(feature = "cuda")]
 fn cube_wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("DISTILL_REDUCE").map_or(true, |v| v.trim() != "burn"))
+    crate::switched_on(&WANTED, "DISTILL_REDUCE", "burn")
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ pub fn rms_norm_reference(x: Tensor<2>, weight: Tensor<1>, eps: f64) -> Tensor<2
 #[cfg(feature = "cuda")]
 fn wanted() -> bool {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("DISTILL_RMSNORM").map_or(true, |v| v.trim() != "ops"))
+    crate::switched_on(&WANTED, "DISTILL_RMSNORM", "ops")
 }
 
 /// `"kernel"` or `"ops"`, for benchmark records.
