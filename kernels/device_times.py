@@ -4,7 +4,8 @@ The bench's own `kernel_us` is host time: burn's dispatch of a kernel's dozen sm
 ~100-150 µs a call, far above what the GPU spends. The profiling log times every launch on the
 device; `gpu_parity.sh` writes it, and this script gives each case the median of its launches.
 Each case launches its kernel `repeats + 2` times, in the order of kernels.jsonl (one warm-up
-that also compiles, the timed repeats, one for the comparison), which is how lines are matched,
+that also compiles, the timed repeats, one for the comparison), a multi-step case two more (the
+every-state launch and the single step it is checked against), which is how lines are matched,
 kernel by kernel. It also sets each verification (K + 1 = 5 steps in one launch) against one
 decode step of the same shape, the issue's "at most 1.3x".
 
@@ -47,11 +48,14 @@ def main():
     single = {}
     print("device time per launch (median), against the floor at 4.3 TB/s:")
     cases = [c for c in rows if c["bench"] in BENCHES]
-    if len(times) != per * len(cases):
-        print(f"{len(times)} launches of {sorted(KERNELS)} for {len(cases)} cases of {per}; not matched", file=sys.stderr)
+    launches = [per + (2 if c["bench"] == "kernel_mamba2_steps" else 0) for c in cases]
+    if len(times) != sum(launches):
+        print(f"{len(times)} launches of {sorted(KERNELS)} for {len(cases)} cases ({sum(launches)} expected); not matched", file=sys.stderr)
         return 1
-    for i, c in enumerate(cases):
-        us = statistics.median(times[i * per + 1 : i * per + 1 + repeats])
+    first = 0
+    for c, count in zip(cases, launches):
+        us = statistics.median(times[first + 1 : first + 1 + repeats])
+        first += count
         steps = c.get("steps")
         label = "mamba2_step " if steps is None else f"mamba2_steps x{steps}"
         extra = ""

@@ -7,7 +7,8 @@
 #
 #   kernels/gpu_parity.sh DISTILL_BIN OUT_DIR     (the binary built with --features cuda)
 #
-# ONLY=attention,gemv (groups of `distill bench kernels --only`) runs some of the kernels.
+# ONLY=attention,gemv (groups of `distill bench kernels --only`) runs some of the kernels;
+# CASE="b32 h32/" only the Mamba step cases whose label holds that text.
 set -euo pipefail
 bin=$(realpath "$1") out=$(mkdir -p "$2" && cd "$2" && pwd)
 repeats=${REPEATS:-50}
@@ -16,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 run=$(mktemp -d)
 printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/profile.log" > "$run/cubecl.toml"
 status=0
-(cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats" ${ONLY:+--only "$ONLY"}) 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
+(cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats" ${ONLY:+--only "$ONLY"} ${CASE:+--case "$CASE"}) 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
 python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt" || echo "device times: launches not matched to cases (above); the parity verdicts stand" | tee -a "$out/kernels.txt"
 xz -f "$out/profile.log"
 exit $status

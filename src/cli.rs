@@ -365,6 +365,10 @@ pub enum BenchWhat {
         /// default: all of them)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Only the Mamba step cases whose label holds this text (`b32 h32/8`: Llama-3-8B's
+        /// shape at batch 32), so that a profiler sees one shape's launches
+        #[arg(long)]
+        case: Option<String>,
     },
     /// Our logits on golden fixtures (`tests/golden/NAME`) against transformers' f32 logits.
     Parity {

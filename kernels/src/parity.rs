@@ -24,6 +24,13 @@ pub struct StepCase {
     pub d_state: usize,
 }
 
+impl StepCase {
+    /// `b32 h32/8 p128 n128`: what the benchmark's rows and its `--case` filter name a case by.
+    pub fn label(&self) -> String {
+        format!("b{} h{}/{} p{} n{}", self.batch, self.heads, self.kv_heads, self.head_dim, self.d_state)
+    }
+}
+
 /// SmolLM2's hybrid layers (9 heads over 3, head_dim 64), a Llama-3-8B one (32 over 8,
 /// head_dim 128) and a Mamba-2-style one (no GQA, d_state 16), at batch 1 to 64.
 pub fn default_cases() -> Vec<StepCase> {

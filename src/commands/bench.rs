@@ -65,34 +65,35 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        BenchWhat::Kernels { repeats, only } => {
+        BenchWhat::Kernels { repeats, only, case } => {
             let dtypes: &[DType] = if runtime.dtype == DType::BF16 { &[DType::F32, DType::BF16] } else { &[DType::F32] };
             let known = ["step", "steps", "gemv", "attention", "norm", "reduce", "projection"];
             if let Some(bad) = only.iter().find(|g| !known.contains(&g.as_str())) {
                 return Err(anyhow::anyhow!("--only {bad}: the groups are {}", known.join(", ")));
             }
             let wants = |group: &str| only.is_empty() || only.iter().any(|g| g == group);
+            let step_cases = || kernel_parity::default_cases().into_iter().filter(|c| case.as_ref().is_none_or(|want| c.label().contains(want.as_str())));
             for &dtype in dtypes.iter().filter(|_| wants("step")) {
-                for case in kernel_parity::default_cases() {
+                for case in step_cases() {
                     let r = kernel_parity::mamba2_step_parity(case, dtype, &runtime.device, *repeats);
                     out_of_tolerance += usize::from(!r.within_tolerance);
                     let c = r.case;
                     out.row(&r, format!(
-                        "mamba2_step | b{} h{}/{} p{} n{} | {} | rel y {:.1e} state {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us ({:.0}% of bandwidth)",
-                        c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.dtype, r.y_rel, r.state_rel,
+                        "mamba2_step | {} | {} | rel y {:.1e} state {:.1e} {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us ({:.0}% of bandwidth)",
+                        c.label(), r.dtype, r.y_rel, r.state_rel,
                         verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.floor_us, 100.0 * r.floor_us / r.kernel_us
                     ))?;
                 }
             }
             for &dtype in dtypes.iter().filter(|_| wants("steps")) {
-                for case in kernel_parity::default_cases() {
+                for case in step_cases() {
                     for steps in kernel_parity::STEPS {
                         let r = kernel_parity::mamba2_steps_parity(case, steps, dtype, &runtime.device, *repeats);
                         out_of_tolerance += usize::from(!r.within_tolerance);
                         let c = r.case;
                         out.row(&r, format!(
-                            "mamba2_steps | b{} h{}/{} p{} n{} | {} steps (snapshot at {}, outputs from {}) | {} | rel y {:.1e} snapshot {:.1e} every state {:.1e}, {} rounding {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us",
-                            c.batch, c.heads, c.kv_heads, c.head_dim, c.d_state, r.steps, r.snap_at, r.emit_from, r.dtype, r.y_rel, r.snapshot_rel, r.history_rel,
+                            "mamba2_steps | {} | {} steps (snapshot at {}, outputs from {}) | {} | rel y {:.1e} snapshot {:.1e} every state {:.1e}, {} rounding {} | kernel {:.1} us, twin {:.1} us, floor {:.2} us",
+                            c.label(), r.steps, r.snap_at, r.emit_from, r.dtype, r.y_rel, r.snapshot_rel, r.history_rel,
                             if r.same_rounding { "one" } else { "DIFFERENT" },
                             verdict(r.within_tolerance), r.kernel_us, r.reference_us, r.floor_us
                         ))?;

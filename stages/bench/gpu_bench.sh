@@ -64,6 +64,16 @@ scaling() {
     --batch $((16 * g)) --micro-batch ${TRAIN_MICRO:-16} --freeze non_mamba --lr 5e-4 --seq 2048 --steps 6 --warmup 2 --gpus 1
 }
 
+# The environment of a decoding mode (long-graph, spec-check): which inference kernels give way to
+# burn's ops or to another form of ours.
+mode_env() {
+  case $1 in
+    burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;;
+    unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; softmax-ops) export DISTILL_ATTN_SOFTMAX=ops ;;
+    readout-shared) export DISTILL_STEPS_READOUT=shared ;;
+  esac
+}
+
 for part in $parts; do
   case $part in
     parity) step parity 60 "$bin" bench --device cuda --dtype bf16 parity $fx ;;
@@ -83,9 +93,18 @@ for part in $parts; do
     # as its composite (`softmax-ops`: DISTILL_ATTN_SOFTMAX=ops), one after the
     # other (GRAPH_MODES picks): issue 6's long-context figures and what each costs in them.
     long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for mode in ${GRAPH_MODES:-ours burn}; do (
-      case $mode in burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;; unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; softmax-ops) export DISTILL_ATTN_SOFTMAX=ops ;; esac
+      mode_env $mode
       step "decode-graph ctx $p $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps ${GRAPH_STEPS:-32}
       ); done; done ;;
+    # Issue 9: whether verification still computes what decoding does, kernel by kernel: each
+    # model drafting for itself on graphs (K = 2, 4) must accept every draft and give plain
+    # greedy's tokens (`first_mismatch` none, acceptance 1), under each mode of long-graph
+    # (SPEC_MODES; `readout-shared`: the steps kernel's read-out through shared memory). Session
+    # 11's pipeline saw speculative output part from plain greedy at logit gaps of 4-8.
+    spec-check) for mode in ${SPEC_MODES:-ours unfused attn-burn softmax-ops norm-ops burn readout-shared}; do (
+      mode_env $mode
+      step "spec-check $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt ${GRAPH_PROMPTS:-512} --steps 64 --speculative 2,4
+      ); done ;;
     # Issue 6: what a speculative round costs in plain steps on graphs, with a random 2-layer
     # Transformer as the draft (the pipeline's draft's shape), at K = 2, 4, 8 and each context
     # in GRAPH_PROMPTS: the acceptance a trained draft needs to break even and to double plain

@@ -13,8 +13,15 @@ use cubecl::prelude::*;
 
 use crate::warp::{warp_max, warp_sum};
 
-const UNITS: usize = 256;
+const UNITS: usize = 1024;
 const WARPS: usize = UNITS / 32;
+/// Keys a unit holds in registers at most: the kernel takes rows of up to `UNITS · HELD` keys.
+const HELD: usize = 4;
+/// The longest row the kernel takes. A cube per row puts a decode step's softmax on a few SMs
+/// (9 rows at SmolLM2's batch 1): on the H200 it beat the composite's five launches at 512 keys,
+/// matched them at 4,096 and lost at 16,384, even holding its row in registers (BENCHMARKS.md,
+/// session 11), where the composite spreads each pass over the whole GPU.
+pub(super) const MAX_KEYS: usize = UNITS * HELD;
 
 pub fn masked_softmax(scores: BurnTensor<3>, mask: BurnTensor<3, Bool>, scale: f64) -> BurnTensor<3> {
     BurnTensor::from_dispatch(<Dispatch as MaskedSoftmaxOps>::masked_softmax(scores.into_dispatch(), mask.into_dispatch(), (scale as f32).to_bits()))
@@ -41,6 +48,9 @@ impl MaskedSoftmaxOps for CubeBackend {
         if batch * rows == 0 || keys == 0 {
             return out; // CUDA refuses an empty grid
         }
+        assert!(keys <= MAX_KEYS, "masked_softmax: {keys} keys, at most {MAX_KEYS} a row");
+        // Keys a unit holds: a power of two, so that rows of nearby lengths share a compiled kernel.
+        let held = keys.div_ceil(UNITS).next_power_of_two();
         // SAFETY: `scores`, `mask` and `out` are `[batch · rows, keys]` contiguous; cube `r`
         // reads and writes row `r` only, every index guarded by `i < keys`.
         unsafe {
@@ -55,6 +65,7 @@ impl MaskedSoftmaxOps for CubeBackend {
                 f32::from_bits(scale_bits),
                 UNITS,
                 WARPS,
+                held,
                 [dtype_to_storage_type(dtype), dtype_to_storage_type(mask_dtype)],
             );
         }
@@ -63,9 +74,12 @@ impl MaskedSoftmaxOps for CubeBackend {
 }
 
 /// Cube `r` takes row `r`: the largest visible scaled score, then the sum of the shifted
-/// exponentials, then each probability, every pass with the units striding the row, the cube's
-/// totals by warp shuffles and shared memory. Each value is rounded to `F` where the
-/// composite's op would store it: the scaled score, the shift, the exponential, the sum.
+/// exponentials, then each probability, the cube's totals by warp shuffles and shared memory.
+/// Each unit reads its `held` keys of the row once, all loads issued together, and keeps their
+/// scaled scores in registers for the three passes (one key at a time, each pass over a 4,096-key
+/// row was a chain of dependent cache reads that cost more than the composite). Each value is
+/// rounded to `F` where the composite's op would store it: the scaled score, the shift, the
+/// exponential, the sum.
 #[cube(launch_unchecked)]
 // The bounds check stays its own `if`: a kernel's `&&` need not skip its right side, and the
 // mask read past the row would be out of bounds.
@@ -78,6 +92,7 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     scale: f32,
     #[comptime] units: usize,
     #[comptime] warps: usize,
+    #[comptime] held: usize,
     #[define(F, B)] _dtypes: [ElemType; 2],
 ) {
     // The composite multiplies by the scale in the scores' dtype.
@@ -87,18 +102,26 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     let mut shared = Shared::<[f32]>::new_slice(warps);
     let mut total = Shared::<[f32]>::new_slice(1usize);
     let lane = unit % 32;
+    // Key `u · units + unit`'s scaled score, `f32::MIN` for a hidden key.
+    let mut vals = Array::<f32>::new(held);
 
     // Below every finite score a row can hold: the max of a row that has seen only hidden keys.
     let mut m = f32::MIN.runtime();
-    for j in 0..keys.div_ceil(units) {
-        let i = j * units + unit;
+    #[unroll]
+    for u in 0..held {
+        let i = u * units + unit;
+        let mut v = f32::MIN.runtime();
         if i < keys {
             if u32::cast_from(mask[row + i]) == 0u32 {
-                let v = f32::cast_from(F::cast_from(f32::cast_from(scores[row + i]) * scale));
-                if v > m {
-                    m = v;
-                }
+                v = f32::cast_from(F::cast_from(f32::cast_from(scores[row + i]) * scale));
             }
+        }
+        vals[u] = v;
+    }
+    #[unroll]
+    for u in 0..held {
+        if vals[u] > m {
+            m = vals[u];
         }
     }
     m = warp_max(m);
@@ -122,11 +145,9 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     sync_cube();
 
     let mut sum = 0.0f32;
-    for j in 0..keys.div_ceil(units) {
-        let i = j * units + unit;
-        if i < keys {
-            sum += shifted_exp::<F, B>(scores, mask, row + i, scale, max);
-        }
+    #[unroll]
+    for u in 0..held {
+        sum += held_exp::<F>(vals[u], max);
     }
     sum = warp_sum(sum);
     if lane == 0 {
@@ -149,19 +170,20 @@ fn masked_softmax_kernel<F: Float, B: Int>(
     }
     sync_cube();
     let denominator = total[0];
-    for j in 0..keys.div_ceil(units) {
-        let i = j * units + unit;
+    #[unroll]
+    for u in 0..held {
+        let i = u * units + unit;
         if i < keys {
-            out[row + i] = F::cast_from(shifted_exp::<F, B>(scores, mask, row + i, scale, max) / denominator);
+            out[row + i] = F::cast_from(held_exp::<F>(vals[u], max) / denominator);
         }
     }
 }
 
-/// `exp(scaled score - max)` of a visible key, each step rounded to `F`; 0 for a hidden one.
+/// `exp(v - max)` of a held scaled score, each step rounded to `F`; 0 for a hidden key
+/// (`f32::MIN`).
 #[cube]
-fn shifted_exp<F: Float, B: Int>(scores: &Tensor<F>, mask: &Tensor<B>, at: usize, scale: f32, max: f32) -> f32 {
-    if u32::cast_from(mask[at]) == 0u32 {
-        let v = f32::cast_from(F::cast_from(f32::cast_from(scores[at]) * scale));
+fn held_exp<F: Float>(v: f32, max: f32) -> f32 {
+    if v > f32::MIN {
         let shift = f32::cast_from(F::cast_from(v - max));
         f32::cast_from(F::cast_from(shift.exp()))
     } else {

@@ -5,8 +5,9 @@
 //!
 //! In tensor ops that composite is five launches or so (the scale and fill, the max, the shifted
 //! exponentials, the sum, the division) in every attention layer of every decode step; here a
-//! cube per row reads the row three times from cache (max, sum, write). The twin is the
-//! composite, which the CPU runs.
+//! cube per row reads its row once into registers and makes the three passes (max, sum, write)
+//! there, for rows of up to 4,096 keys; longer rows take the composite, which was faster there
+//! (BENCHMARKS.md, session 11). The twin is the composite, which the CPU runs.
 
 #[cfg(feature = "cuda")]
 mod cube;
@@ -19,7 +20,7 @@ use burn::tensor::{Bool, Tensor};
 /// - `scores`: `[batch, rows, keys]`; `mask`: the same, true where a key is hidden -> same
 pub fn masked_softmax(scores: Tensor<3>, mask: Tensor<3, Bool>, scale: f64) -> Tensor<3> {
     #[cfg(feature = "cuda")]
-    if wanted() && crate::reduce::cube_inference(&scores.device()) {
+    if wanted() && scores.dims()[2] <= cube::MAX_KEYS && crate::reduce::cube_inference(&scores.device()) {
         return cube::masked_softmax(scores, mask, scale);
     }
     masked_softmax_reference(scores, mask, scale)
@@ -38,12 +39,12 @@ fn wanted() -> bool {
     crate::switched_on(&WANTED, "DISTILL_ATTN_SOFTMAX", "ops")
 }
 
-/// `"kernel"` where decoding's attention runs it (inside [`crate::masked_attention`]'s batched
+/// `"kernel up to 4096 keys"` where decoding's attention runs it (inside [`crate::masked_attention`]'s batched
 /// products), else `"ops"`, for benchmark records.
 pub fn mode() -> &'static str {
     #[cfg(feature = "cuda")]
     if wanted() && crate::masked_attention::mode() == "gemv" {
-        return "kernel";
+        return "kernel up to 4096 keys";
     }
     "ops"
 }

@@ -34,7 +34,7 @@ fn cube_units(steps: usize) -> usize {
     static UNITS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     let (one, several) = *UNITS.get_or_init(|| {
         let parse = |v: &str| v.split_once(',').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-        std::env::var("DISTILL_STEPS_CUBE").ok().and_then(|v| parse(&v)).unwrap_or((512, 1024))
+        std::env::var("DISTILL_STEPS_CUBE").ok().and_then(|v| parse(&v)).unwrap_or((512, 512))
     });
     if steps == 1 { one } else { several }
 }
@@ -78,6 +78,18 @@ fn max_lanes(steps: usize) -> usize {
         }
     });
     if steps == 1 { one } else { several }
+}
+
+/// Whether a row's read-out is summed through shared memory after the chunk's steps
+/// (`DISTILL_STEPS_READOUT=shared`) or by warp shuffles inside each step (the default). The
+/// shuffles are a chain of dependent exchanges in every step that a warp waits out before its
+/// next; through shared memory a step only stores its unit's partial sum, and after the chunk
+/// each row's sums load side by side and add in the shuffles' order (the same rounding). On the
+/// H200 (session 11, Llama-3-8B's shape at batch 32) shared memory cost 5-15% more for one step
+/// and 4-10% less from 6 steps on, the same from 2 to 5.
+fn shared_readout() -> bool {
+    static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SHARED.get_or_init(|| std::env::var("DISTILL_STEPS_READOUT").is_ok_and(|v| v.trim() == "shared"))
 }
 
 /// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
@@ -206,6 +218,7 @@ impl Mamba2StepsOps for CubeBackend {
                 rows,
                 chunk,
                 every,
+                shared_readout(),
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -246,6 +259,7 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] rows: usize,
     #[comptime] chunk: usize,
     #[comptime] every: bool,
+    #[comptime] deferred: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -268,6 +282,11 @@ fn mamba2_steps_kernel<F: Float>(
     let mut xs = Shared::<[f32]>::new_slice(chunk * rows);
     let mut dts = Shared::<[f32]>::new_slice(chunk);
     let mut decays = Shared::<[f32]>::new_slice(chunk);
+    // parts[tt · rows · (lanes + 1) + r · (lanes + 1) + lane]: unit (lane, r)'s share of row r's
+    // read-out at step tt of the chunk; a row's stride of `lanes + 1` keeps the read-out's loads,
+    // a unit a row, in different banks.
+    let row_stride = comptime!(lanes + 1);
+    let mut parts = Shared::<[f32]>::new_slice(comptime!(if deferred { chunk * rows * (lanes + 1) } else { 1 }));
     let groups = comptime!(virt / lanes); // virtual lanes per unit
     let per = comptime!(n / virt); // entries per virtual lane
     // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry.
@@ -335,33 +354,7 @@ fn mamba2_steps_kernel<F: Float>(
             }
             // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
             // `lanes` would have added them across lanes.
-            if comptime!(groups >= 32) {
-                #[unroll]
-                for q in 0..16 {
-                    accs[q] = accs[q] + accs[q + 16];
-                }
-            }
-            if comptime!(groups >= 16) {
-                #[unroll]
-                for q in 0..8 {
-                    accs[q] = accs[q] + accs[q + 8];
-                }
-            }
-            if comptime!(groups >= 8) {
-                #[unroll]
-                for q in 0..4 {
-                    accs[q] = accs[q] + accs[q + 4];
-                }
-            }
-            if comptime!(groups >= 4) {
-                #[unroll]
-                for q in 0..2 {
-                    accs[q] = accs[q] + accs[q + 2];
-                }
-            }
-            if comptime!(groups >= 2) {
-                accs[0] = accs[0] + accs[1];
-            }
+            pairwise_sum(&mut accs, groups);
             let mut acc = accs[0];
             if comptime!(every) {
                 #[unroll]
@@ -374,8 +367,10 @@ fn mamba2_steps_kernel<F: Float>(
                     snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
                 }
             }
-            // Uniform across the cube, so every lane of a warp takes part in the shuffles.
-            if t >= emit_from {
+            if comptime!(deferred) {
+                parts[(tt * rows + r) * row_stride + lane] = acc;
+            } else if t >= emit_from {
+                // Uniform across the cube, so every lane of a warp takes part in the shuffles.
                 #[unroll]
                 for i in 0..comptime!(lanes.trailing_zeros() as usize) {
                     acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
@@ -385,6 +380,61 @@ fn mamba2_steps_kernel<F: Float>(
                 }
             }
         }
+        if comptime!(deferred) {
+            // The chunk's outputs, one a unit: a row's `lanes` parts load side by side and add
+            // pairwise at offsets `lanes / 2` down to 1, as the shuffles add them.
+            sync_cube();
+            let mut v = Array::<f32>::new(lanes);
+            for j in 0..(m * rows).div_ceil(units) {
+                let o = j * units + unit;
+                if o < m * rows {
+                    let tt = o / rows;
+                    let rr = o % rows;
+                    let t = c0 + tt;
+                    if t >= emit_from {
+                        #[unroll]
+                        for i in 0..lanes {
+                            v[i] = parts[o * row_stride + i];
+                        }
+                        pairwise_sum(&mut v, lanes);
+                        y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + rr] = v[0] + d_h * xs[tt * rows + rr];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `v[0] = ` the sum of `v[0..len]` (`len` a power of two up to 32) added pairwise at offsets
+/// `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
+#[cube]
+fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
+    if comptime!(len >= 32) {
+        #[unroll]
+        for q in 0..16 {
+            v[q] = v[q] + v[q + 16];
+        }
+    }
+    if comptime!(len >= 16) {
+        #[unroll]
+        for q in 0..8 {
+            v[q] = v[q] + v[q + 8];
+        }
+    }
+    if comptime!(len >= 8) {
+        #[unroll]
+        for q in 0..4 {
+            v[q] = v[q] + v[q + 4];
+        }
+    }
+    if comptime!(len >= 4) {
+        #[unroll]
+        for q in 0..2 {
+            v[q] = v[q] + v[q + 2];
+        }
+    }
+    if comptime!(len >= 2) {
+        v[0] = v[0] + v[1];
     }
 }
 
