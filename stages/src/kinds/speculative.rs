@@ -24,7 +24,9 @@
 //! checked by launched rounds), and over all K `acceptance_rate`, `tokens_per_round`, `speedup`
 //! (all speculative tokens over all speculative time, against plain), `best_k`, `best_speedup`;
 //! greedy mode adds `greedy_mismatches`, prompts whose output differs from plain greedy (0 in
-//! exact arithmetic; bf16 near-ties can flip a token), and `greedy_mismatch_max_gap`: where each
+//! exact arithmetic; bf16 near-ties can flip a token), `plain_graph_mismatches` (on graphs:
+//! prompts whose plain output on graphs differs from plain decoding with launched steps, the
+//! reference's own check), and `greedy_mismatch_max_gap`: where each
 //! departs, the verifier's logits for the two competing tokens, read again in one pass, differ
 //! by at most this (a near-tie when it is within a few bf16 steps of the logits' size; the log
 //! names each departure).
@@ -206,8 +208,20 @@ impl Stage for SpeculativeStage {
         };
         let (plain, plain_tps, plain_decode_tps) = timed_plain(StepGraph::Auto)?;
         if graphs {
-            let (_, launched, _) = timed_plain(StepGraph::Off)?;
+            let (launched_out, launched, _) = timed_plain(StepGraph::Off)?;
             ctx.log(format!("plain decoding on captured graphs {plain_tps:.1} tok/s ({plain_decode_tps:.1} tok/s once under way), each step launched {launched:.1} tok/s"));
+            // The graphs' plain output is the reference speculative output is held to below;
+            // where it parts from the launched steps', the reference itself is in question.
+            let mut parted = 0;
+            if sampling == Sampling::Greedy {
+                for (i, (prompt, (on_graph, each))) in prompts.iter().zip(plain.iter().zip(&launched_out)).enumerate() {
+                    if on_graph != each {
+                        parted += 1;
+                        ctx.log(format!("plain on graphs, prompt {i} (reference: plain with launched steps): {}", departure(v, prompt, each, on_graph)));
+                    }
+                }
+                ctx.metric("plain_graph_mismatches", f64::from(parted))?;
+            }
             ctx.metric("plain_launched/tokens_per_s", launched)?;
             ctx.metric("plain/decode_tokens_per_s", plain_decode_tps)?;
         }
@@ -223,7 +237,7 @@ impl Stage for SpeculativeStage {
                 if sampling == Sampling::Greedy && out != plain[i] {
                     mismatches += 1;
                     let d = departure(v, prompt, &plain[i], &out);
-                    ctx.log(format!("K {k}, prompt {i}: {d}"));
+                    ctx.log(format!("K {k}, prompt {i} (reference: plain greedy): {d}"));
                     max_gap = max_gap.max(d.gap);
                 }
                 stats.add(&s);
@@ -385,27 +399,36 @@ pub(crate) struct Departure {
     pub gap: f32,
     /// The larger of the two logits, for the bf16 step at that size (`|logit| / 128`).
     pub logit: f32,
+    /// The token the one-pass read of the common prefix ranks first: a departure far from a
+    /// tie is the fault of the side that did not choose it.
+    pub one_pass: Option<u32>,
 }
 
 impl std::fmt::Display for Departure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "departs from plain greedy at new token {}: {:?} vs {:?}, logit gap {:.4} at logits near {:.2} (a bf16 step there: {:.4})", self.at, self.plain, self.speculative, self.gap, self.logit, self.logit.abs() / 128.0)
+        write!(f, "departs from the reference at new token {}: {:?} vs {:?}, logit gap {:.4} at logits near {:.2} (a bf16 step there: {:.4})", self.at, self.plain, self.speculative, self.gap, self.logit, self.logit.abs() / 128.0)?;
+        if let Some(t) = self.one_pass {
+            let side = if Some(t) == self.plain { "the reference's" } else if Some(t) == self.speculative { "the other's" } else { "neither's" };
+            write!(f, "; one pass over the prefix ranks {t} first ({side})")?;
+        }
+        Ok(())
     }
 }
 
 pub(crate) fn departure(v: SpecModel, prompt: &[u32], plain: &[u32], speculative: &[u32]) -> Departure {
     let at = plain.iter().zip(speculative).take_while(|(a, b)| a == b).count();
     let (p, s) = (plain.get(at).copied(), speculative.get(at).copied());
-    let (gap, logit) = match (p, s) {
+    let (gap, logit, one_pass) = match (p, s) {
         (Some(p), Some(s)) => {
             let prefix: Vec<u32> = prompt.iter().chain(&plain[..at]).copied().collect();
             let row = v.logits_after(&prefix);
             let (lp, ls) = (row.get(p as usize).copied().unwrap_or(f32::NAN), row.get(s as usize).copied().unwrap_or(f32::NAN));
-            ((lp - ls).abs(), lp.max(ls))
+            let first = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32);
+            ((lp - ls).abs(), lp.max(ls), first)
         }
-        _ => (0.0, 0.0),
+        _ => (0.0, 0.0, None),
     };
-    Departure { at, plain: p, speculative: s, gap, logit }
+    Departure { at, plain: p, speculative: s, gap, logit, one_pass }
 }
 
 /// Decoding loops check between prompts (and the generators between tokens), so an
@@ -461,6 +484,7 @@ mod tests {
         }
         // No hardware graph on the CPU: the share that replayed one is 0, said, not hidden.
         assert_eq!(m["speculative_on_graphs"], 0.0, "{m:?}");
+        assert_eq!(m["plain_graph_mismatches"], 0.0, "{m:?}");
         assert!((0.0..=1.0).contains(&m["k1/acceptance_launched"]), "{m:?}");
         assert_eq!(m["greedy_mismatches"], 0.0, "{m:?}");
         assert_eq!(check(&json!({ "verifier": "@v", "draft": "@d", "k": 2, "prompts": "@p", "mode": "sample", "graphs": true })).unwrap_err().path, "params.graphs");
@@ -475,5 +499,15 @@ mod tests {
         let params = json!({ "verifier": "@v", "draft": "@d", "k": 2, "prompts": "@p", "pack": true, "max_prompt_tokens": 100000 });
         let err = run_stage(&SpeculativeStage, &tmp.path().join("short"), params, &inputs).unwrap_err();
         assert!(err.to_string().contains("params.pack"), "{err}");
+    }
+
+    /// A departure says which side a one-pass read of the prefix agrees with.
+    #[test]
+    fn a_departure_names_the_side_one_pass_agrees_with() {
+        let d = |one_pass| Departure { at: 3, plain: Some(7), speculative: Some(9), gap: 8.0, logit: 21.0, one_pass }.to_string();
+        assert!(d(Some(7)).ends_with("ranks 7 first (the reference's)"), "{}", d(Some(7)));
+        assert!(d(Some(9)).ends_with("ranks 9 first (the other's)"), "{}", d(Some(9)));
+        assert!(d(Some(1)).ends_with("(neither's)"), "{}", d(Some(1)));
+        assert!(d(None).ends_with("(a bf16 step there: 0.1641)"), "{}", d(None));
     }
 }
