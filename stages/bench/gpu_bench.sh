@@ -37,7 +37,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 kc=$PWD/target/environment
 mkdir -p "$kc"
 [ -n "${KERNEL_CACHE_IN:-}" ] && tar xzf "$KERNEL_CACHE_IN" -C "$kc"
-printf '[compilation]\ncache = true\n\n[environment]\npath = { directory = "%s" }\n' "$kc" > cubecl.toml
+# The cache's part of cubecl.toml, which the profiling parts extend with a logger.
+cache="[compilation]\ncache = true\n\n[environment]\npath = { directory = \"$kc\" }\n"
+printf "$cache" > cubecl.toml
 trap 'rm -f cubecl.toml; tar czf "$out/kernel-cache.tgz" -C "$kc" .' EXIT
 . "$(dirname "$0")/nccl_env.sh" 2>> "$out/bench.log"
 
