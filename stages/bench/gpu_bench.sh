@@ -103,10 +103,10 @@ for part in $parts; do
     # greedy's tokens (`first_mismatch` none, acceptance 1), under each mode of long-graph
     # (SPEC_MODES; `readout-shared`: the steps kernel's read-out through shared memory). Session
     # 11's pipeline saw speculative output part from plain greedy at logit gaps of 4-8.
-    spec-check) for mode in ${SPEC_MODES:-ours unfused attn-burn softmax-ops norm-ops burn readout-shared}; do (
+    spec-check) for p in ${GRAPH_PROMPTS:-512}; do for mode in ${SPEC_MODES:-ours unfused attn-burn softmax-ops norm-ops burn readout-shared}; do (
       mode_env $mode
-      step "spec-check $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt ${GRAPH_PROMPTS:-512} --steps 64 --speculative 2,4
-      ); done ;;
+      step "spec-check ctx $p $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt $p --steps 64 --speculative 2,4
+      ); done; done ;;
     # Issue 6: what a speculative round costs in plain steps on graphs, with a random 2-layer
     # Transformer as the draft (the pipeline's draft's shape), at K = 2, 4, 8 and each context
     # in GRAPH_PROMPTS: the acceptance a trained draft needs to break even and to double plain
