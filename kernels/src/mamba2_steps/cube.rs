@@ -8,12 +8,15 @@
 //! registers across all the steps: the state is read once and written once (at `snap_at`).
 //! Before the steps, the cube's units convolve the conv inputs of up to `CHUNK` steps at once into
 //! shared memory (`B` and `C` of the head, `x` of its rows: loads issued together, and one barrier
-//! per chunk rather than three per step); a row's `y` is the sum over its lanes by warp shuffles.
-//! Cubes are large because every cube of a head convolves the same `B` and `C`: on Llama-3-8B's
-//! shape at batch 32 (bf16, H200, `DISTILL_STEPS_CUBE` sweep in BENCHMARKS.md) 5 steps cost
-//! 2.2x one step at 256 units, 1.9x at 1,024; one step is fastest at 512 (74.6 µs against 81-82
-//! at 256 and 1,024). The cube's shape never changes the arithmetic, so every shape rounds alike.
-//! Accumulation is f32 whatever the model dtype.
+//! per chunk rather than three per step); a row's `y` is the sum over its lanes by warp shuffles
+//! (or, after the chunk's steps, through shared memory: [`shared_readout`]).
+//! Cubes have 512 units for one step and for several: every cube of a head convolves the same
+//! `B` and `C` (so not fewer), and a unit takes 40-52 registers, so an SM holds two cubes of 512
+//! but one of 1,024, which then leaves it idle at every barrier (ncu, session 11). On
+//! Llama-3-8B's shape at batch 32 (bf16, H200, the `DISTILL_STEPS_CUBE` sweep in BENCHMARKS.md)
+//! 5 steps cost 114 µs at 1,024 units, 107 at 256 and 84 at 512: 1.24x one step. The cube's
+//! shape never changes the arithmetic, so every shape rounds alike. Accumulation is f32 whatever
+//! the model dtype.
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
