@@ -91,8 +91,8 @@ fn max_lanes(steps: usize) -> usize {
 /// H200 (session 11, Llama-3-8B's shape at batch 32) shared memory cost 5-15% more for one step
 /// and 4-10% less from 6 steps on, the same from 2 to 5.
 fn shared_readout() -> bool {
-    static SHARED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SHARED.get_or_init(|| std::env::var("DISTILL_STEPS_READOUT").is_ok_and(|v| v.trim() == "shared"))
+    static SHUFFLES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
 /// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
