@@ -19,7 +19,13 @@ const UNITS: usize = 256;
 const WARPS: usize = UNITS / 32;
 
 pub fn rms_norm(x: BurnTensor<2>, weight: BurnTensor<1>, eps: f64) -> BurnTensor<2> {
-    norm(x.clone(), x, weight, eps, false)
+    // The gate goes unread here, but it must not be `x` again: one fusion tensor handed to a
+    // custom op twice (a read-only clone and the read-write original) made speculative rounds
+    // on CUDA graphs read wrong values in f32 (session 12: the 50% hybrid drafting for itself
+    // accepted 0.07-0.12 of its drafts on graphs, 0.95-0.97 launched; with the weight here,
+    // 1.00 and plain greedy's tokens). The weight, read-only like every parameter, costs nothing.
+    let d = weight.dims()[0];
+    norm(x, weight.clone().reshape([1, d]), weight, eps, false)
 }
 
 pub fn gated_rms_norm(y: BurnTensor<2>, z: BurnTensor<2>, weight: BurnTensor<1>, eps: f64) -> BurnTensor<2> {
