@@ -101,11 +101,14 @@ for part in $parts; do
     # Issue 9: whether verification still computes what decoding does, kernel by kernel: each
     # model drafting for itself on graphs (K = 2, 4) must accept every draft and give plain
     # greedy's tokens (`first_mismatch` none, acceptance 1), under each mode of long-graph
-    # (SPEC_MODES; `readout-shared`: the steps kernel's read-out through shared memory). Session
-    # 11's pipeline saw speculative output part from plain greedy at logit gaps of 4-8.
-    spec-check) for p in ${GRAPH_PROMPTS:-512}; do for mode in ${SPEC_MODES:-ours unfused attn-burn softmax-ops norm-ops burn readout-shared}; do (
+    # (SPEC_MODES; `readout-shared`: the steps kernel's read-out through shared memory). In f32
+    # (SPEC_DTYPE) and over short prompts: in bf16 after 512 tokens a random model repeats one
+    # token (session 12: 39630 every step), which any state, right or wrong, predicts, so the
+    # check passed every mode while f32 speculative rounds on graphs accepted 0.07 of a real
+    # hybrid's own drafts (the `speculative_self` stage found it).
+    spec-check) for p in ${GRAPH_PROMPTS:-64}; do for mode in ${SPEC_MODES:-ours unfused attn-burn softmax-ops norm-ops burn readout-shared}; do (
       mode_env $mode
-      step "spec-check ctx $p $mode" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt $p --steps 64 --speculative 2,4
+      step "spec-check ctx $p $mode" 200 "$bin" bench --device cuda --dtype ${SPEC_DTYPE:-f32} decode-graph --random $cfg --attention-fraction 1,0.5 --batch 1 --prompt $p --steps 64 --speculative 2,4
       ); done; done ;;
     # Issue 6: what a speculative round costs in plain steps on graphs, with a random 2-layer
     # Transformer as the draft (the pipeline's draft's shape), at K = 2, 4, 8 and each context
