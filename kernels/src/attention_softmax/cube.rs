@@ -22,6 +22,8 @@ const HELD: usize = 4;
 /// matched them at 4,096 and lost at 16,384, even holding its row in registers (BENCHMARKS.md,
 /// session 11), where the composite spreads each pass over the whole GPU.
 pub(super) const MAX_KEYS: usize = UNITS * HELD;
+// `super::mode()` names this bound in a `&'static str`: a change here must change it there.
+const _: () = assert!(MAX_KEYS == 4096, "attention_softmax::mode() says 4096 keys");
 
 pub fn masked_softmax(scores: BurnTensor<3>, mask: BurnTensor<3, Bool>, scale: f64) -> BurnTensor<3> {
     BurnTensor::from_dispatch(<Dispatch as MaskedSoftmaxOps>::masked_softmax(scores.into_dispatch(), mask.into_dispatch(), (scale as f32).to_bits()))
