@@ -22,7 +22,9 @@
 # the first starts in ~20 s rather than ~80); keep that folder between runs. `profile-decode`
 # counts the kernels of decode tokens at batch 1 (profile-decode-{16,48}.txt: their difference
 # is 32 tokens' launches). `rounds` times speculative rounds with a random 2-layer draft at each
-# context of GRAPH_PROMPTS: a round's cost in plain steps, and the acceptance it needs.
+# context of GRAPH_PROMPTS: a round's cost in plain steps, and the acceptance it needs;
+# `draft-step` a plain step of that draft alone on graphs; `spec-check` each random model
+# drafting for itself under each kernel mode (f32: every draft accepted).
 set -uo pipefail
 bin=$1 out=$2
 shift 2
@@ -116,6 +118,11 @@ for part in $parts; do
     # decoding there.
     rounds) for p in ${GRAPH_PROMPTS:-512 4096 16384}; do
       step "rounds ctx $p" 200 "$bin" bench --device cuda decode-graph --random $cfg --attention-fraction 1,0.5,0.25 --batch 1 --prompt $p --steps 32 --speculative 2,4,8 --draft-layers 2; done ;;
+    # Issue 9: the draft's step alone. A round of K = 4 (session 11, 512 tokens) cost 4.62 ms of
+    # which the verification 2.68: ~0.39 ms for each of the draft's 5 steps, where a 30-layer
+    # plain step is 1.94 ms. A plain step on graphs of the same random 2-layer Transformer says
+    # how much of that is the draft's own layers and head, and how much the round's bookkeeping.
+    draft-step) step "draft step" 120 "$bin" bench --device cuda decode-graph --random stages/bench/smollm2-2layer-config.json --batch 1 --prompt 512 --steps 64 ;;
     # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's.
     ssd) step ssd 150 "$bin" bench --device cuda ssd ;;
     ssd-peer) step ssd 100 python3 stages/bench/ssd_torch.py ;;
