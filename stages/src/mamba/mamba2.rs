@@ -262,17 +262,15 @@ impl Mamba2 {
     /// count known only on the device. Each step rounds as [`Self::forward`]'s decode step does.
     ///
     /// # Shapes
-    /// - `u`: `[batch, steps, d_model]` -> `[batch, steps, d_model]`, the conv windows
-    ///   `[steps, batch, K - 1, conv channels]` and the SSM states `[steps, batch, heads, p, n]`
-    pub fn steps_keeping_all(&self, u: Tensor<3>, state: &MambaState, weights: &Mamba2StepWeights) -> (Tensor<3>, Tensor<4>, Tensor<5>) {
-        let steps = u.dims()[1];
+    /// - `u`: `[batch, steps, d_model]` -> `[batch, steps, d_model]`, the conv inputs
+    ///   `[batch, K - 1 + steps, conv channels]` (the window entering, then each step's: the
+    ///   window after step `t` is rows `t + 1 .. t + K`) and the SSM states `[steps, batch, heads, p, n]`
+    pub fn steps_keeping_all(&self, u: Tensor<3>, state: &MambaState, weights: &Mamba2StepWeights) -> (Tensor<3>, Tensor<3>, Tensor<5>) {
         let (z, xbc, dt) = self.project(u);
-        let k = self.conv1d.kernel();
         let (window, s0) = self.carried_or_zeros(state.conv.clone(), state.ssm.clone(), &xbc);
         let padded = Tensor::cat(vec![window, xbc], 1); // [bs, K - 1 + steps, channels]
         let out = mamba2_steps_history(padded.clone(), dt, s0, weights);
-        let windows = Tensor::stack((0..steps).map(|t| padded.clone().narrow(1, t + 1, k - 1)).collect(), 0);
-        (self.gate_out(out.y, z), windows, out.states)
+        (self.gate_out(out.y, z), padded, out.states)
     }
 
     /// The conv window and SSM state a step starts from: those carried, else zeros (a state

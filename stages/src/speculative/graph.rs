@@ -126,6 +126,7 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
     let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1, k + 1), Tables::new(draft.model, draft.rope, t, 1, k + 1));
     let columns = Tensor::<1, Int>::arange(0..room as i64, &device).reshape([1, room]);
     let offsets = Tensor::<1, Int>::arange(0..(k + 1) as i64, &device).reshape([1, k + 1]);
+    let (verifier_rows, draft_rows) = (window_rows(verifier.model), window_rows(draft.model));
     // The first prompt's buffers become the graph's; later prompts are written into them.
     let (first_round, first_token) = Round::prefill(verifier, draft, &prompts[0], t, room);
     let state = RefCell::new(first_round);
@@ -167,8 +168,8 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
         let this_round = columns.clone().equal(rounds.clone().reshape([1, 1]).expand([1, room]));
         update(accepted, |a| a.mask_where(this_round, r.clone().reshape([1, 1]).expand([1, room])));
         // Both models keep the r + 1 tokens the round accepted.
-        settle_at(&mut vs.mamba, verifier_kept, &r);
-        settle_at(&mut ds.mamba, draft_steps.into_iter().map(Kept::from_steps).collect(), &r);
+        settle_at(&mut vs.mamba, verifier_kept, &r, &verifier_rows);
+        settle_at(&mut ds.mamba, draft_steps.into_iter().map(Kept::from_steps).collect(), &r, &draft_rows);
         last.inplace(|x| overwrite(x, next.clone()));
         update(pos, |q| q + r.clone() + 1);
         update(len, |q| q + r.clone() + 1);
@@ -305,11 +306,12 @@ pub fn verification_ms(verifier: SpecModel, prompt: &[u32], k: usize, replays: u
     let fed = Tensor::cat(vec![first; k + 1], 1);
     let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![prompt.len() as i64], [1]), &device);
     let all = Tensor::<1, Int>::from_data(TensorData::new(vec![k as i64], [1]), &device);
+    let rows = window_rows(verifier.model);
     let side = RefCell::new(side);
     let step = || {
         let mut side = side.borrow_mut();
         let (verdicts, kept) = check(verifier, &tables, &mut side, fed.clone(), &pos);
-        settle_at(&mut side.mamba, kept, &all);
+        settle_at(&mut side.mamba, kept, &all, &rows);
         verdicts
     };
     let mut graph = burn::tensor::capture(&device, step);
@@ -355,12 +357,23 @@ fn prefill(model: &Hybrid, m: SpecModel, prompt: &[u32], t: usize) -> (Side, Ten
 }
 
 /// What a Mamba layer could hold after a round, one entry per token it was fed: conv windows
-/// `[steps, batch, K - 1, channels]`, SSM states `[steps, batch, ...]`. The rollback picks one.
+/// and SSM states `[steps, batch, ...]`. The rollback picks one.
 #[derive(Default)]
 struct Kept {
-    conv: Option<Tensor<4>>,
+    conv: Option<KeptConv>,
     ssm: Option<Tensor<5>>,
     step_weights: Option<Mamba2StepWeights>,
+}
+
+/// A layer's conv windows after each of a round's tokens.
+enum KeptConv {
+    /// One window a step, stacked: `[steps, batch, K - 1, channels]`.
+    Stacked(Tensor<4>),
+    /// The round's conv inputs after the window entering it, `[batch, K - 1 + steps, channels]`:
+    /// the window after `r + 1` tokens is rows `r + 1 ..= r + K - 1`, one gather. Stacking the
+    /// `K + 1` windows instead was a copy launch each (burn's concatenation on a GPU is a slice
+    /// assignment per part) in every Mamba-2 layer of every round.
+    Inputs(Tensor<3>),
 }
 
 impl Kept {
@@ -373,7 +386,7 @@ impl Kept {
         let conv: Vec<Tensor<3>> = steps.iter().filter_map(|s| s.conv.clone()).collect();
         let ssm: Vec<Tensor<4>> = steps.iter().filter_map(|s| s.ssm.clone()).collect();
         let whole = |n: usize| n == steps.len();
-        Kept { conv: whole(conv.len()).then(|| Tensor::stack(conv, 0)), ssm: whole(ssm.len()).then(|| Tensor::stack(ssm, 0)), step_weights }
+        Kept { conv: whole(conv.len()).then(|| KeptConv::Stacked(Tensor::stack(conv, 0))), ssm: whole(ssm.len()).then(|| Tensor::stack(ssm, 0)), step_weights }
     }
 }
 
@@ -387,8 +400,8 @@ fn verify_layer(mixer: &MambaMixer, u: Tensor<3>, from: &MambaState, kept: &mut 
     match mixer {
         MambaMixer::Mamba2(m) => {
             let weights = from.step_weights.clone().unwrap_or_else(|| m.step_weights());
-            let (y, conv, ssm) = m.steps_keeping_all(u, from, &weights);
-            *kept = Kept { conv: Some(conv), ssm: Some(ssm), step_weights: Some(weights) };
+            let (y, conv_inputs, ssm) = m.steps_keeping_all(u, from, &weights);
+            *kept = Kept { conv: Some(KeptConv::Inputs(conv_inputs)), ssm: Some(ssm), step_weights: Some(weights) };
             y
         }
         MambaMixer::Mamba1(_) => {
@@ -408,16 +421,38 @@ fn verify_layer(mixer: &MambaMixer, u: Tensor<3>, from: &MambaState, kept: &mut 
     }
 }
 
+/// `1 ..= K - 1` for the model's Mamba-2 conv windows (`K` the conv's width; `[1]` without
+/// Mamba-2 layers): with the accepted count added, the rows of a round's conv inputs that make the
+/// window it keeps ([`KeptConv::Inputs`]). Made before capture: a captured round must not upload
+/// from the host.
+fn window_rows(model: &Hybrid) -> Tensor<1, Int> {
+    let width = model.model.layers.iter().find_map(|l| match &l.mamba {
+        Some(MambaMixer::Mamba2(m)) => Some(m.conv1d.kernel() - 1),
+        _ => None,
+    });
+    Tensor::arange(1..width.unwrap_or(1) as i64 + 1, &model.device())
+}
+
 /// Each Mamba layer's state becomes the one after the round's `r + 1`-th token (`r`: `[1]`),
-/// written into the layer's own buffers.
-fn settle_at(layers: &mut [MambaState], kept: Vec<Kept>, r: &Tensor<1, Int>) {
+/// written into the layer's own buffers; `rows` is [`window_rows`] of the layers' model.
+fn settle_at(layers: &mut [MambaState], kept: Vec<Kept>, r: &Tensor<1, Int>, rows: &Tensor<1, Int>) {
+    // The rows every Mamba-2 layer's window takes, computed once a round.
+    let mut window: Option<Tensor<1, Int>> = None;
     for (state, k) in layers.iter_mut().zip(kept) {
         if state.step_weights.is_none() {
             state.step_weights = k.step_weights;
         }
         if let Some(conv) = k.conv {
-            let [_, b, w, c] = conv.dims();
-            let picked = conv.select(0, r.clone()).reshape([b, w, c]);
+            let picked = match conv {
+                KeptConv::Stacked(conv) => {
+                    let [_, b, w, c] = conv.dims();
+                    conv.select(0, r.clone()).reshape([b, w, c])
+                }
+                KeptConv::Inputs(inputs) => {
+                    let at = window.get_or_insert_with(|| rows.clone() + r.clone().expand([rows.dims()[0]]));
+                    inputs.select(1, at.clone())
+                }
+            };
             state.conv = Some(match state.conv.take() {
                 Some(dst) => overwrite(dst, picked),
                 None => picked,
