@@ -21,6 +21,10 @@
 //! - [`rms_norm`]: RMSNorm and Mamba-2's gated RMSNorm for inference, one launch each.
 //!
 //! The kernels exist with the `cuda` feature; without it every function is its reference.
+//! Each reaches burn through `#[backend_extension]`, an opaque op in burn's fusion stream; none
+//! takes one tensor as two of its inputs: RMSNorm did (its input again as the unread gate), and
+//! speculative rounds replayed from CUDA graphs then computed wrong values in f32 (session 12,
+//! BENCHMARKS.md), which no parity check on random inputs could show.
 //! `parity` runs each kernel against its reference on random inputs over shapes and dtypes
 //! (`distill bench kernels`, `kernels/gpu_parity.sh` on a GPU machine).
 
