@@ -74,7 +74,8 @@ mode_env() {
   case $1 in
     burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;;
     unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; softmax-ops) export DISTILL_ATTN_SOFTMAX=ops ;;
-    readout-shared) export DISTILL_STEPS_READOUT=shared ;;
+    readout-shared) export DISTILL_STEPS_READOUT=shared ;; kv-mask) export DISTILL_KV_WRITE=mask ;;
+    conv-prepass) export DISTILL_STEPS_CONV=prepass ;;
   esac
 }
 
@@ -94,7 +95,9 @@ for part in $parts; do
     # DISTILL_GEMV=0), with only the reductions (`reduce`: DISTILL_GEMV=0), with burn's products in
     # attention only (`attn-burn`: DISTILL_ATTN_GEMV=0), with q/k/v and gate/up as separate products
     # (`unfused`: DISTILL_FUSE=0), with RMSNorm in tensor ops (`norm-ops`: DISTILL_RMSNORM=ops), with decoding's attention softmax
-    # as its composite (`softmax-ops`: DISTILL_ATTN_SOFTMAX=ops), one after the
+    # as its composite (`softmax-ops`: DISTILL_ATTN_SOFTMAX=ops), with the KV cache written
+    # through a mask over the whole buffer rather than by scattering the step's rows (`kv-mask`:
+    # DISTILL_KV_WRITE=mask, session 11's way), one after the
     # other (GRAPH_MODES picks): issue 6's long-context figures and what each costs in them.
     long-graph) for p in ${GRAPH_PROMPTS:-512 1024 4096 16384}; do for mode in ${GRAPH_MODES:-ours burn}; do (
       mode_env $mode

@@ -159,6 +159,9 @@ pub struct InferenceKernels {
     pub attention_softmax: &'static str,
     pub norms: &'static str,
     pub fused_projections: bool,
+    /// How steps on graphs write the KV cache: `scatter` (the step's rows) or `mask` (the whole
+    /// buffer through a mask, `DISTILL_KV_WRITE=mask`).
+    pub kv_write: &'static str,
 }
 
 impl InferenceKernels {
@@ -170,6 +173,7 @@ impl InferenceKernels {
             attention_softmax: distill_kernels::attention_softmax::mode(),
             norms: distill_kernels::rms_norm::mode(),
             fused_projections: model.model.layers.iter().any(|l| l.mlp.fused_gate_up.is_some()),
+            kv_write: if crate::llama::kv_write_by_mask() { "mask" } else { "scatter" },
         }
     }
 }

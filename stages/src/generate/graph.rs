@@ -5,10 +5,10 @@
 //! replayed). A graph replays the launches it recorded against the buffers it recorded, so
 //! everything that changes from token to token lives on the device in buffers that stay put:
 //! the position (a one-element tensor the step itself advances), the token fed back (the
-//! step's own argmax), the KV buffers at their final length (each token written through a
-//! one-hot mask of the position, not a slice at a host offset) and the Mamba states (each
-//! step's new state copied back into the same buffer). The rotary rows, the attention mask and
-//! the write mask are computed from the position inside the step.
+//! step's own argmax), the KV buffers at their final length (each token's keys scattered to its
+//! slot, an index computed on the device, not a slice at a host offset) and the Mamba states
+//! (each step's new state copied back into the same buffer). The rotary rows, the attention mask
+//! and the slots written are computed from the position inside the step.
 //!
 //! Only buffers that nothing else holds are written in place, so the step takes each one out
 //! of its holder before writing it. On a backend without graphs (the CPU) a replay re-runs
@@ -21,7 +21,7 @@ use burn::tensor::{capture, Bool, DType, Int, Tensor, TensorData};
 use distill_kernels::reduce::argmax_last;
 
 use crate::hybrid::{Hybrid, HybridCache, StepInputs};
-use crate::llama::{KvCache, KvStep, KvWrite, Rope, StepMask};
+use crate::llama::{kv_write_by_mask, KvCache, KvStep, KvWrite, Rope, StepMask};
 use crate::lm::CausalLm;
 use crate::mamba::MambaState;
 use super::GenerateOptions;
@@ -273,9 +273,13 @@ impl Tables {
     /// capture's warm-up can step beyond the last token) clamp to its end; they write nothing.
     pub(crate) fn inputs(&self, pos: &Tensor<1, Int>, s: usize, pads: Option<&Tensor<1, Int>>) -> StepInputs {
         let (b, t) = (self.b, self.t);
-        let Tokens { cos, sin, mask, rel } = self.tokens(pos, s, pads);
-        let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
-        let write = KvWrite { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) };
+        let Tokens { cos, sin, mask, rel, at } = self.tokens(pos, s, pads);
+        let write = if kv_write_by_mask() {
+            let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
+            KvWrite::Masked { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) }
+        } else {
+            KvWrite::Slots(at)
+        };
         let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write), grouped: Default::default() };
         StepInputs::new(cos, sin, kv, self.keep.clone().narrow(1, 0, s))
     }
@@ -286,13 +290,18 @@ impl Tables {
     /// rotary rows, mask and cache write) were a handful of launches of their own.
     pub(crate) fn inputs_each(&self, pos: &Tensor<1, Int>, n: usize) -> Vec<StepInputs> {
         let (b, t) = (self.b, self.t);
-        let Tokens { cos, sin, mask, rel } = self.tokens(pos, n, None);
+        let Tokens { cos, sin, mask, rel, at } = self.tokens(pos, n, None);
         // Step i writes the slot `pos + i`.
-        let offsets = self.offsets.clone().narrow(0, 0, n).reshape([n, 1]).expand([n, t]);
-        let written = rel.reshape([1, t]).expand([n, t]).equal(offsets); // [n, t]
+        let written = kv_write_by_mask().then(|| {
+            let offsets = self.offsets.clone().narrow(0, 0, n).reshape([n, 1]).expand([n, t]);
+            rel.reshape([1, t]).expand([n, t]).equal(offsets) // [n, t]
+        });
         (0..n)
             .map(|i| {
-                let write = KvWrite { slots: written.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None };
+                let write = match &written {
+                    Some(w) => KvWrite::Masked { slots: w.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None },
+                    None => KvWrite::Slots(at.clone().narrow(0, i, 1)),
+                };
                 let mask = StepMask::Masked(mask.clone().narrow(1, i, 1).reshape([b, 1, 1, t]));
                 let kv = KvStep { offset: 0, capacity: t, mask, write: Some(write), grouped: Default::default() };
                 StepInputs::new(cos.clone().narrow(2, i, 1), sin.clone().narrow(2, i, 1), kv, self.keep.clone().narrow(1, 0, 1))
@@ -313,22 +322,25 @@ impl Tables {
         let head_dim = self.cos.dims()[3];
         let rotary = |table: &Tensor<4>| table.clone().select(2, positions.clone()).reshape([b, 1, s, head_dim]);
         let slots = self.slots.clone().reshape([1, 1, t]);
+        let written = at.clone().reshape([s]).clamp(0, t as i64 - 1);
         let future = slots.clone().expand([1, s, t]).greater(at.reshape([1, s, 1]).expand([1, s, t])).expand([b, s, t]);
         let mask = match pads {
             Some(p) => future.bool_or(slots.expand([b, s, t]).lower(p.clone().reshape([b, 1, 1]).expand([b, s, t]))),
             None => future,
         };
-        Tokens { cos: rotary(&self.cos), sin: rotary(&self.sin), mask, rel: self.slots.clone() - pos.clone().expand([t]) }
+        Tokens { cos: rotary(&self.cos), sin: rotary(&self.sin), mask, rel: self.slots.clone() - pos.clone().expand([t]), at: written }
     }
 }
 
 /// [`Tables::tokens`]: `cos`, `sin` `[batch, 1, s, head_dim]`; `mask` `[batch, s, t]`, true
-/// where a token hides a slot; `rel` `[t]`, each slot's offset from `pos`.
+/// where a token hides a slot; `rel` `[t]`, each slot's offset from `pos`; `at` `[s]`, each
+/// token's slot, clamped into the buffer.
 struct Tokens {
     cos: Tensor<4>,
     sin: Tensor<4>,
     mask: Tensor<3, Bool>,
     rel: Tensor<1, Int>,
+    at: Tensor<1, Int>,
 }
 
 /// A fresh prefill's KV buffers and Mamba states written into those a captured graph reads
@@ -422,9 +434,16 @@ mod tests {
             let ((c1, s1, k1), (c2, s2, k2)) = (each.parts(), one.parts());
             assert_eq!((floats(c1), floats(s1)), (floats(c2), floats(s2)), "step {i}: rotary rows");
             assert_eq!(mask(k1), mask(k2), "step {i}: mask");
-            let slots = |k: &KvStep| bools(k.write.as_ref().unwrap().slots.clone());
+            // Either form of the write (`DISTILL_KV_WRITE`) as the slots it writes.
+            let slots = |k: &KvStep| match k.write.as_ref().unwrap() {
+                KvWrite::Slots(at) => at.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap(),
+                KvWrite::Masked { slots, rows } => {
+                    assert!(rows.is_none(), "a one-token step");
+                    bools(slots.clone()).into_iter().enumerate().filter(|&(_, w)| w).map(|(j, _)| j as i64).collect()
+                }
+            };
             assert_eq!(slots(k1), slots(k2), "step {i}: the slot written");
-            assert!(k1.write.as_ref().unwrap().rows.is_none());
+            assert_eq!(slots(k1), vec![5 + i as i64], "step {i}");
         }
     }
 
@@ -436,7 +455,7 @@ mod tests {
     }
 
     /// The device-resident step (position, masks and rotary rows from a device tensor, KV
-    /// written through a one-hot mask, states copied back) chooses plain greedy decoding's
+    /// scattered to its slot, states copied back) chooses plain greedy decoding's
     /// tokens and stops where it stops, for pure attention, hybrid and pure Mamba models, over
     /// left-padded prompts of different lengths, and past several chunks of replays.
     #[test]

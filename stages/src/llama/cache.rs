@@ -8,7 +8,7 @@
 
 use std::cell::OnceCell;
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 /// Capacity of a fresh buffer: small enough that short CPU runs stay cheap, large enough that
 /// decoding does not regrow at every step.
@@ -66,13 +66,27 @@ impl KvStep {
     }
 }
 
-/// A step's writes into the cache buffers, as masks instead of a slice at a host offset.
+/// A step's writes into the cache buffers at positions that live on the device, instead of a
+/// slice at a host offset.
 #[derive(Debug, Clone)]
-pub struct KvWrite {
-    /// `[1, 1, capacity, 1]`: true at the slots this step writes.
-    pub slots: Tensor<4, Bool>,
-    /// `[capacity]`: which of the step's tokens each slot takes (`None`: a one-token step).
-    pub rows: Option<Tensor<1, Int>>,
+#[allow(clippy::large_enum_variant)] // one a step, held by the step's inputs alone
+pub enum KvWrite {
+    /// `[seq]`: the slot each of the step's tokens goes to, clamped into the buffer (a capture's
+    /// warm-up can step past the last token, into slots no token reads before writing them). The
+    /// keys are scattered there: the write moves the step's rows alone.
+    Slots(Tensor<1, Int>),
+    /// `[1, 1, capacity, 1]` true at the slots this step writes, and `[capacity]` which of the
+    /// step's tokens each slot takes (`None`: a one-token step): the whole buffer read and written
+    /// each step (2 x 12 MB a layer for SmolLM2 at 16k tokens; `DISTILL_KV_WRITE=mask`, to measure
+    /// one against the other).
+    Masked { slots: Tensor<4, Bool>, rows: Option<Tensor<1, Int>> },
+}
+
+/// Whether device-positioned steps write the cache through masks (`DISTILL_KV_WRITE=mask`)
+/// rather than by scattering their rows.
+pub(crate) fn kv_write_by_mask() -> bool {
+    static MASK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MASK.get_or_init(|| std::env::var("DISTILL_KV_WRITE").is_ok_and(|v| v.trim() == "mask"))
 }
 
 #[derive(Debug, Clone)]
@@ -197,13 +211,14 @@ pub(crate) fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, step: &KvStep) ->
     let [b, h, s, d] = new.dims();
     let buffer = match (&step.write, buffer) {
         // Held by nothing else, the buffer is written in place: the same one every step.
-        (Some(write), Some(buffer)) => {
+        (Some(KvWrite::Slots(at)), Some(buffer)) => return buffer.select_assign(2, at.clone(), new, IndexingUpdateOp::Assign),
+        (Some(KvWrite::Masked { slots, rows }), Some(buffer)) => {
             let t = buffer.dims()[2];
-            let values = match &write.rows {
+            let values = match rows {
                 Some(rows) => new.select(2, rows.clone()),
                 None => new.expand([b, h, t, d]),
             };
-            return buffer.mask_where(write.slots.clone().expand([b, h, t, d]), values);
+            return buffer.mask_where(slots.clone().expand([b, h, t, d]), values);
         }
         (_, buffer) => buffer,
     };

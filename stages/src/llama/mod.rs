@@ -12,6 +12,7 @@ mod train_attention;
 
 pub use attention::{Attention, AttentionConfig};
 pub use cache::{grown_capacity, KvCache, KvStep, KvWrite, StepMask};
+pub(crate) use cache::kv_write_by_mask;
 pub use config::{HfLlamaConfig, HfRope, Llama3Scaling, LlamaConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use model::{DecoderLayer, Llama, LlamaModel};
