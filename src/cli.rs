@@ -262,6 +262,11 @@ pub enum BenchWhat {
         /// model drafts for itself (every draft accepted: the rounds' mechanics).
         #[arg(long, value_name = "N", requires = "speculative")]
         draft_layers: Option<usize>,
+        /// The rounds' draft: the model itself with its final norm's weights scaled by
+        /// `1 ± SCALE` (e.g. 0.3): the same hidden states and a greedy choice that differs where
+        /// the top logits are near, so rounds accept some drafts and roll back at every count.
+        #[arg(long, value_name = "SCALE", requires = "speculative", conflicts_with = "draft_layers")]
+        draft_noise: Option<f32>,
     },
     /// Training-step tokens/s and model FLOPs utilization; `--distill` adds the teacher's forward.
     Train {

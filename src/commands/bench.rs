@@ -158,9 +158,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 ))?;
             }
         }
-        BenchWhat::DecodeGraph { model, batch, prompt, steps, speculative, draft_layers } => {
+        BenchWhat::DecodeGraph { model, batch, prompt, steps, speculative, draft_layers, draft_noise } => {
             for m in inference(models(model, &runtime)?) {
-                let draft = draft_layers.map(|n| BenchModel::random_transformer(&m.config.llama, n, &runtime)).transpose()?.map(|d| inference(vec![d]).remove(0));
+                let draft = match (draft_layers, draft_noise) {
+                    (Some(n), _) => Some(inference(vec![BenchModel::random_transformer(&m.config.llama, *n, &runtime)?]).remove(0)),
+                    (None, Some(scale)) => Some(m.noisy_copy(*scale, 1)),
+                    (None, None) => None,
+                };
                 let r = distill_stages::bench::graph::run(&m, &runtime, *batch, *prompt, *steps, speculative, draft.as_ref())?;
                 let part = |m: Option<usize>| m.map_or("-".to_string(), |i| i.to_string());
                 let mut summary = format!(

@@ -228,6 +228,14 @@ mod tests {
             assert!(s.verify_ms > 0.0 && s.verify_in_steps.is_finite(), "{s:?}");
             assert!(s.acceptance_for_break_even.is_none_or(|a| (0.0..=1.0).contains(&a)), "{s:?}");
         }
+        // The model with its final norm perturbed: the same hidden states, a greedy choice of its
+        // own where the top logits are near, and still plain greedy's tokens out of the rounds.
+        let noisy = m.noisy_copy(1.0, 1);
+        let r = run(&m, &runtime, 1, 8, 12, &[2, 4], Some(&noisy)).unwrap();
+        for s in &r.speculative {
+            assert_eq!(s.first_mismatch, None, "{s:?}");
+            assert!(s.draft.contains("1 ± 1") && s.acceptance < 1.0, "a perturbed head rejects some drafts: {s:?}");
+        }
 
         let mut cache = m.model.new_cache();
         let ids: Vec<i64> = (0..16).map(|i| (i * 7919 + 13) as i64 % m.config.llama.vocab_size as i64).collect();

@@ -76,6 +76,23 @@ impl BenchModel {
         Ok(Self { label: format!("random {layers}-layer Transformer"), rope: Rope::new(&llama), model, config })
     }
 
+    /// This model with its final norm's weights scaled channel by channel by `1 ± scale`
+    /// (uniform, from `seed`): a draft whose hidden states are the model's own and whose greedy
+    /// choice differs where the model's top logits are near, so speculative rounds accept some
+    /// drafts and roll back at every count, as a trained draft's do, on random weights (no
+    /// checkpoint to carry to the GPU machine).
+    pub fn noisy_copy(&self, scale: f32, seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut model = self.model.clone();
+        let w = model.model.norm.weight.val();
+        let d = w.dims()[0];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let factors: Vec<f32> = (0..d).map(|_| 1.0 + rng.random_range(-scale..=scale)).collect();
+        let factors = burn::tensor::Tensor::<1>::from_data(burn::tensor::TensorData::new(factors, [d]), &w.device()).cast(w.dtype());
+        model.model.norm.weight = burn::module::Param::from_tensor(w * factors);
+        Self { label: format!("itself, final norm scaled by 1 ± {scale}"), model, config: self.config.clone(), rope: self.rope.clone() }
+    }
+
     /// Parameters that take part in matrix products per token (the `2·P` of forward FLOPs
     /// per token): all of them, with the output head counted even when tied to the embedding,
     /// less the embedding lookup when untied. Norms, convs and decays (under 1%) are counted too.
