@@ -125,7 +125,6 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
     let t = prompts.iter().map(|p| grown_capacity(p.len() + 1, p.len() + room)).max().unwrap_or(0);
     let (vt, dt) = (Tables::new(verifier.model, verifier.rope, t, 1, k + 1), Tables::new(draft.model, draft.rope, t, 1, k + 1));
     let columns = Tensor::<1, Int>::arange(0..room as i64, &device).reshape([1, room]);
-    let offsets = Tensor::<1, Int>::arange(0..(k + 1) as i64, &device).reshape([1, k + 1]);
     let (verifier_rows, draft_rows) = (window_rows(verifier.model), window_rows(draft.model));
     // The first prompt's buffers become the graph's; later prompts are written into them.
     let (first_round, first_token) = Round::prefill(verifier, draft, &prompts[0], t, room);
@@ -157,13 +156,12 @@ pub fn speculative_each_on_graph(verifier: SpecModel, draft: SpecModel, prompts:
         // r: the drafts before the first that differs from the verifier's choice.
         let misses = proposed.clone().not_equal(verdicts.clone().narrow(1, 0, k)).int();
         let r = misses.cumsum(1).equal_elem(0).int().sum(); // [1]
-        let next = verdicts.select(1, r.clone()); // [1, 1]
-        // This round's tokens: the r accepted drafts, then `next`, at out[len..len + r + 1].
-        let at = offsets.clone().equal(r.clone().reshape([1, 1]).expand([1, k + 1]));
-        let made = Tensor::cat(vec![proposed, next.clone()], 1).mask_where(at, next.clone().expand([1, k + 1])); // [1, K + 1]
+        let next = verdicts.clone().select(1, r.clone()); // [1, 1]
+        // This round's tokens, the r accepted drafts and then `next`, at out[len..len + r + 1]:
+        // the verifier's first r + 1 choices, since the accepted drafts are the ones it chose.
         let rel = columns.clone() - len.clone().reshape([1, 1]).expand([1, room]);
         let hit = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_equal(r.clone().reshape([1, 1]).expand([1, room])));
-        let values = made.select(1, rel.clamp(0, k as i64).reshape([room])); // [1, room]
+        let values = verdicts.select(1, rel.clamp(0, k as i64).reshape([room])); // [1, room]
         update(out, |o| o.mask_where(hit, values));
         let this_round = columns.clone().equal(rounds.clone().reshape([1, 1]).expand([1, room]));
         update(accepted, |a| a.mask_where(this_round, r.clone().reshape([1, 1]).expand([1, room])));
