@@ -8,16 +8,38 @@
 #   kernels/gpu_parity.sh DISTILL_BIN OUT_DIR     (the binary built with --features cuda)
 #
 # ONLY=attention,gemv (groups of `distill bench kernels --only`) runs some of the kernels;
-# CASE="b32 h32/" only the Mamba step cases whose label holds that text.
+# CASE="b32 h32/" only the Mamba step cases whose label holds that text. VARIANTS="default
+# prepass=DISTILL_STEPS_CONV=prepass ..." runs everything once per variant (NAME=VAR=VALUE, or
+# `default` for the environment as it is), each into OUT_DIR/NAME, one after the other on the
+# same GPU, then prints their device times together: an A/B in one call.
 set -euo pipefail
-bin=$(realpath "$1") out=$(mkdir -p "$2" && cd "$2" && pwd)
+bin=$(realpath "$1") top=$(mkdir -p "$2" && cd "$2" && pwd)
 repeats=${REPEATS:-50}
 here=$(cd "$(dirname "$0")" && pwd)
-# The profiling logger reads cubecl.toml from the working directory.
-run=$(mktemp -d)
-printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/profile.log" > "$run/cubecl.toml"
 status=0
-(cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats" ${ONLY:+--only "$ONLY"} ${CASE:+--case "$CASE"}) 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
-python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt" || echo "device times: launches not matched to cases (above); the parity verdicts stand" | tee -a "$out/kernels.txt"
-xz -f "$out/profile.log"
+
+# One run of every selected case into $1.
+parity() {
+  local out=$1 run
+  mkdir -p "$out"
+  # The profiling logger reads cubecl.toml from the working directory.
+  run=$(mktemp -d)
+  printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/profile.log" > "$run/cubecl.toml"
+  (cd "$run" && "$bin" bench --device cuda --dtype bf16 --json "$out/kernels.jsonl" kernels --repeats "$repeats" ${ONLY:+--only "$ONLY"} ${CASE:+--case "$CASE"}) 2> "$out/kernels.log" | tee "$out/kernels.txt" || status=$?
+  python3 "$here/device_times.py" "$out/profile.log" "$out/kernels.jsonl" "$repeats" | tee -a "$out/kernels.txt" || echo "device times: launches not matched to cases (above); the parity verdicts stand" | tee -a "$out/kernels.txt"
+  xz -f "$out/profile.log"
+  return $status
+}
+
+if [ -z "${VARIANTS:-}" ]; then
+  parity "$top"
+  exit $status
+fi
+for v in $VARIANTS; do
+  name=${v%%=*}
+  if [ "$v" = default ]; then (parity "$top/default") || status=1
+  else (export "${v#*=}"; parity "$top/$name") || status=1; fi
+done
+echo "== device times by variant"
+for v in $VARIANTS; do name=${v%%=*}; grep -h " | device " "$top/$name/kernels.txt" | sed "s/^/$name | /"; done | sort -t'|' -k2,2 -k3,3 -s
 exit $status
