@@ -9,8 +9,8 @@
 #
 # ONLY=attention,gemv (groups of `distill bench kernels --only`) runs some of the kernels;
 # CASE="b32 h32/" only the Mamba step cases whose label holds that text. VARIANTS="default
-# prepass=DISTILL_STEPS_CONV=prepass ..." runs everything once per variant (NAME=VAR=VALUE, or
-# `default` for the environment as it is), each into OUT_DIR/NAME, one after the other on the
+# prepass=DISTILL_STEPS_CONV=prepass ..." runs everything once per variant (NAME=VAR=VALUE, several
+# joined by `+`, or `default` for the environment as it is), each into OUT_DIR/NAME, one after the other on the
 # same GPU, then prints their device times together: an A/B in one call.
 set -euo pipefail
 bin=$(realpath "$1") top=$(mkdir -p "$2" && cd "$2" && pwd)
@@ -38,7 +38,7 @@ fi
 for v in $VARIANTS; do
   name=${v%%=*}
   if [ "$v" = default ]; then (parity "$top/default") || status=1
-  else (export "${v#*=}"; parity "$top/$name") || status=1; fi
+  else (IFS=+ read -ra assigns <<< "${v#*=}"; for a in "${assigns[@]}"; do export "$a"; done; parity "$top/$name") || status=1; fi
 done
 echo "== device times by variant"
 for v in $VARIANTS; do name=${v%%=*}; grep -h " | device " "$top/$name/kernels.txt" | sed "s/^/$name | /"; done | sort -t'|' -k2,2 -k3,3 -s
