@@ -41,7 +41,7 @@ use serde::Deserialize;
 use super::data::read_texts;
 use super::params::{check_runtime, failed, runtime_env, parse, parse_value, reference};
 use crate::generate::graph::generate_batches_on_graph;
-use crate::generate::{generate, GenerateOptions, Sampling, StepGraph};
+use crate::generate::{argmax, generate, GenerateOptions, Sampling, StepGraph};
 use crate::lm::CausalLm;
 use crate::runtime::Runtime;
 use crate::error::Error;
@@ -439,7 +439,7 @@ pub(crate) fn departure(v: SpecModel, prompt: &[u32], plain: &[u32], speculative
             let prefix: Vec<u32> = prompt.iter().chain(&plain[..at]).copied().collect();
             let row = v.logits_after(&prefix);
             let (lp, ls) = (row.get(p as usize).copied().unwrap_or(f32::NAN), row.get(s as usize).copied().unwrap_or(f32::NAN));
-            let first = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32);
+            let first = (!row.is_empty()).then(|| argmax(&row));
             ((lp - ls).abs(), lp.max(ls), first)
         }
         _ => (0.0, 0.0, None),
