@@ -270,15 +270,17 @@ impl Tables {
     /// The inputs of `s` tokens per row at slots `pos..pos + s` (`pos`: `[1]`), each query
     /// seeing the slots up to its own; `pads` (`[batch]`) counts each row's left padding,
     /// which no query sees and which rotary positions skip. Positions past the cache (a
-    /// capture's warm-up can step beyond the last token) clamp to its end; they write nothing.
+    /// capture's warm-up can step beyond the last token) clamp to its end, whose last slot no
+    /// token reads before writing it.
     pub(crate) fn inputs(&self, pos: &Tensor<1, Int>, s: usize, pads: Option<&Tensor<1, Int>>) -> StepInputs {
         let (b, t) = (self.b, self.t);
-        let Tokens { cos, sin, mask, rel, at } = self.tokens(pos, s, pads);
+        let Tokens { cos, sin, mask, at } = self.tokens(pos, s, pads);
         let write = if kv_write_by_mask() {
+            let rel = self.offsets_from(pos);
             let written = rel.clone().greater_equal_elem(0).bool_and(rel.clone().lower_elem(s as i64)).reshape([1, 1, t, 1]);
             KvWrite::Masked { slots: written, rows: (s > 1).then(|| rel.clamp(0, s as i64 - 1)) }
         } else {
-            KvWrite::Slots(at)
+            KvWrite::Slots(self.within(at))
         };
         let kv = KvStep { offset: 0, capacity: t, mask: StepMask::Masked(mask.reshape([b, 1, s, t])), write: Some(write), grouped: Default::default() };
         StepInputs::new(cos, sin, kv, self.keep.clone().narrow(1, 0, s))
@@ -290,18 +292,20 @@ impl Tables {
     /// rotary rows, mask and cache write) were a handful of launches of their own.
     pub(crate) fn inputs_each(&self, pos: &Tensor<1, Int>, n: usize) -> Vec<StepInputs> {
         let (b, t) = (self.b, self.t);
-        let Tokens { cos, sin, mask, rel, at } = self.tokens(pos, n, None);
+        let Tokens { cos, sin, mask, at } = self.tokens(pos, n, None);
         // Step i writes the slot `pos + i`.
-        let written = kv_write_by_mask().then(|| {
+        let writes: Vec<KvWrite> = if kv_write_by_mask() {
             let offsets = self.offsets.clone().narrow(0, 0, n).reshape([n, 1]).expand([n, t]);
-            rel.reshape([1, t]).expand([n, t]).equal(offsets) // [n, t]
-        });
-        (0..n)
-            .map(|i| {
-                let write = match &written {
-                    Some(w) => KvWrite::Masked { slots: w.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None },
-                    None => KvWrite::Slots(at.clone().narrow(0, i, 1)),
-                };
+            let written = self.offsets_from(pos).reshape([1, t]).expand([n, t]).equal(offsets); // [n, t]
+            (0..n).map(|i| KvWrite::Masked { slots: written.clone().narrow(0, i, 1).reshape([1, 1, t, 1]), rows: None }).collect()
+        } else {
+            let at = self.within(at);
+            (0..n).map(|i| KvWrite::Slots(at.clone().narrow(0, i, 1))).collect()
+        };
+        writes
+            .into_iter()
+            .enumerate()
+            .map(|(i, write)| {
                 let mask = StepMask::Masked(mask.clone().narrow(1, i, 1).reshape([b, 1, 1, t]));
                 let kv = KvStep { offset: 0, capacity: t, mask, write: Some(write), grouped: Default::default() };
                 StepInputs::new(cos.clone().narrow(2, i, 1), sin.clone().narrow(2, i, 1), kv, self.keep.clone().narrow(1, 0, 1))
@@ -322,24 +326,32 @@ impl Tables {
         let head_dim = self.cos.dims()[3];
         let rotary = |table: &Tensor<4>| table.clone().select(2, positions.clone()).reshape([b, 1, s, head_dim]);
         let slots = self.slots.clone().reshape([1, 1, t]);
-        let written = at.clone().reshape([s]).clamp(0, t as i64 - 1);
-        let future = slots.clone().expand([1, s, t]).greater(at.reshape([1, s, 1]).expand([1, s, t])).expand([b, s, t]);
+        let future = slots.clone().expand([1, s, t]).greater(at.clone().reshape([1, s, 1]).expand([1, s, t])).expand([b, s, t]);
         let mask = match pads {
             Some(p) => future.bool_or(slots.expand([b, s, t]).lower(p.clone().reshape([b, 1, 1]).expand([b, s, t]))),
             None => future,
         };
-        Tokens { cos: rotary(&self.cos), sin: rotary(&self.sin), mask, rel: self.slots.clone() - pos.clone().expand([t]), at: written }
+        Tokens { cos: rotary(&self.cos), sin: rotary(&self.sin), mask, at: at.reshape([s]) }
+    }
+
+    /// The slots `at` (`[s]`) clamped into the buffer: a capture's warm-up can step past the
+    /// last token, into slots no token reads before writing them.
+    fn within(&self, at: Tensor<1, Int>) -> Tensor<1, Int> {
+        at.clamp(0, self.t as i64 - 1)
+    }
+
+    /// `[t]`: each slot's offset from `pos` (the mask-written form of a step's cache write).
+    fn offsets_from(&self, pos: &Tensor<1, Int>) -> Tensor<1, Int> {
+        self.slots.clone() - pos.clone().expand([self.t])
     }
 }
 
 /// [`Tables::tokens`]: `cos`, `sin` `[batch, 1, s, head_dim]`; `mask` `[batch, s, t]`, true
-/// where a token hides a slot; `rel` `[t]`, each slot's offset from `pos`; `at` `[s]`, each
-/// token's slot, clamped into the buffer.
+/// where a token hides a slot; `at` `[s]`, each token's slot (`pos + i`).
 struct Tokens {
     cos: Tensor<4>,
     sin: Tensor<4>,
     mask: Tensor<3, Bool>,
-    rel: Tensor<1, Int>,
     at: Tensor<1, Int>,
 }
 
