@@ -75,7 +75,7 @@ mode_env() {
     burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;;
     unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; softmax-ops) export DISTILL_ATTN_SOFTMAX=ops ;;
     readout-shared) export DISTILL_STEPS_READOUT=shared ;; kv-mask) export DISTILL_KV_WRITE=mask ;;
-    conv-prepass) export DISTILL_STEPS_CONV=prepass ;;
+    conv-prepass) export DISTILL_STEPS_CONV=prepass ;; # docs/environment.md lists each switch
   esac
 }
 
@@ -129,7 +129,9 @@ for part in $parts; do
     # which the verification 2.68: ~0.39 ms for each of the draft's 5 steps, where a 30-layer
     # plain step is 1.94 ms. A plain step on graphs of the same random 2-layer Transformer says
     # how much of that is the draft's own layers and head, and how much the round's bookkeeping.
-    draft-step) step "draft step" 120 "$bin" bench --device cuda decode-graph --random stages/bench/smollm2-2layer-config.json --batch 1 --prompt 512 --steps 64 ;;
+    draft-step)
+      python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["num_hidden_layers"] = 2; json.dump(c, open(sys.argv[2], "w"))' $cfg "$out/draft-config.json"
+      step "draft step" 120 "$bin" bench --device cuda decode-graph --random "$out/draft-config.json" --batch 1 --prompt 512 --steps 64 ;;
     # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's.
     ssd) step ssd 150 "$bin" bench --device cuda ssd ;;
     ssd-peer) step ssd 100 python3 stages/bench/ssd_torch.py ;;
