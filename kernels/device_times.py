@@ -21,8 +21,6 @@ LINE = re.compile(r"^\| ([0-9.]+)(ns|µs|us|ms|s)\s*\| (.+)$")
 # Kernel names in the log, and the bench rows whose launches they are (the single step runs the
 # multi-step kernel with one step).
 KERNELS = {"Mamba2StepsKernel"}
-# A launch of the steps' conv pass (DISTILL_STEPS_CONV=prepass) belongs to the steps launch after it.
-PREPASS = "ConvPrepassKernel"
 GEMV_KERNELS = {"GemvPartialKernel", "GemvSumKernel", "GemvRowsKernel"}
 BENCHES = {"kernel_mamba2_step", "kernel_mamba2_steps"}
 
@@ -36,17 +34,13 @@ def main():
     log, jsonl, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
     times = []
     gemv = []  # (family, us) of the decode products' two launches, in order
-    pending = 0.0  # a conv pass's time, added to the steps launch it precedes
     for line in open(log, encoding="utf-8", errors="replace"):
         m = LINE.match(line.rstrip("\n"))
         if m:
             name = m.group(3).split("|")[0].strip()
             family = re.sub(r"_[0-9a-f]+$", "", name)
-            if family == PREPASS:
-                pending += float(m.group(1)) * UNITS[m.group(2)]
-            elif family in KERNELS:
-                times.append(float(m.group(1)) * UNITS[m.group(2)] + pending)
-                pending = 0.0
+            if family in KERNELS:
+                times.append(float(m.group(1)) * UNITS[m.group(2)])
             elif family in GEMV_KERNELS:
                 gemv.append((family, float(m.group(1)) * UNITS[m.group(2)]))
     rows = [json.loads(l) for l in open(jsonl) if l.startswith("{")]

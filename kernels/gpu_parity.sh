@@ -9,7 +9,7 @@
 #
 # ONLY=attention,gemv (groups of `distill bench kernels --only`) runs some of the kernels;
 # CASE="b32 h32/" only the Mamba step cases whose label holds that text. VARIANTS="default
-# prepass=DISTILL_STEPS_CONV=prepass ..." runs everything once per variant (NAME=VAR=VALUE, several
+# whole=DISTILL_STEPS_LANES=16,8+DISTILL_STEPS_CUBE=512,1024 ..." runs everything once per variant (NAME=VAR=VALUE, several
 # joined by `+`, or `default` for the environment as it is), each into OUT_DIR/NAME, one after the other on the
 # same GPU, then prints their device times together: an A/B in one call.
 set -euo pipefail

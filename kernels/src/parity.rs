@@ -171,8 +171,6 @@ pub struct StepsParity {
     /// equals plain decoding's only if they do.
     pub same_rounding: bool,
     pub within_tolerance: bool,
-    /// Where the steps' conv outputs came from: `inline` (each cube) or a pass of their own.
-    pub conv: &'static str,
     pub kernel_us: f64,
     pub reference_us: f64,
     /// The state read once and written once, the conv inputs, `dt`, the weights, `y`.
@@ -225,7 +223,6 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
         history_rel,
         same_rounding,
         within_tolerance: y_rel <= tol && snapshot_rel <= tol && history_rel <= tol && same_rounding,
-        conv: crate::mamba2_steps::conv_mode(),
         kernel_us,
         reference_us,
         bytes,

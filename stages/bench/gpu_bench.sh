@@ -74,8 +74,7 @@ mode_env() {
   case $1 in
     burn) export DISTILL_REDUCE=burn DISTILL_GEMV=0 ;; reduce) export DISTILL_GEMV=0 ;; attn-burn) export DISTILL_ATTN_GEMV=0 ;;
     unfused) export DISTILL_FUSE=0 ;; norm-ops) export DISTILL_RMSNORM=ops ;; softmax-ops) export DISTILL_ATTN_SOFTMAX=ops ;;
-    readout-shared) export DISTILL_STEPS_READOUT=shared ;; kv-mask) export DISTILL_KV_WRITE=mask ;;
-    conv-prepass) export DISTILL_STEPS_CONV=prepass ;; # docs/environment.md lists each switch
+    readout-shared) export DISTILL_STEPS_READOUT=shared ;; kv-mask) export DISTILL_KV_WRITE=mask ;; # docs/environment.md lists each switch
   esac
 }
 

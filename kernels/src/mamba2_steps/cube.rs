@@ -17,6 +17,15 @@
 //! 5 steps cost 114 µs at 1,024 units, 107 at 256 and 84 at 512: 1.24x one step. The cube's
 //! shape never changes the arithmetic, so every shape rounds alike. Accumulation is f32 whatever
 //! the model dtype.
+//!
+//! Where several steps' time goes (session 13, same shape): not the convolution every cube of a
+//! head repeats (a pass that convolved each value once left 5 steps where they were), but issue:
+//! a row's step costs its 16 units ~70 instructions each, ~3.9 µs a step over the whole layer,
+//! which is what each step past the first adds. The two ways tried to issue fewer both raised
+//! the registers a unit takes (ncu: 40 -> 64-83), so an SM held one or two cubes instead of
+//! three and several steps got slower: `B` and `C` loaded four entries at a time from shared
+//! memory (5 steps 208.4 against 85.8 µs, bf16), the step loop unrolled (107.7), both (108.6).
+//! Fewer instructions a step must come at no more than 40 registers a unit.
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -93,36 +102,6 @@ fn max_lanes(steps: usize) -> usize {
 fn shared_readout() -> bool {
     static SHUFFLES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
-}
-
-/// Whether the steps' conv outputs come from a pass of their own (`DISTILL_STEPS_CONV=prepass`)
-/// rather than from each cube (the default, until measured against it on the GPU). Every cube of
-/// a head convolves the head's `C` and every cube of a group its `B`, for each step: at
-/// Llama-3-8B's shape four cubes a head and four heads a group, so each `B` is convolved 16 times
-/// and each `C` 4 times, `K` loads and an `exp` each, in the prologue of every chunk. A sweep of the
-/// cube shape (session 12) put the cost of each step beyond the first at 6.6 µs with four cubes a
-/// head and 3.9 with one: the repeated convolution is most of it. The pass convolves each value
-/// once (a unit a value, one launch, `[batch, steps, channels]` in the model's dtype, which holds
-/// the rounded value exactly) and the cubes load their `B`, `C` and `x` from it.
-/// `DISTILL_STEPS_CONV=prepass-all` takes the pass for a single step too (decoding's), where it
-/// costs a launch for a fifth of the repeated work.
-fn conv_prepass(steps: usize) -> bool {
-    static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    let mode = *MODE.get_or_init(|| match std::env::var("DISTILL_STEPS_CONV").as_deref().map(str::trim) {
-        Ok("prepass") => 1,
-        Ok("prepass-all") => 2,
-        _ => 0,
-    });
-    mode == 2 || (mode == 1 && steps > 1)
-}
-
-/// `"inline"`, `"prepass"` (several steps) or `"prepass-all"`, for benchmark records.
-pub(crate) fn conv_mode() -> &'static str {
-    match (conv_prepass(2), conv_prepass(1)) {
-        (true, true) => "prepass-all",
-        (true, false) => "prepass",
-        _ => "inline",
-    }
 }
 
 /// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
@@ -212,41 +191,12 @@ impl Mamba2StepsOps for CubeBackend {
             [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
         let y = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([bs, steps - emit_from, h, p]), DType::F32);
         let kept = if snap_at == super::EVERY_STEP { Shape::new([steps * bs, h, p, n]) } else { state.shape() };
-        let snapshot = empty_device_contiguous_dtype(client.clone(), device.clone(), kept, DType::F32);
+        let snapshot = empty_device_contiguous_dtype(client.clone(), device, kept, DType::F32);
         let (lanes, rows) = cube_shape(p, n, steps);
         let every = snap_at == super::EVERY_STEP;
         // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
         let snap_at = if every { steps + 1 } else { snap_at };
         let chunk = CHUNK.min(steps);
-        let prepass = conv_prepass(steps);
-        let channels = kv * p + kv * n + h * n;
-        // The pass's output, or (unread) `padded` again when the cubes convolve themselves.
-        let convolved = if prepass {
-            let out = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([bs, steps, channels]), dtype);
-            let total = bs * steps * channels;
-            // SAFETY: unit `i < total` reads rows `t .. t + K` (below `len`) of its batch of
-            // `padded` at its channel and writes `out[i]`.
-            unsafe {
-                conv_prepass_kernel::launch_unchecked(
-                    &client,
-                    CubeCount::Static(total.div_ceil(256) as u32, 1, 1),
-                    CubeDim::new_1d(256),
-                    padded.clone().into_tensor_arg(),
-                    conv_weight.clone().into_tensor_arg(),
-                    conv_bias.clone().into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    total,
-                    steps,
-                    len,
-                    channels,
-                    k,
-                    burn::backend::cubecl::dtype_to_storage_type(dtype),
-                );
-            }
-            out
-        } else {
-            padded.clone()
-        };
         let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
         // SAFETY: as the single step's launch: indices stay inside the contiguous shapes above
         // (`len = K - 1 + steps` rows of `padded` per batch), `rows` divides `p`, `lanes`
@@ -257,7 +207,6 @@ impl Mamba2StepsOps for CubeBackend {
                 count,
                 CubeDim::new_2d(lanes as u32, rows as u32),
                 padded.into_tensor_arg(),
-                convolved.into_tensor_arg(),
                 conv_weight.into_tensor_arg(),
                 conv_bias.into_tensor_arg(),
                 dt.into_tensor_arg(),
@@ -282,7 +231,6 @@ impl Mamba2StepsOps for CubeBackend {
                 chunk,
                 every,
                 shared_readout(),
-                prepass,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -300,7 +248,6 @@ impl Mamba2StepsOps for CubeBackend {
 #[allow(clippy::too_many_arguments)]
 fn mamba2_steps_kernel<F: Float>(
     padded: &Tensor<F>,
-    convolved: &Tensor<F>,
     conv_weight: &Tensor<F>,
     conv_bias: &Tensor<F>,
     dt: &Tensor<F>,
@@ -325,7 +272,6 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] chunk: usize,
     #[comptime] every: bool,
     #[comptime] deferred: bool,
-    #[comptime] prepass: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -384,22 +330,13 @@ fn mamba2_steps_kernel<F: Float>(
                 let t = i / (2 * n);
                 let ci = i % (2 * n);
                 let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
-                if comptime!(prepass) {
-                    bc[i] = f32::cast_from(convolved[(bi * steps + c0 + t) * channels + ch]);
-                } else {
-                    bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + t, ch, channels, k);
-                }
+                bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + t, ch, channels, k);
             }
         }
         for j in 0..(m * rows).div_ceil(units) {
             let i = j * units + unit;
             if i < m * rows {
-                let ch = g * p + p0 + i % rows;
-                if comptime!(prepass) {
-                    xs[i] = f32::cast_from(convolved[(bi * steps + c0 + i / rows) * channels + ch]);
-                } else {
-                    xs[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + i / rows, ch, channels, k);
-                }
+                xs[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + i / rows, g * p + p0 + i % rows, channels, k);
             }
         }
         if unit < m {
@@ -477,31 +414,6 @@ fn mamba2_steps_kernel<F: Float>(
                 }
             }
         }
-    }
-}
-
-/// `out[(b, t, ch)]` = step `t`'s conv output at channel `ch` of batch `b`, as the cubes compute it
-/// ([`conv_silu`]), rounded to `F` (which the value already is). Layouts: `padded [bs, len, C]`,
-/// `out [bs, steps, C]`.
-#[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
-fn conv_prepass_kernel<F: Float>(
-    padded: &Tensor<F>,
-    conv_weight: &Tensor<F>,
-    conv_bias: &Tensor<F>,
-    out: &mut Tensor<F>,
-    total: usize,
-    steps: usize,
-    len: usize,
-    channels: usize,
-    #[comptime] k: usize,
-    #[define(F)] _dtype: ElemType,
-) {
-    let i = ABSOLUTE_POS;
-    if i < total {
-        let ch = i % channels;
-        let bt = i / channels;
-        out[i] = F::cast_from(conv_silu::<F>(padded, conv_weight, conv_bias, (bt / steps) * len + bt % steps, ch, channels, k));
     }
 }
 

@@ -49,15 +49,6 @@ pub fn mamba2_steps(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamb
     mamba2_steps_reference(padded, dt, state, w, snap_at, emit_from)
 }
 
-/// Where the kernel's conv outputs come from (`DISTILL_STEPS_CONV`): `inline`, or a pass of their
-/// own for several steps (`prepass`) or for every launch (`prepass-all`); the CPU: `inline`.
-pub fn conv_mode() -> &'static str {
-    #[cfg(feature = "cuda")]
-    return cube::conv_mode();
-    #[cfg(not(feature = "cuda"))]
-    "inline"
-}
-
 /// `snap_at` asking the kernel for the state after every step.
 #[cfg(feature = "cuda")]
 pub(crate) const EVERY_STEP: usize = usize::MAX;
