@@ -2,7 +2,8 @@
 //! `*_reference` twin that the CPU runs and the parity checks compare against.
 //!
 //! - [`mamba2_step`]: one decoding step of a Mamba-2 mixer (conv over the carried window,
-//!   the state update, the read-out) in one launch.
+//!   the state update, the read-out, the next window) in one launch; the window and the
+//!   token's conv inputs are read where they lie, so no concatenation runs before it.
 //! - [`mamba2_steps`]: several such steps in one launch for speculative verification, replaying
 //!   the accepted ones from the round's snapshot.
 //! - [`gemv::gemv`]: decoding's products (a few rows), split over columns and `K` so that a

@@ -168,7 +168,8 @@ pub struct StepsParity {
     pub history_rel: f64,
     /// Whether the history's outputs and states, the outputs and snapshot above and a single
     /// step (decoding's launch) agree bit for bit where they overlap: greedy speculative output
-    /// equals plain decoding's only if they do.
+    /// equals plain decoding's only if they do. Also that the windows the launches leave are
+    /// their inputs' copies.
     pub same_rounding: bool,
     pub within_tolerance: bool,
     pub kernel_us: f64,
@@ -192,19 +193,25 @@ pub fn mamba2_steps_parity(case: StepCase, steps: usize, dtype: DType, device: &
     let dt = Tensor::<3>::random([bs, steps, h], normal, (device, dtype));
     let state = Tensor::<4>::random([bs, h, p, n], normal, device);
     let time = |f: &dyn Fn()| host_us(device, repeats, f);
-    let kernel = || mamba2_steps(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
+    // The kernel reads the window and the new inputs as two views of `padded` (strided for
+    // batch > 1), as decoding hands it its carried window and its token's slice of `in_proj`.
+    let (before, xbc) = (padded.clone().narrow(1, 0, k - 1), padded.clone().narrow(1, k - 1, steps));
+    let kernel = || mamba2_steps(before.clone(), xbc.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
     let reference = || mamba2_steps_reference(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
     let kernel_us = time(&|| drop(kernel()));
     let reference_us = time(&|| drop(reference()));
     let (got, want) = (kernel(), reference());
-    let history = mamba2_steps_history(padded.clone(), dt.clone(), state.clone(), &w);
+    let history = mamba2_steps_history(before.clone(), xbc.clone(), dt.clone(), state.clone(), &w);
     let history_want = mamba2_steps_history_reference(padded.clone(), dt.clone(), state.clone(), &w);
     let history_rel = rel_diff(history.y.clone(), history_want.y).max(rel_diff(history.states.clone(), history_want.states));
     let one = mamba2_step(padded.clone().narrow(1, k - 1, 1).reshape([bs, channels]), dt.clone().narrow(1, 0, 1).reshape([bs, h]), padded.clone().narrow(1, 0, k - 1), state.clone(), &w);
     let same_rounding = identical(history.y.clone().narrow(1, emit_from, steps - emit_from), got.y.clone())
         && identical(history.y.narrow(1, 0, 1).reshape([bs, h, p]), one.y)
         && identical(history.states.clone().narrow(0, 0, 1).reshape([bs, h, p, n]), one.state)
-        && (snap_at == 0 || identical(history.states.narrow(0, snap_at - 1, 1).reshape([bs, h, p, n]), got.snapshot.clone()));
+        && (snap_at == 0 || identical(history.states.narrow(0, snap_at - 1, 1).reshape([bs, h, p, n]), got.snapshot.clone()))
+        // The windows the launches leave are copies of their inputs.
+        && identical(got.window.clone(), want.window.clone())
+        && identical(one.window, padded.clone().narrow(1, 1, k - 1));
     let (y_rel, snapshot_rel) = (rel_diff(got.y, want.y), rel_diff(got.snapshot, want.snapshot));
     let esize = dtype.size() as f64;
     let bytes = (2 * bs * h * p * n * 4 + bs * (steps - emit_from) * h * p * 4) as f64

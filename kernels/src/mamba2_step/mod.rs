@@ -81,15 +81,16 @@ pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tens
 /// after every step (for one step, the state after it, laid out as the state): that variant
 /// compiles to fewer registers (40 against 49-52 a unit, no branch on where to snapshot), so an
 /// SM runs three cubes rather than two, and ncu timed it at 48 µs against 63 for Llama-3-8B's
-/// layer at batch 32 in bf16 (session 11). Its arithmetic is the other variants'.
+/// layer at batch 32 in bf16 (session 11). Its arithmetic is the other variants'. The launch
+/// takes the window and the token's inputs as they are and writes the next window itself: a
+/// concatenation of the two was two copy launches a Mamba layer and token, and decoding on graphs
+/// at batch 1 is bound by launches (session 13: the 25% hybrid 1.875 -> 1.840 ms a token, the
+/// 50% 1.882 -> 1.855, the teacher, with no Mamba layer, 1.874 -> 1.882).
 #[cfg(feature = "cuda")]
 fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
-    let k = w.conv_weight.dims()[1];
     let [bs, h] = dt.dims();
-    let padded = Tensor::cat(vec![window, xbc.unsqueeze_dim::<3>(1)], 1); // [bs, K, C]
-    let window = padded.clone().narrow(1, 1, k - 1);
-    let out = crate::mamba2_steps::cube::mamba2_steps(padded, dt.unsqueeze_dim::<3>(1), state, w, crate::mamba2_steps::EVERY_STEP, 0);
-    StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window }
+    let out = crate::mamba2_steps::cube::mamba2_steps(window, xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1), state, w, crate::mamba2_steps::EVERY_STEP, 0);
+    StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window: out.window }
 }
 
 #[cfg(test)]

@@ -116,11 +116,16 @@ fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
     (lanes, rows)
 }
 
-pub fn mamba2_steps(padded: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
-    let dtype = padded.dtype();
+/// `before` (`[batch, rows, C]`) and `xbc` (`[batch, new, C]`) are the conv inputs as two parts,
+/// read where they lie (any strides): decoding's step passes its carried window and its token's
+/// slice of `in_proj`'s output, and gets the next window back, where a concatenation into one
+/// `padded` buffer cost two copy launches a layer and token.
+pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
+    let dtype = xbc.dtype();
     let same = |t: &BurnTensor<1>| t.clone().cast(dtype).into_dispatch();
-    let (y, snapshot) = <Dispatch as Mamba2StepsOps>::mamba2_steps(
-        padded.into_dispatch(),
+    let (y, snapshot, window) = <Dispatch as Mamba2StepsOps>::mamba2_steps(
+        before.cast(dtype).into_dispatch(),
+        xbc.into_dispatch(),
         w.conv_weight.clone().cast(dtype).into_dispatch(),
         same(&w.conv_bias),
         dt.cast(dtype).into_dispatch(),
@@ -130,17 +135,18 @@ pub fn mamba2_steps(padded: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<
         state.cast(DType::F32).into_dispatch(),
         [w.heads, w.kv_heads, w.head_dim, w.d_state, snap_at, emit_from],
     );
-    StepsOut { y: BurnTensor::from_dispatch(y), snapshot: BurnTensor::from_dispatch(snapshot) }
+    StepsOut { y: BurnTensor::from_dispatch(y), snapshot: BurnTensor::from_dispatch(snapshot), window: BurnTensor::from_dispatch(window) }
 }
 
 #[backend_extension(Cube, Fusion)]
 pub trait Mamba2StepsOps: Backend {
     /// `dims` = `[heads, kv_heads, head_dim, d_state, snap_at, emit_from]`; returns
-    /// `(y, snapshot)`, both f32.
+    /// `(y, snapshot, window)`: both f32, and the last `K - 1` conv inputs in their dtype.
     #[fusion(meta = steps_meta)]
     #[allow(clippy::too_many_arguments)]
     fn mamba2_steps(
-        padded: FloatTensor<Self>,
+        before: FloatTensor<Self>,
+        xbc: FloatTensor<Self>,
         conv_weight: FloatTensor<Self>,
         conv_bias: FloatTensor<Self>,
         dt: FloatTensor<Self>,
@@ -149,13 +155,14 @@ pub trait Mamba2StepsOps: Backend {
         d: FloatTensor<Self>,
         state: FloatTensor<Self>,
         dims: [usize; 6],
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 #[allow(clippy::too_many_arguments)]
 fn steps_meta(
-    _padded: &TensorSpec,
-    _conv_weight: &TensorSpec,
+    _before: &TensorSpec,
+    xbc: &TensorSpec,
+    conv_weight: &TensorSpec,
     _conv_bias: &TensorSpec,
     dt: &TensorSpec,
     _dt_bias: &TensorSpec,
@@ -163,16 +170,18 @@ fn steps_meta(
     _d: &TensorSpec,
     state: &TensorSpec,
     dims: &[usize; 6],
-) -> (TensorSpec, TensorSpec) {
+) -> (TensorSpec, TensorSpec, TensorSpec) {
     let [h, _, p, n, snap_at, emit_from] = *dims;
     let (bs, steps) = (dt.shape[0], dt.shape[1]);
     let kept = if snap_at == super::EVERY_STEP { TensorSpec::new(Shape::new([steps * bs, h, p, n]), DType::F32) } else { state.clone() };
-    (TensorSpec::new(Shape::new([bs, steps - emit_from, h, p]), DType::F32), kept)
+    let window = TensorSpec::new(Shape::new([bs, conv_weight.shape[1] - 1, xbc.shape[2]]), xbc.dtype);
+    (TensorSpec::new(Shape::new([bs, steps - emit_from, h, p]), DType::F32), kept, window)
 }
 
 impl Mamba2StepsOps for CubeBackend {
     fn mamba2_steps(
-        padded: FloatTensor<Self>,
+        before: FloatTensor<Self>,
+        xbc: FloatTensor<Self>,
         conv_weight: FloatTensor<Self>,
         conv_bias: FloatTensor<Self>,
         dt: FloatTensor<Self>,
@@ -181,32 +190,34 @@ impl Mamba2StepsOps for CubeBackend {
         d: FloatTensor<Self>,
         state: FloatTensor<Self>,
         dims: [usize; 6],
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [h, kv, p, n, snap_at, emit_from] = dims;
         let [bs, steps, _] = dt.shape().dims::<3>();
-        let len = padded.shape().dims::<3>()[1];
+        let [_, split, channels] = before.shape().dims::<3>();
+        let len = split + xbc.shape().dims::<3>()[1];
         let k = conv_weight.shape().dims::<2>()[1];
-        let (client, device, dtype) = (padded.client.clone(), padded.device.clone(), padded.dtype);
-        let [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state] =
-            [padded, conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
+        let (client, device, dtype) = (xbc.client.clone(), xbc.device.clone(), xbc.dtype);
+        let [conv_weight, conv_bias, dt, dt_bias, a, d, state] = [conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
         let y = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([bs, steps - emit_from, h, p]), DType::F32);
         let kept = if snap_at == super::EVERY_STEP { Shape::new([steps * bs, h, p, n]) } else { state.shape() };
-        let snapshot = empty_device_contiguous_dtype(client.clone(), device, kept, DType::F32);
+        let snapshot = empty_device_contiguous_dtype(client.clone(), device.clone(), kept, DType::F32);
+        let window = empty_device_contiguous_dtype(client.clone(), device, Shape::new([bs, k - 1, channels]), dtype);
         let (lanes, rows) = cube_shape(p, n, steps);
         let every = snap_at == super::EVERY_STEP;
         // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
         let snap_at = if every { steps + 1 } else { snap_at };
         let chunk = CHUNK.min(steps);
         let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
-        // SAFETY: as the single step's launch: indices stay inside the contiguous shapes above
-        // (`len = K - 1 + steps` rows of `padded` per batch), `rows` divides `p`, `lanes`
-        // divides `n` (`kernel_takes` checks).
+        // SAFETY: indices stay inside the shapes above: `before` and `xbc` read through their
+        // strides (`split + new = K - 1 + steps` rows per batch), the rest contiguous; `rows`
+        // divides `p`, `lanes` divides `n` (`kernel_takes` checks).
         unsafe {
             mamba2_steps_kernel::launch_unchecked(
                 &client,
                 count,
                 CubeDim::new_2d(lanes as u32, rows as u32),
-                padded.into_tensor_arg(),
+                before.into_tensor_arg(),
+                xbc.into_tensor_arg(),
                 conv_weight.into_tensor_arg(),
                 conv_bias.into_tensor_arg(),
                 dt.into_tensor_arg(),
@@ -216,7 +227,9 @@ impl Mamba2StepsOps for CubeBackend {
                 state.into_tensor_arg(),
                 y.clone().into_tensor_arg(),
                 snapshot.clone().into_tensor_arg(),
+                window.clone().into_tensor_arg(),
                 steps,
+                split,
                 len,
                 snap_at,
                 emit_from,
@@ -234,20 +247,22 @@ impl Mamba2StepsOps for CubeBackend {
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
-        (y, snapshot)
+        (y, snapshot, window)
     }
 }
 
-/// Contiguous layouts: `padded [bs, len, C]`, `conv_weight [C, K]`, `dt [bs, steps, h]`,
-/// `state` and `snapshot [bs, h, p, n]` (with `every`, `snapshot [steps · bs, h, p, n]`: the
-/// state after each step), `y [bs, steps - emit_from, h, p]`. Cube `CUBE_POS` holds rows `p0 ..
+/// The conv inputs `[bs, len, C]` as `before [bs, split, C]` then `xbc [bs, len - split, C]`, any
+/// strides; contiguous: `conv_weight [C, K]`, `dt [bs, steps, h]`, `state` and `snapshot [bs, h,
+/// p, n]` (with `every`, `snapshot [steps · bs, h, p, n]`: the state after each step), `y [bs,
+/// steps - emit_from, h, p]`, `window [bs, K - 1, C]` (the last `K - 1` inputs). Cube `CUBE_POS` holds rows `p0 ..
 /// p0 + rows` of head `(bi, hi)`; unit `(lane, r)` keeps the state entries of virtual lanes
 /// `lane, lane + lanes, ..` (below `virt`) of row `p0 + r`, virtual lane `v` holding entries `v,
 /// v + virt, ..`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn mamba2_steps_kernel<F: Float>(
-    padded: &Tensor<F>,
+    before: &Tensor<F>,
+    xbc: &Tensor<F>,
     conv_weight: &Tensor<F>,
     conv_bias: &Tensor<F>,
     dt: &Tensor<F>,
@@ -257,7 +272,9 @@ fn mamba2_steps_kernel<F: Float>(
     state: &Tensor<f32>,
     y: &mut Tensor<f32>,
     snapshot: &mut Tensor<f32>,
+    window: &mut Tensor<F>,
     steps: usize,
+    split: usize,
     len: usize,
     snap_at: usize,
     emit_from: usize,
@@ -285,6 +302,19 @@ fn mamba2_steps_kernel<F: Float>(
     let g = hi / (h / kv);
     let p0 = (CUBE_POS % (p / rows)) * rows;
     let at = (hb * p + p0 + r) * n + lane;
+
+    // The next window, an element a unit across the launch (it has fewer elements than units
+    // at the shapes decoding runs): the copy a concatenation used to make, in this launch.
+    let window_len = window.len();
+    let all_units = CUBE_COUNT as usize * units;
+    for j in 0..window_len.div_ceil(all_units) {
+        let e = j * all_units + CUBE_POS * units + unit;
+        if e < window_len {
+            let ch = e % channels;
+            let wr = (e / channels) % (k - 1);
+            window[e] = conv_input::<F>(before, xbc, split, e / (channels * (k - 1)), len - (k - 1) + wr, ch);
+        }
+    }
 
     // Per step of the chunk: bc[t·2n ..][0..n] = B of the head's group, [n..2n] = C of the head;
     // xs[t·rows + r] = x of row p0 + r; dts[t] = softplus(dt + bias), decays[t] = exp(dt·A).
@@ -330,13 +360,13 @@ fn mamba2_steps_kernel<F: Float>(
                 let t = i / (2 * n);
                 let ci = i % (2 * n);
                 let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
-                bc[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + t, ch, channels, k);
+                bc[i] = conv_silu::<F>(before, xbc, split, conv_weight, conv_bias, bi, c0 + t, ch, k);
             }
         }
         for j in 0..(m * rows).div_ceil(units) {
             let i = j * units + unit;
             if i < m * rows {
-                xs[i] = conv_silu::<F>(padded, conv_weight, conv_bias, bi * len + c0 + i / rows, g * p + p0 + i % rows, channels, k);
+                xs[i] = conv_silu::<F>(before, xbc, split, conv_weight, conv_bias, bi, c0 + i / rows, g * p + p0 + i % rows, k);
             }
         }
         if unit < m {
@@ -450,14 +480,26 @@ fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
     }
 }
 
-/// `silu(bias + Σ_j w[ch, j] · padded[row0 + j, ch])` in f32 (`padded` seen as rows of
-/// `channels`), rounded to `F` after the sum as the reference's conv output is.
+/// Conv input row `row` of batch `b` at channel `ch`: of `before` below `split`, of `xbc` from
+/// there, each read through its strides.
 #[cube]
-fn conv_silu<F: Float>(padded: &Tensor<F>, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, row0: usize, ch: usize, channels: usize, #[comptime] k: usize) -> f32 {
+fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, split: usize, b: usize, row: usize, ch: usize) -> F {
+    if row < split {
+        before[b * before.stride(0) + row * before.stride(1) + ch * before.stride(2)]
+    } else {
+        xbc[b * xbc.stride(0) + (row - split) * xbc.stride(1) + ch * xbc.stride(2)]
+    }
+}
+
+/// `silu(bias + Σ_j w[ch, j] · input[row0 + j, ch])` in f32, the inputs those of
+/// [`conv_input`] for batch `b`, rounded to `F` after the sum as the reference's conv output is.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize) -> f32 {
     let mut sum = f32::cast_from(conv_bias[ch]);
     #[unroll]
     for j in 0..k {
-        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(padded[(row0 + j) * channels + ch]);
+        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(conv_input::<F>(before, xbc, split, b, row0 + j, ch));
     }
     let v = f32::cast_from(F::cast_from(sum));
     let s = v / (1.0 + (-v).exp());

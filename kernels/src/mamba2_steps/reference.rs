@@ -9,6 +9,8 @@ use crate::{mamba2_step_reference, Mamba2StepWeights, StepOut};
 /// See [`super::mamba2_steps`].
 pub fn mamba2_steps_reference(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
     let steps = dt.dims()[1];
+    let k = w.conv_weight.dims()[1];
+    let window = padded.clone().narrow(1, steps, k - 1);
     let mut snapshot = (snap_at == 0).then(|| state.clone());
     let mut ys = Vec::with_capacity(steps - emit_from);
     each_step(padded, dt, state, w, |t, out| {
@@ -19,7 +21,7 @@ pub fn mamba2_steps_reference(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>
             ys.push(out.y);
         }
     });
-    StepsOut { y: Tensor::stack(ys, 1), snapshot: snapshot.expect("snap_at <= steps") }
+    StepsOut { y: Tensor::stack(ys, 1), snapshot: snapshot.expect("snap_at <= steps"), window }
 }
 
 /// See [`super::mamba2_steps_history`]: the single-step reference in sequence, every state kept.
