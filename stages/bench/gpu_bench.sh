@@ -131,9 +131,12 @@ for part in $parts; do
     draft-step)
       python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["num_hidden_layers"] = 2; json.dump(c, open(sys.argv[2], "w"))' $cfg "$out/draft-config.json"
       step "draft step" 120 "$bin" bench --device cuda decode-graph --random "$out/draft-config.json" --batch 1 --prompt 512 --steps 64 ;;
-    # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's.
+    # Issue 9: the chunked SSD scan in our tensor ops against its memory floor and PyTorch's,
+    # and against mamba_ssm's fused Triton scan (`ssd-triton`: MAMBA_SSM_SRC names its sources,
+    # stages/bench/fetch_mamba_ssm.sh; Triton's autotuning makes its first run slow).
     ssd) step ssd 150 "$bin" bench --device cuda ssd ;;
     ssd-peer) step ssd 100 python3 stages/bench/ssd_torch.py ;;
+    ssd-triton) step ssd 300 python3 stages/bench/ssd_torch.py --impl triton ;;
     decode-peer) step decode 90 python3 stages/bench/bench_transformers.py --random $cfg --batch 1,32 --prompt 512 --decode 128 ;;
     train) step train 150 "$bin" bench --device cuda train --random $cfg --attention-fraction ${TRAIN_FRACTIONS:-1,0.5} --distill \
         --batch 16 --micro-batch 8 --seq 2048 --steps 5 --warmup 2 ;;
