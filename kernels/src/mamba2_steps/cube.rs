@@ -56,14 +56,15 @@ fn cube_units(steps: usize) -> usize {
 const CHUNK: usize = 16;
 
 /// Whether the kernel takes this layer: its virtual lanes (a power of two, for the shuffle
-/// reduction) must split `n` evenly, and its cubes fill whole warps (a shuffle over absent lanes
-/// is undefined).
+/// reduction) must split `n` evenly, its cubes fill whole warps (a shuffle over absent lanes
+/// is undefined), and its conv carries a window (`K >= 2`: the kernel writes the next one).
 pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
-    [1, 2].iter().all(|&steps| {
+    let fits = |steps| {
         let (lanes, rows) = cube_shape(w.head_dim, w.d_state, steps);
         let virt = virtual_lanes(w.d_state);
         virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
-    })
+    };
+    w.conv_weight.dims()[1] >= 2 && fits(1) && fits(2)
 }
 
 /// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
