@@ -105,16 +105,6 @@ fn shared_readout() -> bool {
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
-/// Whether the steps a launch replays without output (`t < emit_from`: a round's accepted
-/// steps, rebuilt from the snapshot) skip the read-out (`DISTILL_STEPS_REPLAY=lean`, a switch to
-/// measure; default off). Their `C` loads, read-out products and shuffles are about a third of
-/// a step's instructions, and several steps are bound by instruction issue (session 13); the
-/// state update is the same arithmetic either way, so both round alike.
-fn lean_replay() -> bool {
-    static LEAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LEAN.get_or_init(|| std::env::var("DISTILL_STEPS_REPLAY").is_ok_and(|v| v.trim() == "lean"))
-}
-
 /// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
 /// in the cube's units.
 fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
@@ -255,7 +245,6 @@ impl Mamba2StepsOps for CubeBackend {
                 chunk,
                 every,
                 shared_readout(),
-                lean_replay(),
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -301,7 +290,6 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] chunk: usize,
     #[comptime] every: bool,
     #[comptime] deferred: bool,
-    #[comptime] lean: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -389,31 +377,7 @@ fn mamba2_steps_kernel<F: Float>(
         }
         sync_cube();
 
-        // With `lean`, the chunk's replayed steps first: the state update and what is kept of
-        // it, no read-out.
-        let replayed = if comptime!(lean) { select(emit_from > c0, min(m, emit_from - min(emit_from, c0)), 0) } else { 0usize.runtime() };
-        for tt in 0..replayed {
-            let t = c0 + tt;
-            let decay = decays[tt];
-            let dx = dts[tt] * xs[tt * rows + r];
-            let base = tt * 2 * n + lane;
-            #[unroll]
-            for i in 0..n / lanes {
-                s[i] = s[i] * decay + dx * bc[base + (i / per) * lanes + (i % per) * virt];
-            }
-            if comptime!(every) {
-                #[unroll]
-                for i in 0..n / lanes {
-                    snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
-                }
-            } else if t + 1 == snap_at {
-                #[unroll]
-                for i in 0..n / lanes {
-                    snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
-                }
-            }
-        }
-        for tt in replayed..m {
+        for tt in 0..m {
             let t = c0 + tt;
             let x = xs[tt * rows + r];
             let decay = decays[tt];
