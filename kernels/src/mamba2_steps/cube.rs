@@ -195,7 +195,6 @@ impl Mamba2StepsOps for CubeBackend {
         let [h, kv, p, n, snap_at, emit_from] = dims;
         let [bs, steps, _] = dt.shape().dims::<3>();
         let [_, split, channels] = before.shape().dims::<3>();
-        let len = split + xbc.shape().dims::<3>()[1];
         let k = conv_weight.shape().dims::<2>()[1];
         let (client, device, dtype) = (xbc.client.clone(), xbc.device.clone(), xbc.dtype);
         let [conv_weight, conv_bias, dt, dt_bias, a, d, state] = [conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
@@ -231,7 +230,6 @@ impl Mamba2StepsOps for CubeBackend {
                 window.clone().into_tensor_arg(),
                 steps,
                 split,
-                len,
                 snap_at,
                 emit_from,
                 h,
@@ -252,8 +250,8 @@ impl Mamba2StepsOps for CubeBackend {
     }
 }
 
-/// The conv inputs `[bs, len, C]` as `before [bs, split, C]` then `xbc [bs, len - split, C]`, any
-/// strides; contiguous: `conv_weight [C, K]`, `dt [bs, steps, h]`, `state` and `snapshot [bs, h,
+/// The conv inputs, `K - 1 + steps` rows a batch, as `before [bs, split, C]` then `xbc [bs, ..,
+/// C]`, any strides; contiguous: `conv_weight [C, K]`, `dt [bs, steps, h]`, `state` and `snapshot [bs, h,
 /// p, n]` (with `every`, `snapshot [steps · bs, h, p, n]`: the state after each step), `y [bs,
 /// steps - emit_from, h, p]`, `window [bs, K - 1, C]` (the last `K - 1` inputs). Cube `CUBE_POS` holds rows `p0 ..
 /// p0 + rows` of head `(bi, hi)`; unit `(lane, r)` keeps the state entries of virtual lanes
@@ -276,7 +274,6 @@ fn mamba2_steps_kernel<F: Float>(
     window: &mut Tensor<F>,
     steps: usize,
     split: usize,
-    len: usize,
     snap_at: usize,
     emit_from: usize,
     #[comptime] h: usize,
@@ -313,7 +310,7 @@ fn mamba2_steps_kernel<F: Float>(
         if e < window_len {
             let ch = e % channels;
             let wr = (e / channels) % (k - 1);
-            window[e] = conv_input::<F>(before, xbc, split, e / (channels * (k - 1)), len - (k - 1) + wr, ch);
+            window[e] = conv_input::<F>(before, xbc, split, e / (channels * (k - 1)), steps + wr, ch);
         }
     }
 
