@@ -31,6 +31,7 @@
 
 pub mod attention;
 pub mod attention_softmax;
+pub mod chunk_scan;
 pub mod gemv;
 pub mod mamba2_step;
 pub mod mamba2_steps;

@@ -552,9 +552,154 @@ pub fn reduce_parity(rows: usize, axis: usize, dtype: DType, device: &Device, re
     out
 }
 
+/// The SSD scan's inside-the-chunk attention, `(batch, seq, heads, n, p, chunk)`: SmolLM2's
+/// hybrid at its distillation micro-batch (16 x 2,048, 9 heads of 64, d_state 64), a
+/// Llama-3-8B-shaped layer (32 heads of 128, d_state 128), a d_state of 16, and short or ragged
+/// chunks (a prefill's length as its only chunk; chunks that are no multiple of the kernel's rows).
+pub fn ssd_cases() -> Vec<(usize, usize, usize, usize, usize, usize)> {
+    vec![(16, 2_048, 9, 64, 64, 256), (2, 2_048, 32, 128, 128, 256), (4, 1_024, 8, 16, 64, 256), (3, 300, 3, 64, 64, 100), (2, 37, 2, 32, 16, 37)]
+}
+
+/// Which form of the SSD kernel a parity row checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SsdForm {
+    /// [`crate::chunk_scan::chunk_attend`] forward: the scan's inside-the-chunk part.
+    Attend,
+    /// `chunk_attend` reversed: what the backward runs for `dk` and `dv`.
+    Reverse,
+    /// [`crate::chunk_scan::chunk_scan`]: with the entering states read out, the scan's output.
+    Scan,
+    /// [`crate::chunk_scan::chunk_states`] of `v` and `k`: each chunk's state contribution.
+    States,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SsdParity {
+    pub bench: &'static str,
+    /// `[batch, seq, heads, n, p]`.
+    pub shape: [usize; 5],
+    pub chunk: usize,
+    pub form: SsdForm,
+    /// The gradients' largest relative difference (`q`, `k`, `v`, `g`, and `e` for the scan;
+    /// the op's own backward, which runs the kernel three times, against autodiff of the twin);
+    /// f32 only, else NaN.
+    pub grad_rel: f64,
+    /// The arithmetic the kernel does (the causal half of each chunk's scores and products)
+    /// over its time, in TFLOP/s.
+    pub tflops: f64,
+    /// `floor_us`: the inputs read and the output written once.
+    #[serde(flatten)]
+    pub measured: Measured,
+}
+
+/// The SSD kernel in one of its forms against its twin, forward (and, in f32, backward), at the
+/// products' tolerance: the twin's products may run on TF32 tensor cores.
+pub fn ssd_parity(case: (usize, usize, usize, usize, usize, usize), form: SsdForm, dtype: DType, device: &Device, repeats: usize) -> SsdParity {
+    let (bs, l, h, n, p, chunk) = case;
+    let normal = Distribution::Normal(0.0, 1.0);
+    // `g` as the scan makes it: a running sum of dt·A (dt after softplus, A in [-16, -1]) inside
+    // each chunk.
+    let steps = Tensor::<4>::random([bs, l / chunk, chunk, h], Distribution::Uniform(-1.6, -0.001), device);
+    let g = steps.cumsum(2).reshape([bs, l, h]).cast(dtype);
+    let q = Tensor::<4>::random([bs, l, h, n], normal, device).cast(dtype);
+    let k = Tensor::<4>::random([bs, l, h, n], normal, device).cast(dtype);
+    let v = Tensor::<4>::random([bs, l, h, p], normal, device).cast(dtype);
+    let e = Tensor::<5>::random([bs, l / chunk, h, p, n], normal, device).cast(dtype);
+    let inputs = SsdInputs { q, k, v, g, e, chunk, form };
+    let rel = rel_diff(inputs.run(false), inputs.run(true));
+    let grad_rel = if dtype == DType::F32 { inputs.grad_rel() } else { f64::NAN };
+    let time = |f: &dyn Fn()| host_us(device, repeats, f);
+    let kernel_us = time(&|| drop(inputs.run(false)));
+    let seen = (chunk * (chunk + 1) / 2 * (l / chunk)) as f64;
+    let read_out = if form == SsdForm::Scan { (l * 2 * n * p) as f64 } else { 0.0 };
+    let flops = if form == SsdForm::States { (l * 2 * n * p) as f64 } else { seen * (2 * n + 2 * p) as f64 + read_out };
+    let tflops = (bs * h) as f64 * flops / kernel_us / 1e6;
+    SsdParity {
+        bench: "kernel_ssd",
+        shape: [bs, l, h, n, p],
+        chunk,
+        form,
+        grad_rel,
+        tflops,
+        measured: Measured {
+            dtype: dtype_name(dtype),
+            rel,
+            within_tolerance: rel <= product_tolerance(dtype) && (dtype != DType::F32 || grad_rel <= product_tolerance(dtype)),
+            kernel_us,
+            reference_us: time(&|| drop(inputs.run(true))),
+            floor_us: (bs * l * h * (2 * n + 2 * p + 1)) as f64 * dtype.size() as f64 / COPY_BYTES_PER_S * 1e6,
+        },
+    }
+}
+
+struct SsdInputs {
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    g: Tensor<3>,
+    e: Tensor<5>,
+    chunk: usize,
+    form: SsdForm,
+}
+
+impl SsdInputs {
+    /// The form on these inputs: the kernel's path, or the twin.
+    fn run(&self, twin: bool) -> Tensor<4> {
+        self.run_on(self.q.clone(), self.k.clone(), self.v.clone(), self.g.clone(), self.e.clone(), twin)
+    }
+
+    fn run_on(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, e: Tensor<5>, twin: bool) -> Tensor<4> {
+        use crate::chunk_scan::{chunk_attend, chunk_attend_reference, chunk_scan, chunk_scan_reference, chunk_states, chunk_states_reference};
+        let reverse = self.form == SsdForm::Reverse;
+        let [bs, l, h, n] = k.dims();
+        let flat = |s: Tensor<5>| s.reshape([bs, l / self.chunk * h, v.dims()[3], n]);
+        match (self.form, twin) {
+            (SsdForm::States, false) => flat(chunk_states(v.clone(), k, g, self.chunk)),
+            (SsdForm::States, true) => flat(chunk_states_reference(v.clone(), k, g, self.chunk)),
+            (SsdForm::Scan, false) => chunk_scan(q, k, v, g, e, self.chunk),
+            (SsdForm::Scan, true) => chunk_scan_reference(q, k, v, g, e, self.chunk),
+            (_, false) => chunk_attend(q, k, v, g, self.chunk, reverse),
+            (_, true) => chunk_attend_reference(q, k, v, g, self.chunk, reverse),
+        }
+    }
+
+    /// The largest relative difference over the gradients of a random weighting of the output.
+    fn grad_rel(&self) -> f64 {
+        let device = self.q.device().autodiff();
+        let w = Tensor::<4>::random(self.run(true).dims(), Distribution::Normal(0.0, 1.0), &device);
+        let grads = |twin: bool| {
+            let on = |t: &Tensor<4>| Tensor::<4>::from_data(t.clone().into_data(), &device).require_grad();
+            let (q, k, v) = (on(&self.q), on(&self.k), on(&self.v));
+            let g = Tensor::<3>::from_data(self.g.clone().into_data(), &device).require_grad();
+            let e = Tensor::<5>::from_data(self.e.clone().into_data(), &device).require_grad();
+            let all = (self.run_on(q.clone(), k.clone(), v.clone(), g.clone(), e.clone(), twin) * w.clone()).sum().backward();
+            let d = |t: &Tensor<4>| t.grad(&all).expect("a gradient").reshape([-1]);
+            let mut out = vec![d(&k), d(&v), g.grad(&all).expect("a gradient").reshape([-1])];
+            if self.form != SsdForm::States {
+                out.push(d(&q));
+            }
+            if self.form == SsdForm::Scan {
+                out.push(e.grad(&all).expect("a gradient").reshape([-1]));
+            }
+            out
+        };
+        let (ours, twin) = (grads(false), grads(true));
+        ours.into_iter().zip(twin).map(|(a, b)| rel_diff(a, b)).fold(0.0, |m, r| if r.is_nan() || m.is_nan() { f64::NAN } else { m.max(r) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ssd_harness_checks_values_and_gradients_on_the_cpu() {
+        for form in [SsdForm::Attend, SsdForm::Reverse, SsdForm::Scan, SsdForm::States] {
+            let r = ssd_parity((2, 12, 3, 16, 16, 4), form, DType::F32, &Device::flex(), 2);
+            assert!(r.measured.within_tolerance && r.measured.rel == 0.0 && r.grad_rel < 1e-5, "{r:?}");
+        }
+    }
 
     #[test]
     fn the_gemv_harness_runs_on_the_cpu_where_both_sides_are_burns() {

@@ -67,7 +67,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
         BenchWhat::Kernels { repeats, only, case } => {
             let dtypes: &[DType] = if runtime.dtype == DType::BF16 { &[DType::F32, DType::BF16] } else { &[DType::F32] };
-            let known = ["step", "steps", "gemv", "attention", "norm", "reduce", "projection"];
+            let known = ["step", "steps", "gemv", "attention", "norm", "reduce", "projection", "ssd"];
             if let Some(bad) = only.iter().find(|g| !known.contains(&g.as_str())) {
                 return Err(anyhow::anyhow!("--only {bad}: the groups are {}", known.join(", ")));
             }
@@ -146,6 +146,19 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            for &dtype in dtypes.iter().filter(|_| wants("ssd")) {
+                for case in kernel_parity::ssd_cases() {
+                    for form in [kernel_parity::SsdForm::Attend, kernel_parity::SsdForm::Reverse, kernel_parity::SsdForm::Scan, kernel_parity::SsdForm::States] {
+                        let r = kernel_parity::ssd_parity(case, form, dtype, &runtime.device, *repeats);
+                        let m = &r.measured;
+                        out_of_tolerance += usize::from(!m.within_tolerance);
+                        out.row(&r, format!(
+                            "ssd {:?} | {:?} chunk {} | {} | rel {:.1e} grads {:.1e} {} | ours {:.1} us ({:.1} TFLOP/s), tensor ops {:.1} us ({:.2}x), floor {:.2} us",
+                            r.form, r.shape, r.chunk, m.dtype, m.rel, r.grad_rel, verdict(m.within_tolerance), m.kernel_us, r.tflops, m.reference_us, m.reference_us / m.kernel_us, m.floor_us
+                        ))?;
+                    }
+                }
+            }
             let kernels = distill_kernels::matmul::ProductKernels::for_projections();
             for case in kernel_parity::projection_cases().into_iter().filter(|_| wants("projection")) {
                 let r = kernel_parity::projection_parity(case, runtime.dtype, &runtime.device, kernels);
@@ -198,8 +211,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let shape: [usize; 5] = shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes five numbers: batch,seq,heads,head_dim,d_state"))?;
             let r = distill_stages::bench::ssd::run(shape, *chunk, &runtime, *repeats)?;
             out.row(&r, format!(
-                "ssd_scan | {:?} chunk {} | forward {:.2} ms ({:.1}x its floor {:.3} ms) | forward + backward {:.2} ms ({:.1}x its floor {:.3} ms)",
-                r.shape, r.chunk, r.forward_ms, r.forward_ms / r.forward_floor_ms, r.forward_floor_ms, r.forward_backward_ms, r.forward_backward_ms / r.forward_backward_floor_ms, r.forward_backward_floor_ms
+                "ssd_scan | {:?} chunk {} | inside the chunks: {} | forward {:.2} ms ({:.1}x its floor {:.3} ms) | forward + backward {:.2} ms ({:.1}x its floor {:.3} ms)",
+                r.shape, r.chunk, r.inside, r.forward_ms, r.forward_ms / r.forward_floor_ms, r.forward_floor_ms, r.forward_backward_ms, r.forward_backward_ms / r.forward_backward_floor_ms, r.forward_backward_floor_ms
             ))?;
         }
         BenchWhat::Parity { fixtures } => {

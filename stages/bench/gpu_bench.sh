@@ -198,6 +198,13 @@ for part in $parts; do
       printf "$cache" > cubecl.toml
       python3 stages/bench/profile_summary.py "$out/kernels.log" > "$out/profile.txt"
       xz -f "$out/kernels.log" ;;
+    # Issue 9: every kernel of the SSD scan bench (3 forwards, 3 forwards with backward: `--repeats 1`).
+    profile-ssd)
+      printf "$cache"'\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/ssd-kernels.log" > cubecl.toml
+      step "profile ssd" 120 "$bin" bench --device cuda ssd --repeats 1
+      printf "$cache" > cubecl.toml
+      python3 stages/bench/profile_summary.py "$out/ssd-kernels.log" 30 > "$out/profile-ssd.txt"
+      xz -f "$out/ssd-kernels.log" ;;
     # Issue 6: what a decode token launches. Two runs of the 50% hybrid at batch 1 after a
     # 512-token prompt, 16 and 48 new tokens: the difference is 32 tokens' kernels alone.
     profile-decode)

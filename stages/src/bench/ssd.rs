@@ -19,6 +19,9 @@ pub struct SsdResult {
     /// `[batch, seq, heads, head_dim, d_state]`.
     pub shape: [usize; 5],
     pub chunk: usize,
+    /// Inside the chunks: `kernel` (distill_kernels::chunk_scan) or `ops` (`DISTILL_SSD=ops`, or
+    /// no GPU).
+    pub inside: &'static str,
     pub forward_ms: f64,
     pub forward_backward_ms: f64,
     /// f32 bytes a fused forward must move: `x`, `dt`, `B`, `C` in, `y` and the final state out.
@@ -59,6 +62,7 @@ pub fn run(shape: [usize; 5], chunk: usize, runtime: &Runtime, repeats: usize) -
         device: format!("{:?}", runtime.device),
         shape,
         chunk,
+        inside: distill_kernels::chunk_scan::mode(&runtime.device),
         forward_ms,
         forward_backward_ms,
         forward_bytes,

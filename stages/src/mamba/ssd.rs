@@ -5,6 +5,7 @@
 //! Per head: `H_t = exp(dt_t A) H_{t-1} + dt_t x_t B_t^T`, `y_t = H_t C_t` (without the `D` skip).
 
 use burn::tensor::{Bool, DType, Tensor};
+use distill_kernels::chunk_scan::{chunk_scan, chunk_states};
 
 use crate::channels::mul_channels;
 
@@ -31,33 +32,20 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: T
         let [_, _, d2, d3] = v.dims();
         if pad == 0 { v } else { Tensor::cat(vec![v, Tensor::zeros([bs, pad, d2, d3], &device)], 1) }
     };
-    // [bs, nc*T, h, w] -> [bs, nc, h, T, w]
-    let chunks = |v: Tensor<4>, w: usize| pad4(v).reshape([bs, nc, t, h, w]).swap_dims(2, 3);
-    let xdt = chunks(x * dt.clone().unsqueeze_dim::<4>(3), p); // dt folded into x
+    let xdt = pad4(x * dt.clone().unsqueeze_dim::<4>(3)); // dt folded into x: [bs, nc*T, h, p]
     let dt = if pad == 0 { dt } else { Tensor::cat(vec![dt, Tensor::zeros([bs, pad, h], &device)], 1) };
-    let (b, c) = (chunks(b, n), chunks(c, n));
-    let da = mul_channels(dt, a).reshape([bs, nc, t, h]).swap_dims(2, 3); // [bs, nc, h, T]
-    let acum = da.cumsum(3);
-    // seg[i, j] = sum_{j<k<=i} da_k = acum_i - acum_j, as mamba_ssm's chunk-scan kernels form it.
-    // The cancellation costs little in f32: |acum| <= T·max|dt·A| (a few hundred for trained
-    // layers), so seg is off by ~1e-5 absolute, exp(seg) by ~1e-5 relative. The cancellation-free
-    // form (a cumulative sum down each column of a [T, T] mask, ssd_minimal's `segsum`) went
-    // through burn's cumulative kernel, which is O(T^2) per column on the GPU: 8% of a hybrid's
-    // distillation step on the H200 at T = 256 (BENCHMARKS.md).
-    let seg = acum.clone().unsqueeze_dim::<5>(4) - acum.clone().unsqueeze_dim::<5>(3); // [bs, nc, h, T, T]
-    let above = Tensor::<2, Bool>::tril_mask([t, t], 0, &device).reshape([1, 1, 1, t, t]).expand([bs, nc, h, t, t]);
-    let decay = seg.mask_fill(above.clone(), 0.0).exp().mask_fill(above, 0.0); // L: [bs, nc, h, T, T]
-    // Inside each chunk.
-    let y_diag = (c.clone().matmul(b.clone().transpose()) * decay.clone()).matmul(xdt.clone()); // [bs, nc, h, T, p]
-    // Each chunk's own contribution to the state at its end: sum_s L[T-1, s] xdt_s B_s^T.
-    let to_end = decay.narrow(3, t - 1, 1).swap_dims(3, 4); // [bs, nc, h, T, 1]
-    let local = (xdt * to_end).transpose().matmul(b); // [bs, nc, h, p, n]
+    let (b, c) = (pad4(b), pad4(c));
+    // g: the log decay from each chunk's start, [bs, nc*T, h] as the kernel reads it.
+    let g = mul_channels(dt, a).reshape([bs, nc, t, h]).cumsum(2).reshape([bs, nc * t, h]);
+    // Each chunk's own contribution to the state at its end: sum_s exp(g_{T-1} - g_s) xdt_s B_s^T
+    // (a kernel on the GPU, reading xdt and B where they lie).
+    let local = chunk_states(xdt.clone(), b.clone(), g.clone(), t); // [bs, nc, h, p, n]
     // Across chunks, all at once: with C_k the log decay from the start to chunk boundary k
     // (C_0 = 0, C_k = the sum of chunks 0..k's), the state at boundary k is
     // sum_{j<=k} exp(C_k - C_j) u_j, where u_0 is the initial state and u_j chunk j-1's own
     // contribution. One [nc+1, nc+1] product per batch and head (as ssd_minimal does) rather
     // than nc dependent steps of a few launches each, forward and backward, on the GPU.
-    let chunk_log = acum.clone().narrow(3, t - 1, 1).reshape([bs, nc, h]).swap_dims(1, 2); // [bs, h, nc]
+    let chunk_log = g.clone().reshape([bs, nc, t, h]).narrow(2, t - 1, 1).reshape([bs, nc, h]).swap_dims(1, 2); // [bs, h, nc]
     let bounds = Tensor::cat(vec![Tensor::zeros([bs, h, 1], &device), chunk_log.cumsum(2)], 2); // C: [bs, h, nc+1]
     let gap = bounds.clone().unsqueeze_dim::<4>(3) - bounds.unsqueeze_dim::<4>(2); // [bs, h, k, j] = C_k - C_j
     let later = Tensor::<2, Bool>::tril_mask([nc + 1, nc + 1], 0, &device).reshape([1, 1, nc + 1, nc + 1]).expand([bs, h, nc + 1, nc + 1]);
@@ -66,9 +54,15 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: T
     let at_bounds = weights.matmul(u).reshape([bs, h, nc + 1, p, n]).swap_dims(1, 2); // [bs, nc+1, h, p, n]
     let entering = at_bounds.clone().narrow(1, 0, nc);
     let s = at_bounds.narrow(1, nc, 1).reshape([bs, h, p, n]);
-    // The state entering a chunk, decayed to each position and read out through C.
-    let y_off = c.matmul(entering.transpose()) * acum.exp().unsqueeze_dim::<5>(4); // [bs, nc, h, T, p]
-    let y = (y_diag + y_off).swap_dims(2, 3).reshape([bs, nc * t, h, p]).narrow(1, 0, l);
+    // The output: inside each chunk, y_t = sum_{s<=t} (C_t . B_s) exp(g_t - g_s) xdt_s, plus the
+    // state entering the chunk decayed to t and read out, exp(g_t) E C_t. One kernel on the GPU
+    // (distill_kernels::chunk_scan; `[bs, nc, h, T, T]` scores in tensor ops elsewhere). The
+    // exponent is a difference of running sums, as mamba_ssm's chunk-scan kernels form it: the
+    // cancellation costs little in f32 (|g| <= T·max|dt·A|, a few hundred for trained layers, so
+    // off by ~1e-5), and the cancellation-free form (a cumulative sum down each column of a
+    // [T, T] mask, ssd_minimal's `segsum`) went through burn's cumulative kernel, which is
+    // O(T^2) per column on the GPU: 8% of a hybrid's distillation step on the H200 at T = 256.
+    let y = chunk_scan(c, b, xdt, g, entering, t).narrow(1, 0, l);
     (y, s)
 }
 
