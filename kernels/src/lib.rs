@@ -8,6 +8,10 @@
 //!   the accepted ones from the round's snapshot.
 //! - [`gemv::gemv`]: decoding's products (a few rows), split over columns and `K` so that a
 //!   576-wide projection still occupies the GPU.
+//! - [`chunk_scan`]: the chunked SSD scan of training and prefill: the decayed attention inside
+//!   each chunk with the entering state read out, and each chunk's state contribution, each in
+//!   one launch, with backwards of their own (the attention's is the same kernel run three
+//!   times); the inter-chunk recurrence stays in tensor ops.
 //! - [`matmul::matmul_with`]: a matrix product with a named cubek routine instead of burn's
 //!   untuned default.
 //! - [`softmax::softmax_last`]: softmax with its own backward (three passes instead of burn's

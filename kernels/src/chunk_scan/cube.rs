@@ -20,16 +20,23 @@ use cubecl::prelude::*;
 use super::ChunkScanOps;
 
 /// Rows of a chunk per cube (4 per unit over 16 rows of units).
-const ROWS: usize = 64;
+pub(crate) const ROWS: usize = 64;
 /// Keys per tile (2 per unit over 16 columns of units).
-const KEYS: usize = 32;
+pub(crate) const KEYS: usize = 32;
 /// Units per cube: 16 x 16.
-const SIDE: usize = 16;
+pub(crate) const SIDE: usize = 16;
 
 /// Whether the kernel takes these widths: `q`'s in slices of 16 or 32, `v`'s in 16 columns of
 /// units with at most 8 outputs a row each (the registers a unit keeps).
 pub(crate) fn supports(n: usize, p: usize) -> bool {
     n > 0 && n.is_multiple_of(16) && p > 0 && p.is_multiple_of(SIDE) && p <= 8 * SIDE
+}
+
+/// Whether widths the vectorized kernel takes go to it (`DISTILL_SSD_VEC=0`: the scalar one, to
+/// measure one against the other).
+fn vectorized() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    crate::switched_on(&ON, "DISTILL_SSD_VEC", "0")
 }
 
 impl ChunkScanOps for CubeBackend {
@@ -60,6 +67,31 @@ fn launch(q: FloatTensor<CubeBackend>, k: FloatTensor<CubeBackend>, v: FloatTens
     }
     let slice = if n.is_multiple_of(32) { 32 } else { 16 };
     let count = CubeCount::Static(chunk.div_ceil(ROWS) as u32, (l / chunk) as u32, (bs * h) as u32);
+    if vectorized() && super::cube_vec::takes(n, p) {
+        // SAFETY: as below; the vectorized kernel reads and writes the same elements.
+        unsafe {
+            super::cube_vec::chunk_attend_vec_kernel::launch_unchecked(
+                &client,
+                count,
+                CubeDim::new_2d(SIDE as u32, SIDE as u32),
+                q.into_tensor_arg(),
+                k.into_tensor_arg(),
+                v.into_tensor_arg(),
+                g.into_tensor_arg(),
+                states.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                l,
+                chunk,
+                h,
+                n,
+                p,
+                reverse,
+                with_state,
+                dtype_to_storage_type(dtype),
+            );
+        }
+        return out;
+    }
     // SAFETY: every tensor is contiguous in the shapes the callers asserted (`l` whole chunks,
     // `states [bs, l / chunk, h, p, n]`); a cube reads positions inside its own chunk of its own
     // head and that chunk's state, every position and column guarded against `l`, the chunk's
@@ -93,7 +125,7 @@ fn launch(q: FloatTensor<CubeBackend>, k: FloatTensor<CubeBackend>, v: FloatTens
 /// `(tx, ty)` owns rows `ty·4 .. ty·4 + 4` and, per key tile, keys `tx` and `tx + 16`, and output
 /// columns `tx, tx + 16, ..`. Shared memory: `qs[d·(ROWS + 1) + r]` and `ks[d·(KEYS + 1) + j]`
 /// (transposed, and padded so that a warp's stores of one row's slice fall in different banks),
-/// `vs[j·p + c]`, `ss[r·(KEYS + 4) + j]` (a stride whose rows `r` and `r + 4`, read by one
+/// `vs[j·(p + 1) + c]` (padded: the state tiles store it a column at a time), `ss[r·(KEYS + 4) + j]` (a stride whose rows `r` and `r + 4`, read by one
 /// warp, fall 16 banks apart), `gs[j]`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
@@ -153,7 +185,7 @@ fn chunk_attend_kernel<F: Float>(
 
     let mut qs = Shared::<[f32]>::new_slice(comptime!(slice * (ROWS + 1)));
     let mut ks = Shared::<[f32]>::new_slice(comptime!(slice * (KEYS + 1)));
-    let mut vs = Shared::<[f32]>::new_slice(comptime!(KEYS * p));
+    let mut vs = Shared::<[f32]>::new_slice(comptime!(KEYS * (p + 1)));
     let mut ss = Shared::<[f32]>::new_slice(comptime!(ROWS * (KEYS + 4)));
     let mut gs = Shared::<[f32]>::new_slice(KEYS);
 
@@ -173,7 +205,7 @@ fn chunk_attend_kernel<F: Float>(
             if s < k1 {
                 x = f32::cast_from(v[(base + s * heads) * p + at % p]);
             }
-            vs[at] = x;
+            vs[(at / p) * (p + 1) + at % p] = x;
         }
         if unit < KEYS {
             let s = j0 + unit;
@@ -274,7 +306,7 @@ fn chunk_attend_kernel<F: Float>(
             if col0 + j < n {
                 x = f32::cast_from(states[state + c * n + col0 + j]);
             }
-            vs[j * p + c] = x;
+            vs[j * (p + 1) + c] = x;
         }
       }
         sync_cube();
@@ -288,7 +320,7 @@ fn chunk_attend_kernel<F: Float>(
             }
             #[unroll]
             for c in 0..cols {
-                let x = vs[j * p + tx + c * SIDE];
+                let x = vs[j * (p + 1) + tx + c * SIDE];
                 #[unroll]
                 for i in 0..4usize {
                     acc[i * cols + c] += w[i] * x;

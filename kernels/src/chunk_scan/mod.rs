@@ -6,8 +6,10 @@
 //! (`q` = C, `k` = B, `v` = dt·x and `g` the running sum of dt·A inside the chunk), and its mirror
 //! `reverse`, `Σ_{s ≥ t} (q_t · k_s) exp(g_s - g_t) v_s`. In tensor ops this writes and rereads
 //! `[batch, chunks, heads, T, T]` scores and decays several times (the SSD forward spent 3.6 ms at
-//! SmolLM2's micro-batch against mamba_ssm's fused Triton scan's 1.0, BENCHMARKS.md); the kernel
-//! keeps a block of scores in shared memory and skips the blocks the mask empties.
+//! SmolLM2's micro-batch against mamba_ssm's fused Triton scan's 1.04; 1.9 with these kernels,
+//! BENCHMARKS.md session 14); the kernel keeps a block of scores in shared memory and skips the
+//! blocks the mask empties. [`chunk_scan`] adds the state entering each chunk, read out, in the
+//! same launch; [`chunk_states`] forms each chunk's own contribution to the next.
 //!
 //! The backward is the same map three times over, so the kernel serves it too: with `dO` the
 //! output's gradient, `dq = attend(dO, v, k)`, `dk = attend⁻(v, dO, q)`, `dv = attend⁻(k, q,
@@ -17,6 +19,8 @@
 
 #[cfg(feature = "cuda")]
 mod cube;
+#[cfg(feature = "cuda")]
+mod cube_vec;
 mod state;
 #[cfg(feature = "cuda")]
 mod state_cube;
