@@ -359,6 +359,10 @@ pub enum BenchWhat {
         chunk: usize,
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Time the forward only (the backward's figures are then NaN): for a profile of the
+        /// forward's kernels alone.
+        #[arg(long)]
+        forward_only: bool,
     },
     /// Each GPU kernel of `distill-kernels` against its plain-tensor twin on random inputs, over
     /// shapes (batch 1..64, SmolLM2 / Llama-3-8B / Mamba-2 layer shapes) in f32 and bf16: the
@@ -366,7 +370,7 @@ pub enum BenchWhat {
     Kernels {
         #[arg(long, default_value_t = 50)]
         repeats: usize,
-        /// Only these groups: step, steps, gemv, attention, norm, reduce, projection (comma-separated;
+        /// Only these groups: step, steps, gemv, attention, norm, reduce, projection, ssd (comma-separated;
         /// default: all of them)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

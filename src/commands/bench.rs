@@ -207,9 +207,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             let r = distill_stages::bench::attention::run(shape, &runtime, *repeats)?;
             out.row(&r, format!("train_attention | {:?} | {} | burn {:.1} ms | composite {:.1} ms (grad rel diff {:.1e}) | recomputing {:.1} ms, {:.2}x burn (grad rel diff {:.1e})", r.shape, r.dtype, r.burn_ms, r.composite_ms, r.composite_grad_rel_diff, r.ours_ms, r.speedup, r.grad_rel_diff))?;
         }
-        BenchWhat::Ssd { shape, chunk, repeats } => {
+        BenchWhat::Ssd { shape, chunk, repeats, forward_only } => {
             let shape: [usize; 5] = shape.as_slice().try_into().map_err(|_| anyhow::anyhow!("--shape takes five numbers: batch,seq,heads,head_dim,d_state"))?;
-            let r = distill_stages::bench::ssd::run(shape, *chunk, &runtime, *repeats)?;
+            let r = distill_stages::bench::ssd::run(shape, *chunk, &runtime, *repeats, *forward_only)?;
             out.row(&r, format!(
                 "ssd_scan | {:?} chunk {} | inside the chunks: {} | forward {:.2} ms ({:.1}x its floor {:.3} ms) | forward + backward {:.2} ms ({:.1}x its floor {:.3} ms)",
                 r.shape, r.chunk, r.inside, r.forward_ms, r.forward_ms / r.forward_floor_ms, r.forward_floor_ms, r.forward_backward_ms, r.forward_backward_ms / r.forward_backward_floor_ms, r.forward_backward_floor_ms

@@ -198,10 +198,15 @@ for part in $parts; do
       printf "$cache" > cubecl.toml
       python3 stages/bench/profile_summary.py "$out/kernels.log" > "$out/profile.txt"
       xz -f "$out/kernels.log" ;;
-    # Issue 9: every kernel of the SSD scan bench (3 forwards, 3 forwards with backward: `--repeats 1`).
+    # Issue 9: every kernel of the SSD scan bench (3 forwards, 3 forwards with backward: `--repeats 1`;
+    # SSD_FORWARD_ONLY=1: 12 forwards and nothing else).
     profile-ssd)
       printf "$cache"'\n[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = true\n' "$out/ssd-kernels.log" > cubecl.toml
-      step "profile ssd" 120 "$bin" bench --device cuda ssd --repeats 1
+      if [ -n "${SSD_FORWARD_ONLY:-}" ]; then
+        step "profile ssd forward" 120 "$bin" bench --device cuda ssd --repeats 10 --forward-only
+      else
+        step "profile ssd" 120 "$bin" bench --device cuda ssd --repeats 1
+      fi
       printf "$cache" > cubecl.toml
       python3 stages/bench/profile_summary.py "$out/ssd-kernels.log" 30 > "$out/profile-ssd.txt"
       xz -f "$out/ssd-kernels.log" ;;
@@ -238,7 +243,7 @@ for r in rows:
     elif r["bench"] == "decode":
         print(f"decode {impl:12} {r['model'][:22]:22} b{r['batch']:<3} ctx {r['prompt']:<6} prefill {r['prefill_tok_s']:>10.0f} tok/s  decode {r['decode_tok_s']:>8.0f} tok/s  {r['ms_per_step']:.2f} ms/step  {r.get('reductions', '')} {r.get('products', '')}")
     elif r["bench"] == "ssd_scan":
-        print(f"ssd_scan {impl:12} {r['shape']} chunk {r['chunk']} forward {r['forward_ms']:.2f} ms  forward+backward {r['forward_backward_ms']:.2f} ms")
+        print(f"ssd_scan {impl:12} {r['shape']} chunk {r['chunk']} forward {r['forward_ms']:.2f} ms  forward+backward {r['forward_backward_ms'] or float('nan'):.2f} ms")
     elif r["bench"] == "decode_graph":
         print(f"decode_graph {r['model'][:22]:22} b{r['batch']} ctx {r['prompt']} reductions {r.get('reductions', '?')} products {r.get('products', '?')} step eager {r['eager_ms']:.2f} ms replayed {r['replay_ms']:.2f} ms | "
               f"decoding plain {r['decode_plain_ms']:.2f} ms/token, on a graph {r['decode_graph_ms']:.2f} ms/token, same tokens {r['same_tokens']}, rows part at {r['first_mismatch']}")

@@ -105,6 +105,23 @@ fn shared_readout() -> bool {
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
+/// Whether the steps a launch replays without output (`t < emit_from`: a round's accepted steps,
+/// rebuilt from the snapshot) skip the read-out nobody reads (`DISTILL_STEPS_REPLAY=lean`, a
+/// switch to measure; default off). Their `C` loads, read-out products and shuffles are about a
+/// third of a step's instructions, and several steps are bound by instruction issue (session
+/// 13); the state update is the same arithmetic either way, so both round alike. Chosen at
+/// compile time, and only for launches that replay: without it the kernel has no replay loop.
+///
+/// Session 14 (H200, Llama-3-8B's layer at batch 32, `VARIANTS` A/B twice, parity and rounding
+/// alike): 5 steps with 2 replayed 139 -> 128 µs, 9 steps 199 -> 182 (bf16 and f32 alike); but
+/// the one-step launch in f32 97 -> 169 µs (a unit's registers, presumably: the one-step cube
+/// gives each unit more state), hence `emit_from > 0` (built after that run, not yet timed).
+/// Before it becomes the default: time it so, and spec-check it on graphs.
+fn lean_replay() -> bool {
+    static LEAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LEAN.get_or_init(|| std::env::var("DISTILL_STEPS_REPLAY").is_ok_and(|v| v.trim() == "lean"))
+}
+
 /// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
 /// in the cube's units.
 fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
@@ -121,7 +138,32 @@ fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
 /// read where they lie (any strides): decoding's step passes its carried window and its token's
 /// slice of `in_proj`'s output, and gets the next window back, where a concatenation into one
 /// `padded` buffer cost two copy launches a layer and token.
+///
+/// With `DISTILL_STEPS_INPUTS=joined` (a switch to measure) the two parts are concatenated first
+/// and the kernel reads the one contiguous buffer with no branch a tap, the next window a slice
+/// of it: the way before session 13's change, which the steps kernel has been slower since (Llama-3-8B's layer at
+/// batch 32, session 14: 5 steps 83 -> 138 µs, 123 with the strides read once).
 pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
+    if joined_inputs() {
+        let k = w.conv_weight.dims()[1];
+        let all = BurnTensor::cat(vec![before.clone().cast(xbc.dtype()), xbc], 1);
+        let len = all.dims()[1];
+        let out = launch(before, all.clone(), dt, state, w, snap_at, emit_from, true);
+        return StepsOut { window: all.narrow(1, len - (k - 1), k - 1), ..out };
+    }
+    launch(before, xbc, dt, state, w, snap_at, emit_from, false)
+}
+
+/// Whether the conv inputs are concatenated before the kernel (`DISTILL_STEPS_INPUTS=joined`).
+fn joined_inputs() -> bool {
+    static JOINED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *JOINED.get_or_init(|| std::env::var("DISTILL_STEPS_INPUTS").is_ok_and(|v| v.trim() == "joined"))
+}
+
+/// `joined`: `xbc` holds all `K - 1 + steps` rows (`before` goes unread) and the kernel leaves
+/// the window unwritten.
+#[allow(clippy::too_many_arguments)]
+fn launch(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize, joined: bool) -> StepsOut {
     let dtype = xbc.dtype();
     let same = |t: &BurnTensor<1>| t.clone().cast(dtype).into_dispatch();
     let (y, snapshot, window) = <Dispatch as Mamba2StepsOps>::mamba2_steps(
@@ -134,14 +176,14 @@ pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>
         w.a.clone().cast(DType::F32).into_dispatch(),
         same(&w.d),
         state.cast(DType::F32).into_dispatch(),
-        [w.heads, w.kv_heads, w.head_dim, w.d_state, snap_at, emit_from],
+        [w.heads, w.kv_heads, w.head_dim, w.d_state, snap_at, emit_from, usize::from(joined)],
     );
     StepsOut { y: BurnTensor::from_dispatch(y), snapshot: BurnTensor::from_dispatch(snapshot), window: BurnTensor::from_dispatch(window) }
 }
 
 #[backend_extension(Cube, Fusion)]
 pub trait Mamba2StepsOps: Backend {
-    /// `dims` = `[heads, kv_heads, head_dim, d_state, snap_at, emit_from]`; returns
+    /// `dims` = `[heads, kv_heads, head_dim, d_state, snap_at, emit_from, joined]`; returns
     /// `(y, snapshot, window)`: both f32, and the last `K - 1` conv inputs in their dtype.
     #[fusion(meta = steps_meta)]
     #[allow(clippy::too_many_arguments)]
@@ -155,7 +197,7 @@ pub trait Mamba2StepsOps: Backend {
         a: FloatTensor<Self>,
         d: FloatTensor<Self>,
         state: FloatTensor<Self>,
-        dims: [usize; 6],
+        dims: [usize; 7],
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -170,9 +212,9 @@ fn steps_meta(
     _a: &TensorSpec,
     _d: &TensorSpec,
     state: &TensorSpec,
-    dims: &[usize; 6],
+    dims: &[usize; 7],
 ) -> (TensorSpec, TensorSpec, TensorSpec) {
-    let [h, _, p, n, snap_at, emit_from] = *dims;
+    let [h, _, p, n, snap_at, emit_from, _] = *dims;
     let (bs, steps) = (dt.shape[0], dt.shape[1]);
     let kept = if snap_at == super::EVERY_STEP { TensorSpec::new(Shape::new([steps * bs, h, p, n]), DType::F32) } else { state.clone() };
     let window = TensorSpec::new(Shape::new([bs, conv_weight.shape[1] - 1, xbc.shape[2]]), xbc.dtype);
@@ -190,11 +232,15 @@ impl Mamba2StepsOps for CubeBackend {
         a: FloatTensor<Self>,
         d: FloatTensor<Self>,
         state: FloatTensor<Self>,
-        dims: [usize; 6],
+        dims: [usize; 7],
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let [h, kv, p, n, snap_at, emit_from] = dims;
+        let [h, kv, p, n, snap_at, emit_from, joined] = dims;
+        let joined = joined != 0;
         let [bs, steps, _] = dt.shape().dims::<3>();
-        let [_, split, channels] = before.shape().dims::<3>();
+        let [_, mut split, channels] = before.shape().dims::<3>();
+        if joined {
+            split = 0; // every row from `xbc`
+        }
         let k = conv_weight.shape().dims::<2>()[1];
         let (client, device, dtype) = (xbc.client.clone(), xbc.device.clone(), xbc.dtype);
         let [conv_weight, conv_bias, dt, dt_bias, a, d, state] = [conv_weight, conv_bias, dt, dt_bias, a, d, state].map(into_contiguous);
@@ -243,6 +289,8 @@ impl Mamba2StepsOps for CubeBackend {
                 chunk,
                 every,
                 shared_readout(),
+                lean_replay() && emit_from > 0,
+                joined,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
         }
@@ -287,6 +335,8 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] chunk: usize,
     #[comptime] every: bool,
     #[comptime] deferred: bool,
+    #[comptime] lean: bool,
+    #[comptime] joined: bool,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -301,16 +351,28 @@ fn mamba2_steps_kernel<F: Float>(
     let p0 = (CUBE_POS % (p / rows)) * rows;
     let at = (hb * p + p0 + r) * n + lane;
 
+    // The conv inputs' strides, read once: a tensor's stride is launch metadata in global memory,
+    // which a unit would otherwise load again for every tap.
+    let mut strides = Array::<usize>::new(6usize);
+    strides[0] = before.stride(0);
+    strides[1] = before.stride(1);
+    strides[2] = before.stride(2);
+    strides[3] = xbc.stride(0);
+    strides[4] = xbc.stride(1);
+    strides[5] = xbc.stride(2);
+
     // The next window, an element a unit across the launch (it has fewer elements than units
     // at the shapes decoding runs): the copy a concatenation used to make, in this launch.
-    let window_len = window.len();
-    let all_units = CUBE_COUNT as usize * units;
-    for j in 0..window_len.div_ceil(all_units) {
-        let e = j * all_units + CUBE_POS * units + unit;
-        if e < window_len {
-            let ch = e % channels;
-            let wr = (e / channels) % (k - 1);
-            window[e] = conv_input::<F>(before, xbc, split, e / (channels * (k - 1)), steps + wr, ch);
+    if comptime!(!joined) {
+        let window_len = window.len();
+        let all_units = CUBE_COUNT as usize * units;
+        for j in 0..window_len.div_ceil(all_units) {
+            let e = j * all_units + CUBE_POS * units + unit;
+            if e < window_len {
+                let ch = e % channels;
+                let wr = (e / channels) % (k - 1);
+                window[e] = conv_input::<F>(before, xbc, &strides, split, e / (channels * (k - 1)), steps + wr, ch, joined);
+            }
         }
     }
 
@@ -358,13 +420,13 @@ fn mamba2_steps_kernel<F: Float>(
                 let t = i / (2 * n);
                 let ci = i % (2 * n);
                 let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
-                bc[i] = conv_silu::<F>(before, xbc, split, conv_weight, conv_bias, bi, c0 + t, ch, k);
+                bc[i] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + t, ch, k, joined);
             }
         }
         for j in 0..(m * rows).div_ceil(units) {
             let i = j * units + unit;
             if i < m * rows {
-                xs[i] = conv_silu::<F>(before, xbc, split, conv_weight, conv_bias, bi, c0 + i / rows, g * p + p0 + i % rows, k);
+                xs[i] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + i / rows, g * p + p0 + i % rows, k, joined);
             }
         }
         if unit < m {
@@ -374,7 +436,23 @@ fn mamba2_steps_kernel<F: Float>(
         }
         sync_cube();
 
-        for tt in 0..m {
+        // With `lean`, the chunk's replayed steps first: the state update and what is kept of
+        // it, no read-out.
+        let mut first = 0usize.runtime();
+        if comptime!(lean) {
+            first = min(m, emit_from - min(emit_from, c0));
+            for tt in 0..first {
+                let decay = decays[tt];
+                let dx = dts[tt] * xs[tt * rows + r];
+                let base = tt * 2 * n + lane;
+                #[unroll]
+                for i in 0..n / lanes {
+                    s[i] = s[i] * decay + dx * bc[base + (i / per) * lanes + (i % per) * virt];
+                }
+                keep_state(snapshot, &s, c0 + tt, state_len, at, snap_at, n / lanes, per, lanes, virt, every);
+            }
+        }
+        for tt in first..m {
             let t = c0 + tt;
             let x = xs[tt * rows + r];
             let decay = decays[tt];
@@ -396,17 +474,7 @@ fn mamba2_steps_kernel<F: Float>(
             // `lanes` would have added them across lanes.
             pairwise_sum(&mut accs, groups);
             let mut acc = accs[0];
-            if comptime!(every) {
-                #[unroll]
-                for i in 0..n / lanes {
-                    snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
-                }
-            } else if t + 1 == snap_at {
-                #[unroll]
-                for i in 0..n / lanes {
-                    snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
-                }
-            }
+            keep_state(snapshot, &s, t, state_len, at, snap_at, n / lanes, per, lanes, virt, every);
             if comptime!(deferred) {
                 parts[(tt * rows + r) * row_stride + lane] = acc;
             } else if t >= emit_from {
@@ -445,6 +513,24 @@ fn mamba2_steps_kernel<F: Float>(
     }
 }
 
+/// After step `t`, the unit's state entries into `snapshot`: every step's (`every`), or the
+/// state after step `snap_at - 1`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, #[comptime] entries: usize, #[comptime] per: usize, #[comptime] lanes: usize, #[comptime] virt: usize, #[comptime] every: bool) {
+    if comptime!(every) {
+        #[unroll]
+        for i in 0..entries {
+            snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
+        }
+    } else if t + 1 == snap_at {
+        #[unroll]
+        for i in 0..entries {
+            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
+        }
+    }
+}
+
 /// `v[0] = ` the sum of `v[0..len]` (`len` a power of two up to 32) added pairwise at offsets
 /// `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
 #[cube]
@@ -479,13 +565,16 @@ fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
 }
 
 /// Conv input row `row` of batch `b` at channel `ch`: of `before` below `split`, of `xbc` from
-/// there, each read through its strides.
+/// there, each read through its strides (`strides` = `before`'s three, then `xbc`'s).
 #[cube]
-fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, split: usize, b: usize, row: usize, ch: usize) -> F {
-    if row < split {
-        before[b * before.stride(0) + row * before.stride(1) + ch * before.stride(2)]
+#[allow(clippy::too_many_arguments)]
+fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, b: usize, row: usize, ch: usize, #[comptime] joined: bool) -> F {
+    if comptime!(joined) {
+        xbc[b * strides[3] + row * strides[4] + ch * strides[5]]
+    } else if row < split {
+        before[b * strides[0] + row * strides[1] + ch * strides[2]]
     } else {
-        xbc[b * xbc.stride(0) + (row - split) * xbc.stride(1) + ch * xbc.stride(2)]
+        xbc[b * strides[3] + (row - split) * strides[4] + ch * strides[5]]
     }
 }
 
@@ -493,11 +582,11 @@ fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, split: usize, b: us
 /// [`conv_input`] for batch `b`, rounded to `F` after the sum as the reference's conv output is.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize) -> f32 {
+fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
     let mut sum = f32::cast_from(conv_bias[ch]);
     #[unroll]
     for j in 0..k {
-        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(conv_input::<F>(before, xbc, split, b, row0 + j, ch));
+        sum += f32::cast_from(conv_weight[ch * k + j]) * f32::cast_from(conv_input::<F>(before, xbc, strides, split, b, row0 + j, ch, joined));
     }
     let v = f32::cast_from(F::cast_from(sum));
     let s = v / (1.0 + (-v).exp());

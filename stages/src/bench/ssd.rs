@@ -33,8 +33,9 @@ pub struct SsdResult {
     pub forward_backward_floor_ms: f64,
 }
 
-/// Median of `repeats` timed runs of each, after 2 untimed ones.
-pub fn run(shape: [usize; 5], chunk: usize, runtime: &Runtime, repeats: usize) -> Result<SsdResult> {
+/// Median of `repeats` timed runs of each, after 2 untimed ones; with `forward_only`, no backward
+/// runs and its time is NaN.
+pub fn run(shape: [usize; 5], chunk: usize, runtime: &Runtime, repeats: usize, forward_only: bool) -> Result<SsdResult> {
     let [bs, l, h, p, n] = shape;
     let device = runtime.device.clone().autodiff();
     let normal = Distribution::Normal(0.0, 1.0);
@@ -53,7 +54,7 @@ pub fn run(shape: [usize; 5], chunk: usize, runtime: &Runtime, repeats: usize) -
         [x.grad(&grads), b.grad(&grads), c.grad(&grads)].map(|g| g.map(|g| g.cast(DType::F32)))
     };
     let forward_ms = median_ms(runtime, repeats, || drop(forward()))?;
-    let forward_backward_ms = median_ms(runtime, repeats, || drop(backward()))?;
+    let forward_backward_ms = if forward_only { f64::NAN } else { median_ms(runtime, repeats, || drop(backward()))? };
     let elems = (bs * l * h * p + bs * l * h + 2 * bs * l * h * n) as f64; // x, dt, B, C
     let forward_bytes = 4.0 * (elems + (bs * l * h * p) as f64 + (bs * h * p * n) as f64);
     let backward_bytes = forward_bytes + 4.0 * ((bs * l * h * p) as f64 + elems);
@@ -77,7 +78,7 @@ mod tests {
 
     #[test]
     fn times_both_passes_on_a_tiny_shape() {
-        let r = run([1, 64, 2, 4, 4], 16, &Runtime::cpu(), 1).unwrap();
+        let r = run([1, 64, 2, 4, 4], 16, &Runtime::cpu(), 1, false).unwrap();
         assert!(r.forward_ms > 0.0 && r.forward_backward_ms > 0.0 && r.forward_floor_ms > 0.0, "{r:?}");
         assert!(r.forward_backward_floor_ms > r.forward_floor_ms);
     }
