@@ -47,7 +47,7 @@ pub use state::{chunk_states, chunk_states_custom, chunk_states_reference, Chunk
 pub fn chunk_attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, chunk: usize, reverse: bool) -> Tensor<4> {
     check(&q, &k, &v, &g, chunk);
     #[cfg(feature = "cuda")]
-    if wanted() && crate::mamba2_step::runs_on_cube(&q.device()) && cube::supports(q.dims()[3], v.dims()[3]) {
+    if wanted() && crate::mamba2_step::runs_on_cube(&q.device()) && kernel_takes(q.dims()[3], v.dims()[3]) {
         let params = [chunk as u32, u32::from(reverse)];
         return Tensor::from_dispatch(<Dispatch as ChunkScanOps>::chunk_attend(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), g.into_dispatch(), params));
     }
@@ -63,7 +63,7 @@ pub fn chunk_attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, chun
 pub fn chunk_scan(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, e: Tensor<5>, chunk: usize) -> Tensor<4> {
     check_state(&q, &v, &e, chunk);
     #[cfg(feature = "cuda")]
-    if wanted() && crate::mamba2_step::runs_on_cube(&q.device()) && cube::supports(q.dims()[3], v.dims()[3]) {
+    if wanted() && crate::mamba2_step::runs_on_cube(&q.device()) && kernel_takes(q.dims()[3], v.dims()[3]) {
         return chunk_scan_custom(q, k, v, g, e, chunk);
     }
     chunk_scan_reference(q, k, v, g, e, chunk)
@@ -109,6 +109,13 @@ fn check(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, g: &Tensor<3>, chunk: usiz
     let p = v.dims()[3];
     assert!(k.dims() == [bs, l, h, n] && v.dims() == [bs, l, h, p] && g.dims() == [bs, l, h], "chunk_attend: q {:?}, k {:?}, v {:?}, g {:?}", q.dims(), k.dims(), v.dims(), g.dims());
     assert!(chunk > 0 && l % chunk == 0, "chunk_attend: {l} positions are not whole chunks of {chunk}");
+}
+
+/// Whether the kernel takes widths `n` (`q`, `k`) and `p` (`v`) both ways round: the backward
+/// runs it with `v`'s width as `q`'s (`dq`, `dk`).
+#[cfg(feature = "cuda")]
+fn kernel_takes(n: usize, p: usize) -> bool {
+    cube::supports(n, p) && cube::supports(p, n)
 }
 
 /// Whether training and prefill run the kernel (`DISTILL_SSD=ops` keeps the tensor ops, to
