@@ -48,8 +48,7 @@ pub fn chunk_attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, chun
     check(&q, &k, &v, &g, chunk);
     #[cfg(feature = "cuda")]
     if wanted() && crate::mamba2_step::runs_on_cube(&q.device()) && kernel_takes(q.dims()[3], v.dims()[3]) {
-        let params = [chunk as u32, u32::from(reverse)];
-        return Tensor::from_dispatch(<Dispatch as ChunkScanOps>::chunk_attend(q.into_dispatch(), k.into_dispatch(), v.into_dispatch(), g.into_dispatch(), params));
+        return chunk_attend_custom(q, k, v, g, chunk, reverse);
     }
     chunk_attend_reference(q, k, v, g, chunk, reverse)
 }
@@ -178,51 +177,51 @@ fn scan_meta(_q: &TensorSpec, _k: &TensorSpec, v: &TensorSpec, _g: &TensorSpec, 
 
 impl ChunkScanOps for burn::backend::Flex {}
 
+/// `[bs, l, h, w]` -> `[bs, nc, h, T, w]`: chunks of `t` positions, a head's chunk a matrix.
+fn chunks<B: Backend>(x: FloatTensor<B>, t: usize) -> FloatTensor<B> {
+    let [bs, l, h, w] = x.shape().dims::<4>();
+    B::float_swap_dims(B::float_reshape(x, Shape::new([bs, l / t, t, h, w])), 2, 3)
+}
+
+/// [`chunks`] undone: `[bs, nc, h, T, w]` -> `[bs, l, h, w]`.
+fn unchunk<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let [bs, nc, h, t, w] = x.shape().dims::<5>();
+    B::float_reshape(B::float_swap_dims(x, 2, 3), Shape::new([bs, nc * t, h, w]))
+}
+
+/// `g` (`[bs, l, h]`) in [`chunks`] as a column: `[bs, nc, h, T, 1]`.
+fn chunk_column<B: Backend>(g: FloatTensor<B>, t: usize) -> FloatTensor<B> {
+    let [bs, l, h] = g.shape().dims::<3>();
+    chunks::<B>(B::float_reshape(g, Shape::new([bs, l, h, 1])), t)
+}
+
 /// `exp(g_t) E_c q_t` at every position: `[bs, l, h, n]`, `[bs, l, h]`, `[bs, nc, h, p, n]` ->
 /// `[bs, l, h, p]`.
 fn state_read_out<B: Backend>(q: FloatTensor<B>, g: FloatTensor<B>, e: FloatTensor<B>, t: usize) -> FloatTensor<B> {
-    let [bs, l, h, n] = q.shape().dims::<4>();
-    let p = e.shape().dims::<5>()[3];
-    let nc = l / t;
-    let q = B::float_swap_dims(B::float_reshape(q, Shape::new([bs, nc, t, h, n])), 2, 3); // [bs, nc, h, T, n]
-    let g = B::float_swap_dims(B::float_reshape(g, Shape::new([bs, nc, t, h, 1])), 2, 3); // [bs, nc, h, T, 1]
-    let y = B::float_mul(B::float_matmul(q, B::float_swap_dims(e, 3, 4)), B::float_exp(g)); // [bs, nc, h, T, p]
-    B::float_reshape(B::float_swap_dims(y, 2, 3), Shape::new([bs, l, h, p]))
+    let y = B::float_matmul(chunks::<B>(q, t), B::float_swap_dims(e, 3, 4)); // [bs, nc, h, T, p]
+    unchunk::<B>(B::float_mul(y, B::float_exp(chunk_column::<B>(g, t))))
 }
 
 /// The gradient of [`state_read_out`] for `e`: `Σ_t exp(g_t) dO_t q_tᵀ` over each chunk.
 fn state_read_out_grad<B: Backend>(d_o: FloatTensor<B>, q: FloatTensor<B>, g: FloatTensor<B>, t: usize) -> FloatTensor<B> {
-    let [bs, l, h, n] = q.shape().dims::<4>();
-    let p = d_o.shape().dims::<4>()[3];
-    let nc = l / t;
-    let scaled = B::float_mul(d_o, B::float_exp(B::float_reshape(g, Shape::new([bs, l, h, 1]))));
-    let chunks = |x: FloatTensor<B>, w: usize| B::float_swap_dims(B::float_reshape(x, Shape::new([bs, nc, t, h, w])), 2, 3);
-    B::float_matmul(B::float_swap_dims(chunks(scaled, p), 3, 4), chunks(q, n)) // [bs, nc, h, p, n]
+    let scaled = B::float_mul(chunks::<B>(d_o, t), B::float_exp(chunk_column::<B>(g, t))); // [bs, nc, h, T, p]
+    B::float_matmul(B::float_swap_dims(scaled, 3, 4), chunks::<B>(q, t)) // [bs, nc, h, p, n]
 }
 
 /// Scores and decays materialized per chunk: `[batch, chunks, heads, T, T]`.
 fn attend_in_ops<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, g: FloatTensor<B>, params: [u32; 2]) -> FloatTensor<B> {
-    let [bs, l, h, n] = q.shape().dims::<4>();
-    let p = v.shape().dims::<4>()[3];
     let (t, reverse) = (params[0] as usize, params[1] != 0);
-    let nc = l / t;
-    let device = q.device();
-    let dtype = q.dtype();
-    // [bs, l, h, w] -> [bs, nc, h, T, w]
-    let chunks = |x: FloatTensor<B>, w: usize| B::float_swap_dims(B::float_reshape(x, Shape::new([bs, nc, t, h, w])), 2, 3);
-    let (q, k, v) = (chunks(q, n), chunks(k, n), chunks(v, p));
-    let g = B::float_swap_dims(B::float_reshape(g, Shape::new([bs, nc, t, h])), 2, 3); // [bs, nc, h, T]
-    let rows = B::float_reshape(g.clone(), Shape::new([bs, nc, h, t, 1]));
-    let cols = B::float_reshape(g, Shape::new([bs, nc, h, 1, t]));
+    let (device, dtype) = (q.device(), q.dtype());
+    let rows = chunk_column::<B>(g, t); // [bs, nc, h, T, 1]
+    let cols = B::float_swap_dims(rows.clone(), 3, 4); // [bs, nc, h, 1, T]
     let seg = if reverse { B::float_sub(cols, rows) } else { B::float_sub(rows, cols) };
     // 1 where row `i` sees column `j`. Zeroing the exponent where it does not keeps exp finite
     // there (a reverse exponent is positive below the diagonal) before the mask zeroes the value.
     let seen: Vec<f32> = (0..t * t).map(|e| (e / t, e % t)).map(|(i, j)| f32::from(if reverse { j >= i } else { j <= i })).collect();
     let mask = B::float_cast(B::float_from_data(TensorData::new(seen, [1, 1, 1, t, t]), &device), dtype.into());
     let decay = B::float_mul(B::float_exp(B::float_mul(seg, mask.clone())), mask);
-    let scores = B::float_mul(B::float_matmul(q, B::float_swap_dims(k, 3, 4)), decay);
-    let out = B::float_matmul(scores, v); // [bs, nc, h, T, p]
-    B::float_reshape(B::float_swap_dims(out, 2, 3), Shape::new([bs, l, h, p]))
+    let scores = B::float_mul(B::float_matmul(chunks::<B>(q, t), B::float_swap_dims(chunks::<B>(k, t), 3, 4)), decay);
+    unchunk::<B>(B::float_matmul(scores, chunks::<B>(v, t))) // [bs, l, h, p]
 }
 
 /// `Σ_c a[.., c] b[.., c]`: `[bs, l, h, w]` twice -> `[bs, l, h]`.

@@ -19,6 +19,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::tensor::{Shape, Slice, Tensor, TensorData};
 
+use super::{chunk_column, chunks, unchunk};
+
 /// Each chunk's state contribution: the kernel on a CubeCL device (its backward in tensor
 /// ops), the tensor ops elsewhere.
 ///
@@ -76,16 +78,9 @@ fn states_meta(x: &TensorSpec, b: &TensorSpec, _g: &TensorSpec, chunk: &u32) -> 
 
 impl ChunkStateOps for burn::backend::Flex {}
 
-/// `[bs, l, h, w]` -> `[bs, nc, h, T, w]`.
-fn chunks<B: Backend>(x: FloatTensor<B>, t: usize) -> FloatTensor<B> {
-    let [bs, l, h, w] = x.shape().dims::<4>();
-    B::float_swap_dims(B::float_reshape(x, Shape::new([bs, l / t, t, h, w])), 2, 3)
-}
-
 /// `exp(g_last - g_s)` per chunk: `[bs, l, h]` -> `[bs, nc, h, T, 1]`.
 fn to_end<B: Backend>(g: FloatTensor<B>, t: usize) -> FloatTensor<B> {
-    let [bs, l, h] = g.shape().dims::<3>();
-    let g = chunks::<B>(B::float_reshape(g, Shape::new([bs, l, h, 1])), t);
+    let g = chunk_column::<B>(g, t);
     let all = Slice::new(0, None, 1);
     let last = B::float_slice(g.clone(), &[all, all, all, Slice::new(t as isize - 1, Some(t as isize), 1), all]);
     B::float_exp(B::float_sub(last, g))
@@ -94,12 +89,6 @@ fn to_end<B: Backend>(g: FloatTensor<B>, t: usize) -> FloatTensor<B> {
 fn states_in_ops<B: Backend>(x: FloatTensor<B>, b: FloatTensor<B>, g: FloatTensor<B>, t: usize) -> FloatTensor<B> {
     let scaled = B::float_mul(chunks::<B>(x, t), to_end::<B>(g, t)); // [bs, nc, h, T, p]
     B::float_matmul(B::float_swap_dims(scaled, 3, 4), chunks::<B>(b, t))
-}
-
-/// `[bs, nc, h, T, w]` -> `[bs, l, h, w]`.
-fn unchunk<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    let [bs, nc, h, t, w] = x.shape().dims::<5>();
-    B::float_reshape(B::float_swap_dims(x, 2, 3), Shape::new([bs, nc * t, h, w]))
 }
 
 impl<B: Backend + ChunkStateOps, C: CheckpointStrategy> ChunkStateOps for Autodiff<B, C> {
