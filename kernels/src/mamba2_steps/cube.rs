@@ -64,7 +64,16 @@ pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
         let virt = virtual_lanes(w.d_state);
         virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
     };
-    w.conv_weight.dims()[1] >= 2 && fits(1) && fits(2)
+    w.conv_weight.dims()[1] >= 2 && (rows_layout(w.head_dim, w.d_state).is_some() || (fits(1) && fits(2)))
+}
+
+/// The rows layout's cube shape where it is chosen (`DISTILL_STEPS_LAYOUT=rows`) and takes the
+/// shape ([`super::rows`]), else `None`: the lanes layout of this file. The choice depends on
+/// the shape alone, never on the number of steps, so one step and several round alike.
+fn rows_layout(p: usize, n: usize) -> Option<(usize, usize)> {
+    static ROWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let chosen = *ROWS.get_or_init(|| std::env::var("DISTILL_STEPS_LAYOUT").is_ok_and(|v| v.trim() == "rows"));
+    if chosen { super::rows::cube_shape(p, n) } else { None }
 }
 
 /// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
@@ -248,10 +257,47 @@ impl Mamba2StepsOps for CubeBackend {
         let kept = if snap_at == super::EVERY_STEP { Shape::new([steps * bs, h, p, n]) } else { state.shape() };
         let snapshot = empty_device_contiguous_dtype(client.clone(), device.clone(), kept, DType::F32);
         let window = empty_device_contiguous_dtype(client.clone(), device, Shape::new([bs, k - 1, channels]), dtype);
-        let (lanes, rows) = cube_shape(p, n, steps);
         let every = snap_at == super::EVERY_STEP;
         // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
         let snap_at = if every { steps + 1 } else { snap_at };
+        if let Some((rows, units)) = rows_layout(p, n) {
+            // SAFETY: as below; `rows` divides `p`, `n / 8` is a power of two (`cube_shape`).
+            unsafe {
+                super::rows::mamba2_steps_rows_kernel::launch_unchecked(
+                    &client,
+                    CubeCount::Static((bs * h * p / rows) as u32, 1, 1),
+                    CubeDim::new_2d(32, (units / 32) as u32),
+                    before.into_tensor_arg(),
+                    xbc.into_tensor_arg(),
+                    conv_weight.into_tensor_arg(),
+                    conv_bias.into_tensor_arg(),
+                    dt.into_tensor_arg(),
+                    dt_bias.into_tensor_arg(),
+                    a.into_tensor_arg(),
+                    d.into_tensor_arg(),
+                    state.into_tensor_arg(),
+                    y.clone().into_tensor_arg(),
+                    snapshot.clone().into_tensor_arg(),
+                    window.clone().into_tensor_arg(),
+                    steps,
+                    split,
+                    snap_at,
+                    emit_from,
+                    h,
+                    kv,
+                    p,
+                    n,
+                    k,
+                    rows,
+                    super::rows::CHUNK.min(steps),
+                    every,
+                    joined,
+                    burn::backend::cubecl::dtype_to_storage_type(dtype),
+                );
+            }
+            return (y, snapshot, window);
+        }
+        let (lanes, rows) = cube_shape(p, n, steps);
         let chunk = CHUNK.min(steps);
         let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
         // SAFETY: indices stay inside the shapes above: `before` and `xbc` read through their
@@ -351,30 +397,9 @@ fn mamba2_steps_kernel<F: Float>(
     let p0 = (CUBE_POS % (p / rows)) * rows;
     let at = (hb * p + p0 + r) * n + lane;
 
-    // The conv inputs' strides, read once: a tensor's stride is launch metadata in global memory,
-    // which a unit would otherwise load again for every tap.
     let mut strides = Array::<usize>::new(6usize);
-    strides[0] = before.stride(0);
-    strides[1] = before.stride(1);
-    strides[2] = before.stride(2);
-    strides[3] = xbc.stride(0);
-    strides[4] = xbc.stride(1);
-    strides[5] = xbc.stride(2);
-
-    // The next window, an element a unit across the launch (it has fewer elements than units
-    // at the shapes decoding runs): the copy a concatenation used to make, in this launch.
-    if comptime!(!joined) {
-        let window_len = window.len();
-        let all_units = CUBE_COUNT as usize * units;
-        for j in 0..window_len.div_ceil(all_units) {
-            let e = j * all_units + CUBE_POS * units + unit;
-            if e < window_len {
-                let ch = e % channels;
-                let wr = (e / channels) % (k - 1);
-                window[e] = conv_input::<F>(before, xbc, &strides, split, e / (channels * (k - 1)), steps + wr, ch, joined);
-            }
-        }
-    }
+    input_strides::<F>(before, xbc, &mut strides);
+    write_window::<F>(before, xbc, window, &strides, split, steps, channels, unit, units, k, joined);
 
     // Per step of the chunk: bc[t·2n ..][0..n] = B of the head's group, [n..2n] = C of the head;
     // xs[t·rows + r] = x of row p0 + r; dts[t] = softplus(dt + bias), decays[t] = exp(dt·A).
@@ -534,7 +559,7 @@ fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: u
 /// `v[0] = ` the sum of `v[0..len]` (`len` a power of two up to 32) added pairwise at offsets
 /// `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
 #[cube]
-fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
+pub(super) fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
     if comptime!(len >= 32) {
         #[unroll]
         for q in 0..16 {
@@ -564,6 +589,50 @@ fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
     }
 }
 
+/// The conv inputs' strides (`before`'s three, then `xbc`'s), read once: a tensor's stride is
+/// launch metadata in global memory, which a unit would otherwise load again for every tap.
+#[cube]
+pub(super) fn input_strides<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &mut Array<usize>) {
+    strides[0] = before.stride(0);
+    strides[1] = before.stride(1);
+    strides[2] = before.stride(2);
+    strides[3] = xbc.stride(0);
+    strides[4] = xbc.stride(1);
+    strides[5] = xbc.stride(2);
+}
+
+/// The next window (the last `K - 1` conv inputs), an element a unit across the launch (it has
+/// fewer elements than units at the shapes decoding runs): the copy a concatenation used to
+/// make, in this launch. Nothing with `joined` (the caller slices its concatenation).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_window<F: Float>(
+    before: &Tensor<F>,
+    xbc: &Tensor<F>,
+    window: &mut Tensor<F>,
+    strides: &Array<usize>,
+    split: usize,
+    steps: usize,
+    channels: usize,
+    unit: usize,
+    #[comptime] units: usize,
+    #[comptime] k: usize,
+    #[comptime] joined: bool,
+) {
+    if comptime!(!joined) {
+        let window_len = window.len();
+        let all_units = CUBE_COUNT as usize * units;
+        for j in 0..window_len.div_ceil(all_units) {
+            let e = j * all_units + CUBE_POS * units + unit;
+            if e < window_len {
+                let ch = e % channels;
+                let wr = (e / channels) % (k - 1);
+                window[e] = conv_input::<F>(before, xbc, strides, split, e / (channels * (k - 1)), steps + wr, ch, joined);
+            }
+        }
+    }
+}
+
 /// Conv input row `row` of batch `b` at channel `ch`: of `before` below `split`, of `xbc` from
 /// there, each read through its strides (`strides` = `before`'s three, then `xbc`'s).
 #[cube]
@@ -582,7 +651,7 @@ fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usi
 /// [`conv_input`] for batch `b`, rounded to `F` after the sum as the reference's conv output is.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
+pub(super) fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
     let mut sum = f32::cast_from(conv_bias[ch]);
     #[unroll]
     for j in 0..k {
@@ -594,7 +663,7 @@ fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usiz
 }
 
 #[cube]
-fn softplus_f32(v: f32) -> f32 {
+pub(super) fn softplus_f32(v: f32) -> f32 {
     // torch.nn.functional.softplus with threshold 20.
     if v > 20.0 { v } else { (1.0 + v.exp()).ln() }
 }

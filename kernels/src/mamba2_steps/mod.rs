@@ -12,6 +12,8 @@
 mod reference;
 #[cfg(feature = "cuda")]
 pub(crate) mod cube;
+#[cfg(feature = "cuda")]
+mod rows;
 
 use burn::tensor::Tensor;
 
