@@ -25,7 +25,11 @@
 //! the registers a unit takes (ncu: 40 -> 64-83), so an SM held one or two cubes instead of
 //! three and several steps got slower: `B` and `C` loaded four entries at a time from shared
 //! memory (5 steps 208.4 against 85.8 µs, bf16), the step loop unrolled (107.7), both (108.6).
-//! Fewer instructions a step must come at no more than 40 registers a unit.
+//! Fewer instructions a step must come at no more than 40 registers a unit. Session 15 tried
+//! the other way round (515ec8b, since removed): a warp's lanes on 32 state rows, 8 contiguous
+//! entries a unit, so that a step's `B` and `C` are two broadcast 4-vector loads each, and the
+//! read-out summed through shared memory. It rounded alike and passed parity, but took 86-96
+//! registers a unit (ncu: one cube an SM, 25% occupancy): 5 steps 187 against 117 µs (f32).
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -64,17 +68,9 @@ pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
         let virt = virtual_lanes(w.d_state);
         virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
     };
-    w.conv_weight.dims()[1] >= 2 && (rows_layout(w.head_dim, w.d_state).is_some() || (fits(1) && fits(2)))
+    w.conv_weight.dims()[1] >= 2 && fits(1) && fits(2)
 }
 
-/// The rows layout's cube shape where it is chosen (`DISTILL_STEPS_LAYOUT=rows`) and takes the
-/// shape ([`super::rows`]), else `None`: the lanes layout of this file. The choice depends on
-/// the shape alone, never on the number of steps, so one step and several round alike.
-fn rows_layout(p: usize, n: usize) -> Option<(usize, usize)> {
-    static ROWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let chosen = *ROWS.get_or_init(|| std::env::var("DISTILL_STEPS_LAYOUT").is_ok_and(|v| v.trim() == "rows"));
-    if chosen { super::rows::cube_shape(p, n) } else { None }
-}
 
 /// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
 /// when smaller). A unit with fewer lanes holds several virtual lanes and adds them in the order
@@ -114,23 +110,6 @@ fn shared_readout() -> bool {
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
-/// Whether the steps a launch replays without output (`t < emit_from`: a round's accepted steps,
-/// rebuilt from the snapshot) skip the read-out nobody reads (`DISTILL_STEPS_REPLAY=lean`, a
-/// switch to measure; default off). Their `C` loads, read-out products and shuffles are about a
-/// third of a step's instructions, and several steps are bound by instruction issue (session
-/// 13); the state update is the same arithmetic either way, so both round alike. Chosen at
-/// compile time, and only for launches that replay: without it the kernel has no replay loop.
-///
-/// Session 14 (H200, Llama-3-8B's layer at batch 32, `VARIANTS` A/B twice, parity and rounding
-/// alike): 5 steps with 2 replayed 139 -> 128 µs, 9 steps 199 -> 182 (bf16 and f32 alike); but
-/// the one-step launch in f32 97 -> 169 µs (a unit's registers, presumably: the one-step cube
-/// gives each unit more state), hence `emit_from > 0` (built after that run, not yet timed).
-/// Before it becomes the default: time it so, and spec-check it on graphs.
-fn lean_replay() -> bool {
-    static LEAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LEAN.get_or_init(|| std::env::var("DISTILL_STEPS_REPLAY").is_ok_and(|v| v.trim() == "lean"))
-}
-
 /// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
 /// in the cube's units.
 fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
@@ -143,17 +122,21 @@ fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
     (lanes, rows)
 }
 
-/// `before` (`[batch, rows, C]`) and `xbc` (`[batch, new, C]`) are the conv inputs as two parts,
-/// read where they lie (any strides): decoding's step passes its carried window and its token's
-/// slice of `in_proj`'s output, and gets the next window back, where a concatenation into one
-/// `padded` buffer cost two copy launches a layer and token.
+/// `before` (`[batch, rows, C]`) and `xbc` (`[batch, new, C]`) are the conv inputs as two parts.
+/// Several steps (verification) concatenate them first and the kernel reads the one contiguous
+/// buffer, the next window a slice of it; a single step (decoding) has the kernel read both
+/// where they lie (any strides) and write the next window itself, where the concatenation cost
+/// two copy launches a layer and token (session 13: ~1.5% of a token at batch 1).
 ///
-/// With `DISTILL_STEPS_INPUTS=joined` (a switch to measure) the two parts are concatenated first
-/// and the kernel reads the one contiguous buffer with no branch a tap, the next window a slice
-/// of it: the way before session 13's change, which the steps kernel has been slower since (Llama-3-8B's layer at
-/// batch 32, session 14: 5 steps 83 -> 138 µs, 123 with the strides read once).
+/// Why not read in place for several steps too: the two parts' strides and the branch a tap
+/// raised a unit's registers from 40 to 54-64 (ncu), so an SM held two cubes rather than three.
+/// Llama-3-8B's layer at batch 32, H200, session 15 (`VARIANTS` A/B, device times): 5 steps
+/// 117 -> 91 µs in f32 and 124 -> 100 in bf16, 9 steps 165 -> 131 and 174 -> 139; one step in
+/// place 66-75 µs, joined 63-64 (at batch 32 the two copies cost about what they save).
+/// `DISTILL_STEPS_INPUTS=joined` or `inplace` fixes the choice for every launch, to measure.
+/// Either way the kernel computes the same conv inputs in the same order: it rounds alike.
 pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
-    if joined_inputs() {
+    if joined_inputs(dt.dims()[1]) {
         let k = w.conv_weight.dims()[1];
         let all = BurnTensor::cat(vec![before.clone().cast(xbc.dtype()), xbc], 1);
         let len = all.dims()[1];
@@ -163,10 +146,15 @@ pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>
     launch(before, xbc, dt, state, w, snap_at, emit_from, false)
 }
 
-/// Whether the conv inputs are concatenated before the kernel (`DISTILL_STEPS_INPUTS=joined`).
-fn joined_inputs() -> bool {
-    static JOINED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *JOINED.get_or_init(|| std::env::var("DISTILL_STEPS_INPUTS").is_ok_and(|v| v.trim() == "joined"))
+/// Whether the conv inputs of a launch of `steps` steps are concatenated before the kernel.
+fn joined_inputs(steps: usize) -> bool {
+    static CHOICE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let fixed = *CHOICE.get_or_init(|| match std::env::var("DISTILL_STEPS_INPUTS").as_deref().map(str::trim) {
+        Ok("joined") => Some(true),
+        Ok("inplace") => Some(false),
+        _ => None,
+    });
+    fixed.unwrap_or(steps > 1)
 }
 
 /// `joined`: `xbc` holds all `K - 1 + steps` rows (`before` goes unread) and the kernel leaves
@@ -260,43 +248,6 @@ impl Mamba2StepsOps for CubeBackend {
         let every = snap_at == super::EVERY_STEP;
         // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
         let snap_at = if every { steps + 1 } else { snap_at };
-        if let Some((rows, units)) = rows_layout(p, n) {
-            // SAFETY: as below; `rows` divides `p`, `n / 8` is a power of two (`cube_shape`).
-            unsafe {
-                super::rows::mamba2_steps_rows_kernel::launch_unchecked(
-                    &client,
-                    CubeCount::Static((bs * h * p / rows) as u32, 1, 1),
-                    CubeDim::new_2d(32, (units / 32) as u32),
-                    before.into_tensor_arg(),
-                    xbc.into_tensor_arg(),
-                    conv_weight.into_tensor_arg(),
-                    conv_bias.into_tensor_arg(),
-                    dt.into_tensor_arg(),
-                    dt_bias.into_tensor_arg(),
-                    a.into_tensor_arg(),
-                    d.into_tensor_arg(),
-                    state.into_tensor_arg(),
-                    y.clone().into_tensor_arg(),
-                    snapshot.clone().into_tensor_arg(),
-                    window.clone().into_tensor_arg(),
-                    steps,
-                    split,
-                    snap_at,
-                    emit_from,
-                    h,
-                    kv,
-                    p,
-                    n,
-                    k,
-                    rows,
-                    super::rows::CHUNK.min(steps),
-                    every,
-                    joined,
-                    burn::backend::cubecl::dtype_to_storage_type(dtype),
-                );
-            }
-            return (y, snapshot, window);
-        }
         let (lanes, rows) = cube_shape(p, n, steps);
         let chunk = CHUNK.min(steps);
         let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
@@ -335,7 +286,6 @@ impl Mamba2StepsOps for CubeBackend {
                 chunk,
                 every,
                 shared_readout(),
-                lean_replay() && emit_from > 0,
                 joined,
                 burn::backend::cubecl::dtype_to_storage_type(dtype),
             );
@@ -381,7 +331,6 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] chunk: usize,
     #[comptime] every: bool,
     #[comptime] deferred: bool,
-    #[comptime] lean: bool,
     #[comptime] joined: bool,
     #[define(F)] _dtype: ElemType,
 ) {
@@ -461,23 +410,7 @@ fn mamba2_steps_kernel<F: Float>(
         }
         sync_cube();
 
-        // With `lean`, the chunk's replayed steps first: the state update and what is kept of
-        // it, no read-out.
-        let mut first = 0usize.runtime();
-        if comptime!(lean) {
-            first = min(m, emit_from - min(emit_from, c0));
-            for tt in 0..first {
-                let decay = decays[tt];
-                let dx = dts[tt] * xs[tt * rows + r];
-                let base = tt * 2 * n + lane;
-                #[unroll]
-                for i in 0..n / lanes {
-                    s[i] = s[i] * decay + dx * bc[base + (i / per) * lanes + (i % per) * virt];
-                }
-                keep_state(snapshot, &s, c0 + tt, state_len, at, snap_at, n / lanes, per, lanes, virt, every);
-            }
-        }
-        for tt in first..m {
+        for tt in 0..m {
             let t = c0 + tt;
             let x = xs[tt * rows + r];
             let decay = decays[tt];
@@ -559,7 +492,7 @@ fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: u
 /// `v[0] = ` the sum of `v[0..len]` (`len` a power of two up to 32) added pairwise at offsets
 /// `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
 #[cube]
-pub(super) fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
+fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
     if comptime!(len >= 32) {
         #[unroll]
         for q in 0..16 {
@@ -592,7 +525,7 @@ pub(super) fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
 /// The conv inputs' strides (`before`'s three, then `xbc`'s), read once: a tensor's stride is
 /// launch metadata in global memory, which a unit would otherwise load again for every tap.
 #[cube]
-pub(super) fn input_strides<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &mut Array<usize>) {
+fn input_strides<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &mut Array<usize>) {
     strides[0] = before.stride(0);
     strides[1] = before.stride(1);
     strides[2] = before.stride(2);
@@ -606,7 +539,7 @@ pub(super) fn input_strides<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strid
 /// make, in this launch. Nothing with `joined` (the caller slices its concatenation).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn write_window<F: Float>(
+fn write_window<F: Float>(
     before: &Tensor<F>,
     xbc: &Tensor<F>,
     window: &mut Tensor<F>,
@@ -651,7 +584,7 @@ fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usi
 /// [`conv_input`] for batch `b`, rounded to `F` after the sum as the reference's conv output is.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
+fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
     let mut sum = f32::cast_from(conv_bias[ch]);
     #[unroll]
     for j in 0..k {
@@ -663,7 +596,7 @@ pub(super) fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: 
 }
 
 #[cube]
-pub(super) fn softplus_f32(v: f32) -> f32 {
+fn softplus_f32(v: f32) -> f32 {
     // torch.nn.functional.softplus with threshold 20.
     if v > 20.0 { v } else { (1.0 + v.exp()).ln() }
 }

@@ -12,8 +12,6 @@
 mod reference;
 #[cfg(feature = "cuda")]
 pub(crate) mod cube;
-#[cfg(feature = "cuda")]
-mod rows;
 
 use burn::tensor::Tensor;
 
