@@ -123,20 +123,25 @@ fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
 }
 
 /// `before` (`[batch, rows, C]`) and `xbc` (`[batch, new, C]`) are the conv inputs as two parts.
-/// Several steps (verification) concatenate them first and the kernel reads the one contiguous
-/// buffer, the next window a slice of it; a single step (decoding) has the kernel read both
-/// where they lie (any strides) and write the next window itself, where the concatenation cost
-/// two copy launches a layer and token (session 13: ~1.5% of a token at batch 1).
+/// Several steps over a launch larger than the GPU holds at once (verification at a large batch)
+/// concatenate them first and the kernel reads the one contiguous buffer, the next window a
+/// slice of it; otherwise (decoding's single step, small batches) the kernel reads both where
+/// they lie (any strides) and writes the next window itself, where the concatenation cost two
+/// copy launches a layer and token (session 13: ~1.5% of a token at batch 1).
 ///
-/// Why not read in place for several steps too: the two parts' strides and the branch a tap
-/// raised a unit's registers from 40 to 54-64 (ncu), so an SM held two cubes rather than three.
-/// Llama-3-8B's layer at batch 32, H200, session 15 (`VARIANTS` A/B, device times): 5 steps
-/// 117 -> 91 µs in f32 and 124 -> 100 in bf16, 9 steps 165 -> 131 and 174 -> 139; one step in
-/// place 66-75 µs, joined 63-64 (at batch 32 the two copies cost about what they save).
-/// `DISTILL_STEPS_INPUTS=joined` or `inplace` fixes the choice for every launch, to measure.
-/// Either way the kernel computes the same conv inputs in the same order: it rounds alike.
+/// Why the size: reading in place, the two parts' strides and the branch a tap raise a unit's
+/// registers from 40 to 54-64 (ncu), so an SM holds two cubes rather than three, which only
+/// matters once there are more cubes than two an SM. H200, session 15: Llama-3-8B's layer at
+/// batch 32 (4,096 cubes; `VARIANTS` A/B, device times), 5 steps 117 -> 91 µs in f32 and 124
+/// -> 100 in bf16, 9 steps 165 -> 131 and 174 -> 139, one step 66-75 in place and 63-64 joined;
+/// SmolLM2's hybrids at batch 1 on graphs (18 cubes), verification 6-37 µs (~1%) slower joined,
+/// the copy launch a layer. `DISTILL_STEPS_INPUTS=joined` or `inplace` fixes the choice for
+/// every launch, to measure. Either way the kernel computes the same conv inputs in the same
+/// order: it rounds alike.
 pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>, state: BurnTensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
-    if joined_inputs(dt.dims()[1]) {
+    let [bs, steps, _] = dt.dims();
+    let cubes = bs * w.heads * w.head_dim / cube_shape(w.head_dim, w.d_state, steps).1;
+    if joined_inputs(steps, cubes) {
         let k = w.conv_weight.dims()[1];
         let all = BurnTensor::cat(vec![before.clone().cast(xbc.dtype()), xbc], 1);
         let len = all.dims()[1];
@@ -146,15 +151,19 @@ pub fn mamba2_steps(before: BurnTensor<3>, xbc: BurnTensor<3>, dt: BurnTensor<3>
     launch(before, xbc, dt, state, w, snap_at, emit_from, false)
 }
 
-/// Whether the conv inputs of a launch of `steps` steps are concatenated before the kernel.
-fn joined_inputs(steps: usize) -> bool {
+/// Cubes a launch needs before reading in place costs it occupancy: two cubes an SM, the most
+/// an SM holds at in-place registers, on the 132 SMs of an H100 or H200.
+const IN_PLACE_CUBES: usize = 2 * 132;
+
+/// Whether a launch of `steps` steps over `cubes` cubes concatenates its conv inputs first.
+fn joined_inputs(steps: usize, cubes: usize) -> bool {
     static CHOICE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let fixed = *CHOICE.get_or_init(|| match std::env::var("DISTILL_STEPS_INPUTS").as_deref().map(str::trim) {
         Ok("joined") => Some(true),
         Ok("inplace") => Some(false),
         _ => None,
     });
-    fixed.unwrap_or(steps > 1)
+    fixed.unwrap_or(steps > 1 && cubes > IN_PLACE_CUBES)
 }
 
 /// `joined`: `xbc` holds all `K - 1 + steps` rows (`before` goes unread) and the kernel leaves
