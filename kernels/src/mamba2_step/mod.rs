@@ -89,7 +89,7 @@ pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tens
 #[cfg(feature = "cuda")]
 fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     let [bs, h] = dt.dims();
-    let out = crate::mamba2_steps::cube::mamba2_steps(window, xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1), state, w, crate::mamba2_steps::EVERY_STEP, 0);
+    let out = crate::mamba2_steps::cube::mamba2_steps_in_place(window, xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1), state, w, crate::mamba2_steps::EVERY_STEP, 0);
     StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window: out.window }
 }
 

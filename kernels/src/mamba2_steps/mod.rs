@@ -32,25 +32,34 @@ pub struct StepsOut {
     pub window: Tensor<3>,
 }
 
-/// Runs `steps = rows of before + rows of xbc - (K - 1)` steps from `state`.
+/// Runs `steps = rows of padded - (K - 1)` steps from `state`.
 ///
 /// # Shapes
-/// - `before`, `xbc`: `[batch, .., channels]`, the conv inputs in two parts, `K - 1 + steps`
-///   rows together: the window entering the first step, then each step's `xbc` (the kernel
-///   reads both where they lie, so nothing concatenates them for it)
+/// - `padded`: `[batch, K - 1 + steps, channels]`, the conv inputs: the window entering the
+///   first step, then each step's `xbc` (the callers keep this concatenation for their next
+///   round, and the kernel reads it as one contiguous buffer)
 /// - `dt`: `[batch, steps, heads]`, raw (before `dt_bias` and softplus)
 /// - `state`: `[batch, heads, head_dim, d_state]`, f32
 ///
 /// # Panics
 /// When `emit_from >= steps` (nothing to emit) or `snap_at > steps`.
-pub fn mamba2_steps(before: Tensor<3>, xbc: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
+pub fn mamba2_steps(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights, snap_at: usize, emit_from: usize) -> StepsOut {
     let steps = dt.dims()[1];
     assert!(emit_from < steps && snap_at <= steps, "mamba2_steps: {steps} steps, emit_from {emit_from} (nothing to emit from there?), snap_at {snap_at}");
     #[cfg(feature = "cuda")]
     if crate::mamba2_step::runs_on_cube(&dt.device()) && crate::mamba2_step::kernel_takes(w) {
-        return cube::mamba2_steps(before, xbc, dt, state, w, snap_at, emit_from);
+        let window = last_window(&padded, w);
+        let (y, snapshot) = cube::mamba2_steps(padded, dt, state, w, snap_at, emit_from);
+        return StepsOut { y, snapshot, window };
     }
-    mamba2_steps_reference(Tensor::cat(vec![before, xbc], 1), dt, state, w, snap_at, emit_from)
+    mamba2_steps_reference(padded, dt, state, w, snap_at, emit_from)
+}
+
+/// The last `K - 1` rows of the conv inputs: the window after their last step.
+#[cfg(feature = "cuda")]
+fn last_window(padded: &Tensor<3>, w: &Mamba2StepWeights) -> Tensor<3> {
+    let (len, k) = (padded.dims()[1], w.conv_weight.dims()[1]);
+    padded.clone().narrow(1, len - (k - 1), k - 1)
 }
 
 /// `snap_at` asking the kernel for the state after every step.
@@ -72,17 +81,17 @@ pub struct StepsHistory {
 /// step; at batch 1 the states it writes are a few hundred KB a layer.
 ///
 /// # Shapes
-/// - `before`, `xbc`: the conv inputs as for [`mamba2_steps`], `dt`: `[batch, steps, heads]`
-///   raw, `state`: `[batch, heads, head_dim, d_state]` f32
-pub fn mamba2_steps_history(before: Tensor<3>, xbc: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepsHistory {
+/// - `padded`: the conv inputs as for [`mamba2_steps`], `dt`: `[batch, steps, heads]` raw,
+///   `state`: `[batch, heads, head_dim, d_state]` f32
+pub fn mamba2_steps_history(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepsHistory {
     #[cfg(feature = "cuda")]
     if crate::mamba2_step::runs_on_cube(&dt.device()) && crate::mamba2_step::kernel_takes(w) {
         let [bs, h, p, n] = state.dims();
         let steps = dt.dims()[1];
-        let out = cube::mamba2_steps(before, xbc, dt, state, w, EVERY_STEP, 0);
-        return StepsHistory { y: out.y, states: out.snapshot.reshape([steps, bs, h, p, n]) };
+        let (y, states) = cube::mamba2_steps(padded, dt, state, w, EVERY_STEP, 0);
+        return StepsHistory { y, states: states.reshape([steps, bs, h, p, n]) };
     }
-    mamba2_steps_history_reference(Tensor::cat(vec![before, xbc], 1), dt, state, w)
+    mamba2_steps_history_reference(padded, dt, state, w)
 }
 
 #[cfg(test)]
@@ -113,10 +122,7 @@ mod tests {
             states.push(out.state);
         }
         for (snap_at, emit_from) in [(0, 0), (2, 3), (6, 5), (4, 4)] {
-            // The conv inputs split anywhere at or after the window: the same steps.
-            let split = (k - 1 + snap_at).min(k - 1 + steps - 1);
-            let (before, xbc) = (padded.clone().narrow(1, 0, split), padded.clone().narrow(1, split, k - 1 + steps - split));
-            let got = mamba2_steps(before, xbc, dt.clone(), state.clone(), &w, snap_at, emit_from);
+            let got = mamba2_steps(padded.clone(), dt.clone(), state.clone(), &w, snap_at, emit_from);
             assert_eq!(got.window.into_data(), padded.clone().narrow(1, steps, k - 1).into_data());
             got.snapshot.into_data().assert_approx_eq::<f32>(&states[snap_at].clone().into_data(), burn::tensor::Tolerance::absolute(1e-5));
             let want = Tensor::stack::<4>(ys[emit_from..].to_vec(), 1);
@@ -130,6 +136,6 @@ mod tests {
         let device = Device::flex();
         let w = crate::mamba2_step::tests::weights(&device, 2, 1, 2, 2, 4);
         let channels = 2 + 2 + 4;
-        let _ = mamba2_steps(Tensor::zeros([1, 3, channels], &device), Tensor::zeros([1, 2, channels], &device), Tensor::zeros([1, 2, 2], &device), Tensor::zeros([1, 2, 2, 2], &device), &w, 0, 2);
+        let _ = mamba2_steps(Tensor::zeros([1, 5, channels], &device), Tensor::zeros([1, 2, 2], &device), Tensor::zeros([1, 2, 2, 2], &device), &w, 0, 2);
     }
 }

@@ -268,8 +268,8 @@ impl Mamba2 {
     pub fn steps_keeping_all(&self, u: Tensor<3>, state: &MambaState, weights: &Mamba2StepWeights) -> (Tensor<3>, Tensor<3>, Tensor<5>) {
         let (z, xbc, dt) = self.project(u);
         let (window, s0) = self.carried_or_zeros(state.conv.clone(), state.ssm.clone(), &xbc);
-        let padded = Tensor::cat(vec![window.clone(), xbc.clone()], 1); // [bs, K - 1 + steps, channels]
-        let out = mamba2_steps_history(window, xbc, dt, s0, weights);
+        let padded = Tensor::cat(vec![window, xbc], 1); // [bs, K - 1 + steps, channels]
+        let out = mamba2_steps_history(padded.clone(), dt, s0, weights);
         (self.gate_out(out.y, z), padded, out.states)
     }
 

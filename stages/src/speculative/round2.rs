@@ -50,8 +50,8 @@ impl Mamba2Round {
         let (channels, device, dtype) = (xbc.dims()[2], xbc.device(), xbc.dtype());
         let before = self.conv_inputs.take().unwrap_or_else(|| Tensor::zeros([bs, k - 1, channels], (&device, dtype)));
         let unfolded = self.pending + self.fed;
-        // [bs, K - 1 + unfolded + l, C]: what the round keeps; the kernel reads the two parts.
-        let padded = Tensor::cat(vec![before.clone(), xbc.clone()], 1);
+        // [bs, K - 1 + unfolded + l, C]: what the round keeps, and what the kernel reads.
+        let padded = Tensor::cat(vec![before, xbc.clone()], 1);
         let dts = match self.dt.take() {
             Some(old) => Tensor::cat(vec![old, dt.clone()], 1),
             None => dt.clone(),
@@ -70,7 +70,7 @@ impl Mamba2Round {
         } else {
             let s0 = self.snapshot.take().unwrap_or_else(|| Tensor::zeros([bs, h, p, p], (&device, DType::F32)));
             let weights = self.weights.get_or_insert_with(|| m.step_weights());
-            let steps = mamba2_steps(before, xbc, dts.clone(), s0, weights, self.pending, unfolded);
+            let steps = mamba2_steps(padded.clone(), dts.clone(), s0, weights, self.pending, unfolded);
             self.snapshot = Some(steps.snapshot);
             // The kept steps are in the snapshot now.
             let rest = self.fed + l;
