@@ -148,7 +148,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             }
             for &dtype in dtypes.iter().filter(|_| wants("ssd")) {
                 for case in kernel_parity::ssd_cases() {
-                    for form in [kernel_parity::SsdForm::Attend, kernel_parity::SsdForm::Reverse, kernel_parity::SsdForm::Scan, kernel_parity::SsdForm::States] {
+                    for form in [kernel_parity::SsdForm::Attend, kernel_parity::SsdForm::Reverse, kernel_parity::SsdForm::Scan, kernel_parity::SsdForm::States, kernel_parity::SsdForm::Passing] {
                         let r = kernel_parity::ssd_parity(case, form, dtype, &runtime.device, *repeats);
                         let m = &r.measured;
                         out_of_tolerance += usize::from(!m.within_tolerance);

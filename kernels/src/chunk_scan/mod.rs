@@ -21,6 +21,9 @@
 mod cube;
 #[cfg(feature = "cuda")]
 mod cube_vec;
+mod passing;
+#[cfg(feature = "cuda")]
+mod passing_cube;
 mod state;
 #[cfg(feature = "cuda")]
 mod state_cube;
@@ -36,6 +39,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::tensor::{Shape, Tensor, TensorData};
 
+pub use passing::{pass_states, pass_states_custom, pass_states_reference, StatePassingOps};
 pub use state::{chunk_states, chunk_states_custom, chunk_states_reference, ChunkStateOps};
 
 /// The decayed attention inside chunks of `chunk` positions: the kernel on a CubeCL device,

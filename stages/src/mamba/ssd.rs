@@ -4,8 +4,8 @@
 //!
 //! Per head: `H_t = exp(dt_t A) H_{t-1} + dt_t x_t B_t^T`, `y_t = H_t C_t` (without the `D` skip).
 
-use burn::tensor::{Bool, DType, Tensor};
-use distill_kernels::chunk_scan::{chunk_scan, chunk_states};
+use burn::tensor::{DType, Tensor};
+use distill_kernels::chunk_scan::{chunk_scan, chunk_states, pass_states};
 
 use crate::channels::mul_channels;
 
@@ -40,18 +40,12 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, b: Tensor<4>, c: T
     // Each chunk's own contribution to the state at its end: sum_s exp(g_{T-1} - g_s) xdt_s B_s^T
     // (a kernel on the GPU, reading xdt and B where they lie).
     let local = chunk_states(xdt.clone(), b.clone(), g.clone(), t); // [bs, nc, h, p, n]
-    // Across chunks, all at once: with C_k the log decay from the start to chunk boundary k
-    // (C_0 = 0, C_k = the sum of chunks 0..k's), the state at boundary k is
-    // sum_{j<=k} exp(C_k - C_j) u_j, where u_0 is the initial state and u_j chunk j-1's own
-    // contribution. One [nc+1, nc+1] product per batch and head (as ssd_minimal does) rather
-    // than nc dependent steps of a few launches each, forward and backward, on the GPU.
-    let chunk_log = g.clone().reshape([bs, nc, t, h]).narrow(2, t - 1, 1).reshape([bs, nc, h]).swap_dims(1, 2); // [bs, h, nc]
-    let bounds = Tensor::cat(vec![Tensor::zeros([bs, h, 1], &device), chunk_log.cumsum(2)], 2); // C: [bs, h, nc+1]
-    let gap = bounds.clone().unsqueeze_dim::<4>(3) - bounds.unsqueeze_dim::<4>(2); // [bs, h, k, j] = C_k - C_j
-    let later = Tensor::<2, Bool>::tril_mask([nc + 1, nc + 1], 0, &device).reshape([1, 1, nc + 1, nc + 1]).expand([bs, h, nc + 1, nc + 1]);
-    let weights = gap.mask_fill(later.clone(), 0.0).exp().mask_fill(later, 0.0);
-    let u = Tensor::cat(vec![state.unsqueeze_dim::<5>(1), local], 1).swap_dims(1, 2).reshape([bs, h, nc + 1, p * n]);
-    let at_bounds = weights.matmul(u).reshape([bs, h, nc + 1, p, n]).swap_dims(1, 2); // [bs, nc+1, h, p, n]
+    // Across chunks: the state entering each and the state after the last, from the entering
+    // state and each chunk's own contribution (distill_kernels::pass_states: all chunks at once in
+    // tensor ops, [nc+1, nc+1] decays times the stacked contributions, as ssd_minimal does,
+    // rather than nc dependent steps of a few launches each; one launch each way on the GPU).
+    let chunk_log = g.clone().reshape([bs, nc, t, h]).narrow(2, t - 1, 1).reshape([bs, nc, h]);
+    let at_bounds = pass_states(local, chunk_log, state); // [bs, nc+1, h, p, n]
     let entering = at_bounds.clone().narrow(1, 0, nc);
     let s = at_bounds.narrow(1, nc, 1).reshape([bs, h, p, n]);
     // The output: inside each chunk, y_t = sum_{s<=t} (C_t . B_s) exp(g_t - g_s) xdt_s, plus the
