@@ -65,9 +65,9 @@ const CHUNK: usize = 16;
 /// is undefined), and its conv carries a window (`K >= 2`: the kernel writes the next one).
 pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
     let fits = |steps| {
-        let (lanes, rows) = cube_shape(w.head_dim, w.d_state, steps);
+        let (lanes, rows, per_unit) = cube_shape(w.head_dim, w.d_state, steps);
         let virt = virtual_lanes(w.d_state);
-        virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
+        virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows / per_unit).is_multiple_of(32)
     };
     w.conv_weight.dims()[1] >= 2 && fits(1) && fits(2)
 }
@@ -111,16 +111,40 @@ fn shared_readout() -> bool {
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
-/// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
-/// in the cube's units.
-fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
+/// `(lanes, rows, per_unit)` of a cube for `steps` steps: lanes along `n`, the rows of the head
+/// it holds, and how many of them a unit walks ([`rows_per_unit`]); `per_unit` divides `rows`,
+/// which divides `p`.
+fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize, usize) {
     let units = cube_units(steps);
     let lanes = virtual_lanes(n).min(max_lanes(steps));
-    let mut rows = (units / lanes).clamp(1, p);
-    while !p.is_multiple_of(rows) {
+    let mut per_unit = rows_per_unit(steps).clamp(1, p);
+    while !p.is_multiple_of(per_unit) {
+        per_unit -= 1;
+    }
+    let mut rows = ((units / lanes) * per_unit).clamp(per_unit, p);
+    while !p.is_multiple_of(rows) || !rows.is_multiple_of(per_unit) {
         rows -= 1;
     }
-    (lanes, rows)
+    (lanes, rows, per_unit)
+}
+
+/// State rows a unit walks, for one step and for several: 1 unless `DISTILL_STEPS_ROWS=ONE,SEVERAL`
+/// (a switch to measure, session 15, not yet run on a GPU). With two, a unit's loads of `B` and
+/// `C` from shared memory serve two rows: several steps are bound by instruction issue, and those
+/// loads are a third of a step's instructions (session 13); the price is the second row's state
+/// in registers. Each row's arithmetic is a one-row unit's, in the same order, so every count
+/// rounds alike (parity's `same_rounding` checks it).
+fn rows_per_unit(steps: usize) -> usize {
+    static ROWS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (one, several) = *ROWS.get_or_init(|| {
+        let count = |v: &str| v.trim().parse().ok().filter(|&r: &usize| (1..=4).contains(&r));
+        let v = std::env::var("DISTILL_STEPS_ROWS").unwrap_or_default();
+        match v.split_once(',') {
+            Some((a, b)) => (count(a).unwrap_or(1), count(b).unwrap_or(1)),
+            None => count(&v).map_or((1, 1), |r| (r, r)),
+        }
+    });
+    if steps == 1 { one } else { several }
 }
 
 /// Steps from conv inputs already concatenated, `padded [batch, K - 1 + steps, C]`, read as one
@@ -323,8 +347,11 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
     let every = snap_at == super::EVERY_STEP;
     // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
     let snap_at = if every { steps + 1 } else { snap_at };
-    let (lanes, rows) = cube_shape(p, n, steps);
-    let chunk = CHUNK.min(steps);
+    let (lanes, rows, per_unit) = cube_shape(p, n, steps);
+    let deferred = shared_readout();
+    // Several rows a unit with the read-out through shared memory: half the chunk, so that its
+    // partial sums (`rows · (lanes + 1)` a step) stay within CUDA's 48 KB of static shared memory.
+    let chunk = if per_unit > 1 && deferred { CHUNK / 2 } else { CHUNK }.min(steps);
     let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
     // SAFETY: indices stay inside the shapes above: `before` and `xbc` read through their
     // strides (`split + new = K - 1 + steps` rows per batch), the rest contiguous; `rows`
@@ -333,7 +360,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
         mamba2_steps_kernel::launch_unchecked(
             &client,
             count,
-            CubeDim::new_2d(lanes as u32, rows as u32),
+            CubeDim::new_2d(lanes as u32, (rows / per_unit) as u32),
             before.into_tensor_arg(),
             xbc.into_tensor_arg(),
             conv_weight.into_tensor_arg(),
@@ -358,9 +385,10 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
             lanes,
             virtual_lanes(n),
             rows,
+            per_unit,
             chunk,
             every,
-            shared_readout(),
+            deferred,
             joined,
             burn::backend::cubecl::dtype_to_storage_type(dtype),
         );
@@ -402,6 +430,7 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] lanes: usize,
     #[comptime] virt: usize,
     #[comptime] rows: usize,
+    #[comptime] per_unit: usize,
     #[comptime] chunk: usize,
     #[comptime] every: bool,
     #[comptime] deferred: bool,
@@ -409,7 +438,9 @@ fn mamba2_steps_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
-    let units = comptime!(rows * lanes);
+    let units = comptime!(rows / per_unit * lanes);
+    // A unit's rows are `r + u · apart` for `u < per_unit`.
+    let apart = comptime!(rows / per_unit);
     let lane = UNIT_POS_X as usize;
     let r = UNIT_POS_Y as usize;
     let unit = r * lanes + lane;
@@ -440,19 +471,27 @@ fn mamba2_steps_kernel<F: Float>(
     let groups = comptime!(virt / lanes); // virtual lanes per unit
     let per = comptime!(n / virt); // entries per virtual lane
     // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry.
-    let mut s = Array::<f32>::new(n / lanes);
+    // Row `u` of the unit's at `s[u · entries ..]`.
+    let entries = comptime!(n / lanes);
+    let mut s = Array::<f32>::new(comptime!(per_unit * n / lanes));
     #[unroll]
-    for i in 0..n / lanes {
-        s[i] = state[at + (i / per) * lanes + (i % per) * virt];
+    for u in 0..per_unit {
+        #[unroll]
+        for i in 0..entries {
+            s[u * entries + i] = state[at + u * apart * n + (i / per) * lanes + (i % per) * virt];
+        }
     }
     if snap_at == 0 {
         #[unroll]
-        for i in 0..n / lanes {
-            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
+        for u in 0..per_unit {
+            #[unroll]
+            for i in 0..entries {
+                snapshot[at + u * apart * n + (i / per) * lanes + (i % per) * virt] = s[u * entries + i];
+            }
         }
     }
     let state_len = state.len();
-    let mut accs = Array::<f32>::new(groups);
+    let mut accs = Array::<f32>::new(comptime!(per_unit * groups));
     let a_h = a[hi];
     let d_h = f32::cast_from(d[hi]);
     let bias_h = f32::cast_from(dt_bias[hi]);
@@ -484,39 +523,92 @@ fn mamba2_steps_kernel<F: Float>(
         }
         sync_cube();
 
-        for tt in 0..m {
-            let t = c0 + tt;
-            let x = xs[tt * rows + r];
-            let decay = decays[tt];
-            let dx = dts[tt] * x;
-            let base = tt * 2 * n + lane;
-            #[unroll]
-            for q in 0..groups {
-                let mut part = 0.0f32;
+        if comptime!(per_unit > 1) {
+            for tt in 0..m {
+                let t = c0 + tt;
+                let decay = decays[tt];
+                let base = tt * 2 * n + lane;
+                let mut dxs = Array::<f32>::new(per_unit);
                 #[unroll]
-                for j in 0..per {
-                    let i = q * per + j;
-                    let e = base + q * lanes + j * virt;
-                    s[i] = s[i] * decay + dx * bc[e];
-                    part += s[i] * bc[e + n];
+                for u in 0..per_unit {
+                    dxs[u] = dts[tt] * xs[tt * rows + r + u * apart];
                 }
-                accs[q] = part;
+                // Each entry's `B` and `C` loaded once for the unit's rows; each row's sums in
+                // the one-row order.
+                #[unroll]
+                for q in 0..groups {
+                    #[unroll]
+                    for u in 0..per_unit {
+                        accs[u * groups + q] = 0.0;
+                    }
+                    #[unroll]
+                    for j in 0..per {
+                        let i = q * per + j;
+                        let e = base + q * lanes + j * virt;
+                        let b_e = bc[e];
+                        let c_e = bc[e + n];
+                        #[unroll]
+                        for u in 0..per_unit {
+                            let si = u * entries + i;
+                            s[si] = s[si] * decay + dxs[u] * b_e;
+                            accs[u * groups + q] += s[si] * c_e;
+                        }
+                    }
+                }
+                #[unroll]
+                for u in 0..per_unit {
+                    pairwise_sum_at(&mut accs, u * groups, groups);
+                    let mut acc = accs[u * groups];
+                    let ru = r + u * apart;
+                    keep_state(snapshot, &s, t, state_len, at + u * apart * n, snap_at, u * entries, entries, per, lanes, virt, every);
+                    if comptime!(deferred) {
+                        parts[(tt * rows + ru) * row_stride + lane] = acc;
+                    } else if t >= emit_from {
+                        #[unroll]
+                        for i in 0..comptime!(lanes.trailing_zeros() as usize) {
+                            acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                        }
+                        if lane == 0 {
+                            y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + ru] = acc + d_h * xs[tt * rows + ru];
+                        }
+                    }
+                }
             }
-            // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
-            // `lanes` would have added them across lanes.
-            pairwise_sum(&mut accs, groups);
-            let mut acc = accs[0];
-            keep_state(snapshot, &s, t, state_len, at, snap_at, n / lanes, per, lanes, virt, every);
-            if comptime!(deferred) {
-                parts[(tt * rows + r) * row_stride + lane] = acc;
-            } else if t >= emit_from {
-                // Uniform across the cube, so every lane of a warp takes part in the shuffles.
+        } else {
+            for tt in 0..m {
+                let t = c0 + tt;
+                let x = xs[tt * rows + r];
+                let decay = decays[tt];
+                let dx = dts[tt] * x;
+                let base = tt * 2 * n + lane;
                 #[unroll]
-                for i in 0..comptime!(lanes.trailing_zeros() as usize) {
-                    acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                for q in 0..groups {
+                    let mut part = 0.0f32;
+                    #[unroll]
+                    for j in 0..per {
+                        let i = q * per + j;
+                        let e = base + q * lanes + j * virt;
+                        s[i] = s[i] * decay + dx * bc[e];
+                        part += s[i] * bc[e + n];
+                    }
+                    accs[q] = part;
                 }
-                if lane == 0 {
-                    y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
+                // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
+                // `lanes` would have added them across lanes.
+                pairwise_sum(&mut accs, groups);
+                let mut acc = accs[0];
+                keep_state(snapshot, &s, t, state_len, at, snap_at, 0, n / lanes, per, lanes, virt, every);
+                if comptime!(deferred) {
+                    parts[(tt * rows + r) * row_stride + lane] = acc;
+                } else if t >= emit_from {
+                    // Uniform across the cube, so every lane of a warp takes part in the shuffles.
+                    #[unroll]
+                    for i in 0..comptime!(lanes.trailing_zeros() as usize) {
+                        acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                    }
+                    if lane == 0 {
+                        y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
+                    }
                 }
             }
         }
@@ -545,21 +637,53 @@ fn mamba2_steps_kernel<F: Float>(
     }
 }
 
-/// After step `t`, the unit's state entries into `snapshot`: every step's (`every`), or the
+/// After step `t`, the unit's state entries of one row (`s[off..]`) into `snapshot`: every step's (`every`), or the
 /// state after step `snap_at - 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, #[comptime] entries: usize, #[comptime] per: usize, #[comptime] lanes: usize, #[comptime] virt: usize, #[comptime] every: bool) {
+fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, off: usize, #[comptime] entries: usize, #[comptime] per: usize, #[comptime] lanes: usize, #[comptime] virt: usize, #[comptime] every: bool) {
     if comptime!(every) {
         #[unroll]
         for i in 0..entries {
-            snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
+            snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[off + i];
         }
     } else if t + 1 == snap_at {
         #[unroll]
         for i in 0..entries {
-            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
+            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[off + i];
         }
+    }
+}
+
+/// [`pairwise_sum`] of `v[off..off + len]` into `v[off]`, in the same order.
+#[cube]
+fn pairwise_sum_at(v: &mut Array<f32>, off: usize, #[comptime] len: usize) {
+    if comptime!(len >= 32) {
+        #[unroll]
+        for q in 0..16 {
+            v[off + q] = v[off + q] + v[off + q + 16];
+        }
+    }
+    if comptime!(len >= 16) {
+        #[unroll]
+        for q in 0..8 {
+            v[off + q] = v[off + q] + v[off + q + 8];
+        }
+    }
+    if comptime!(len >= 8) {
+        #[unroll]
+        for q in 0..4 {
+            v[off + q] = v[off + q] + v[off + q + 4];
+        }
+    }
+    if comptime!(len >= 4) {
+        #[unroll]
+        for q in 0..2 {
+            v[off + q] = v[off + q] + v[off + q + 2];
+        }
+    }
+    if comptime!(len >= 2) {
+        v[off] = v[off] + v[off + 1];
     }
 }
 
