@@ -3,7 +3,8 @@
 //! speculative verification share every rounding.
 //!
 //! A cube holds `rows` rows of one head; each row is walked by `lanes` units along the state
-//! dimension, so a warp reads consecutive state entries (one unit per row, walking it alone with a
+//! dimension (a unit walks one row, or several with [`rows_per_unit`]), so a warp reads
+//! consecutive state entries (one unit per row, walking it alone with a
 //! stride of `n`, reached 10% of the H200's bandwidth). Each unit keeps its state entries in
 //! registers across all the steps: the state is read once and written once (at `snap_at`).
 //! Before the steps, the cube's units convolve the conv inputs of up to `CHUNK` steps at once into
