@@ -81,16 +81,37 @@ pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tens
 /// after every step (for one step, the state after it, laid out as the state): that variant
 /// compiles to fewer registers (40 against 49-52 a unit, no branch on where to snapshot), so an
 /// SM runs three cubes rather than two, and ncu timed it at 48 µs against 63 for Llama-3-8B's
-/// layer at batch 32 in bf16 (session 11). Its arithmetic is the other variants'. The launch
-/// takes the window and the token's inputs as they are and writes the next window itself: a
-/// concatenation of the two was two copy launches a Mamba layer and token, and decoding on graphs
-/// at batch 1 is bound by launches (session 13: the 25% hybrid 1.875 -> 1.840 ms a token, the
-/// 50% 1.882 -> 1.855, the teacher, with no Mamba layer, 1.874 -> 1.882).
+/// layer at batch 32 in bf16 (session 11). Its arithmetic is the other variants'.
+///
+/// The launch takes the window and the token's inputs as they are and writes the next window
+/// itself: a concatenation of the two was two copy launches a Mamba layer and token, and decoding
+/// on graphs at batch 1 is bound by launches (session 13: the 25% hybrid 1.875 -> 1.840 ms a
+/// token, the 50% 1.882 -> 1.855, the teacher, with no Mamba layer, 1.874 -> 1.882). With
+/// `DISTILL_STEP_INPUTS=joined` (built in session 15, not yet timed), launches larger than
+/// [`crate::mamba2_steps::cube::in_place_pays`] concatenate first and read one buffer instead:
+/// reading two parts in place takes a unit 54-64 registers against 40, and one step of
+/// Llama-3-8B's layer at batch 32 cost 66-75 µs in place against 61-65 from one buffer (session
+/// 15, the variant that snapshots at `snap_at`), where the copy is ~1.5 MB.
 #[cfg(feature = "cuda")]
 fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     let [bs, h] = dt.dims();
-    let out = crate::mamba2_steps::cube::mamba2_steps_in_place(window, xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1), state, w, crate::mamba2_steps::EVERY_STEP, 0);
+    let every = crate::mamba2_steps::EVERY_STEP;
+    let (xbc, dt) = (xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1));
+    if joined_inputs(bs, w) {
+        let k = window.dims()[1] + 1;
+        let padded = Tensor::cat(vec![window.cast(xbc.dtype()), xbc], 1); // [bs, K, channels]
+        let (y, state) = crate::mamba2_steps::cube::mamba2_steps(padded.clone(), dt, state, w, every, 0);
+        return StepOut { y: y.reshape([bs, h, w.head_dim]), state, window: padded.narrow(1, 1, k - 1) };
+    }
+    let out = crate::mamba2_steps::cube::mamba2_steps_in_place(window, xbc, dt, state, w, every, 0);
     StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window: out.window }
+}
+
+/// Whether decoding's step at batch `bs` concatenates its conv inputs first.
+#[cfg(feature = "cuda")]
+fn joined_inputs(bs: usize, w: &Mamba2StepWeights) -> bool {
+    static JOINED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *JOINED.get_or_init(|| std::env::var("DISTILL_STEP_INPUTS").is_ok_and(|v| v.trim() == "joined")) && !crate::mamba2_steps::cube::in_place_pays(bs, w)
 }
 
 #[cfg(test)]
