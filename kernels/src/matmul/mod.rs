@@ -175,20 +175,25 @@ pub fn linear<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// 1), and a training micro-batch has thousands.
 pub const MIN_TUNED_ROWS: usize = 1024;
 
-/// `x · weight` for `x: [.., d_in]`, `weight: [d_in, d_out]`. On a CubeCL device the leading
-/// dimensions fold into rows for one `[rows, d_in] · [d_in, d_out]` product: with at least
+/// `x · weight` for `x: [.., d_in]`, `weight: [d_in, d_out]` (any strides). The leading
+/// dimensions fold into rows for one `[rows, d_in] · [d_in, d_out]` product: on a CubeCL device with at least
 /// [`MIN_TUNED_ROWS`] rows through [`ProductKernels::for_projections`], with decoding's few
-/// (and no gradients) through [`crate::gemv`]; otherwise burn's broadcast matmul, as before.
+/// (and no gradients) through [`crate::gemv`]; otherwise burn's own product, the rows folded
+/// the same way.
 pub fn project<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
     #[cfg(feature = "cuda")]
     if let Some(product) = cube_product(&x) {
         return folded(x, weight, product);
     }
-    x.matmul(weight.unsqueeze())
+    // Folded here too rather than broadcast: a broadcast product reshapes `weight` to `[1,
+    // d_in, d_out]` first, and for a transposed view (a tied head, the embedding's transpose)
+    // the CPU backend makes that reshape a copy of the whole matrix, SmolLM2's 113 MB at every
+    // forward (session 15: a third of the default pipeline's speculative stage, perf). The 2D
+    // product reads the view through its strides.
+    folded(x, weight, |a, b| a.matmul(b))
 }
 
-/// A `[rows, d_in] · [d_in, d_out]` product on the device's kernels.
-#[cfg(feature = "cuda")]
+/// A `[rows, d_in] · [d_in, d_out]` product.
 type Product = fn(Tensor<2>, Tensor<2>) -> Tensor<2>;
 
 /// The kernel product for `x`'s rows on a CubeCL device, if one takes them.
@@ -205,7 +210,6 @@ fn cube_product<const D: usize>(x: &Tensor<D>) -> Option<Product> {
 }
 
 /// `product` over `x`'s leading dimensions folded into rows.
-#[cfg(feature = "cuda")]
 fn folded<const D: usize>(x: Tensor<D>, weight: Tensor<2>, product: Product) -> Tensor<D> {
     let dims = x.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
