@@ -606,7 +606,7 @@ fn mamba2_steps_kernel<F: Float>(
                 }
                 // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
                 // `lanes` would have added them across lanes.
-                pairwise_sum(&mut accs, groups);
+                pairwise_sum_at(&mut accs, 0, groups);
                 let mut acc = accs[0];
                 keep_state(snapshot, &s, t, state_len, at, snap_at, 0, n / lanes, per, lanes, virt, every);
                 if comptime!(deferred) {
@@ -639,7 +639,7 @@ fn mamba2_steps_kernel<F: Float>(
                         for i in 0..lanes {
                             v[i] = parts[o * row_stride + i];
                         }
-                        pairwise_sum(&mut v, lanes);
+                        pairwise_sum_at(&mut v, 0, lanes);
                         y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + rr] = v[0] + d_h * xs[tt * rows + rr];
                     }
                 }
@@ -666,7 +666,8 @@ fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: u
     }
 }
 
-/// [`pairwise_sum`] of `v[off..off + len]` into `v[off]`, in the same order.
+/// `v[off] = ` the sum of `v[off..off + len]` (`len` a power of two up to 32) added pairwise at
+/// offsets `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
 #[cube]
 fn pairwise_sum_at(v: &mut Array<f32>, off: usize, #[comptime] len: usize) {
     if comptime!(len >= 32) {
@@ -695,39 +696,6 @@ fn pairwise_sum_at(v: &mut Array<f32>, off: usize, #[comptime] len: usize) {
     }
     if comptime!(len >= 2) {
         v[off] = v[off] + v[off + 1];
-    }
-}
-
-/// `v[0] = ` the sum of `v[0..len]` (`len` a power of two up to 32) added pairwise at offsets
-/// `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
-#[cube]
-fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
-    if comptime!(len >= 32) {
-        #[unroll]
-        for q in 0..16 {
-            v[q] = v[q] + v[q + 16];
-        }
-    }
-    if comptime!(len >= 16) {
-        #[unroll]
-        for q in 0..8 {
-            v[q] = v[q] + v[q + 8];
-        }
-    }
-    if comptime!(len >= 8) {
-        #[unroll]
-        for q in 0..4 {
-            v[q] = v[q] + v[q + 4];
-        }
-    }
-    if comptime!(len >= 4) {
-        #[unroll]
-        for q in 0..2 {
-            v[q] = v[q] + v[q + 2];
-        }
-    }
-    if comptime!(len >= 2) {
-        v[0] = v[0] + v[1];
     }
 }
 
