@@ -45,8 +45,8 @@ pub fn pass_states(local: Tensor<5>, decay: Tensor<3>, state: Tensor<4>) -> Tens
 /// in session 15 without device time left to measure it; default off until it is).
 #[cfg(feature = "cuda")]
 fn kernel_wanted() -> bool {
-    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *WANTED.get_or_init(|| std::env::var("DISTILL_SSD_PASS").is_ok_and(|v| v.trim() == "kernel")) && super::wanted()
+    static OPS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !crate::switched_on(&OPS, "DISTILL_SSD_PASS", "kernel") && super::wanted()
 }
 
 /// [`pass_states`] in tensor ops, all chunks at once (differentiated by burn's autodiff): the

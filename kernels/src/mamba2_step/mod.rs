@@ -110,8 +110,8 @@ fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Ten
 /// Whether decoding's step at batch `bs` concatenates its conv inputs first.
 #[cfg(feature = "cuda")]
 fn joined_inputs(bs: usize, w: &Mamba2StepWeights) -> bool {
-    static JOINED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *JOINED.get_or_init(|| std::env::var("DISTILL_STEP_INPUTS").is_ok_and(|v| v.trim() == "joined")) && !crate::mamba2_steps::cube::in_place_pays(bs, w)
+    static IN_PLACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !crate::switched_on(&IN_PLACE, "DISTILL_STEP_INPUTS", "joined") && !crate::mamba2_steps::cube::in_place_pays(bs, w)
 }
 
 #[cfg(test)]

@@ -89,12 +89,18 @@ fn virtual_lanes(n: usize) -> usize {
 /// steps cost the same either way (BENCHMARKS.md, session 9).
 fn max_lanes(steps: usize) -> usize {
     static LANES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (one, several) = *LANES.get_or_init(|| {
-        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
-        let v = std::env::var("DISTILL_STEPS_LANES").unwrap_or_default();
+    one_or_several(&LANES, "DISTILL_STEPS_LANES", 16, |l| l.is_power_of_two() && l <= 32, steps)
+}
+
+/// A count for one step or for several from `var`, read once into `cell`: `N` for both, or
+/// `ONE,SEVERAL`; a value `valid` refuses (or none) leaves `default`.
+fn one_or_several(cell: &'static std::sync::OnceLock<(usize, usize)>, var: &str, default: usize, valid: fn(usize) -> bool, steps: usize) -> usize {
+    let (one, several) = *cell.get_or_init(|| {
+        let count = |v: &str| v.trim().parse().ok().filter(|&c| valid(c));
+        let v = std::env::var(var).unwrap_or_default();
         match v.split_once(',') {
-            Some((a, b)) => (lane(a).unwrap_or(16), lane(b).unwrap_or(16)),
-            None => lane(&v).map_or((16, 16), |l| (l, l)),
+            Some((a, b)) => (count(a).unwrap_or(default), count(b).unwrap_or(default)),
+            None => count(&v).map_or((default, default), |c| (c, c)),
         }
     });
     if steps == 1 { one } else { several }
@@ -137,15 +143,7 @@ fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize, usize) {
 /// rounds alike (parity's `same_rounding` checks it).
 fn rows_per_unit(steps: usize) -> usize {
     static ROWS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (one, several) = *ROWS.get_or_init(|| {
-        let count = |v: &str| v.trim().parse().ok().filter(|&r: &usize| (1..=4).contains(&r));
-        let v = std::env::var("DISTILL_STEPS_ROWS").unwrap_or_default();
-        match v.split_once(',') {
-            Some((a, b)) => (count(a).unwrap_or(1), count(b).unwrap_or(1)),
-            None => count(&v).map_or((1, 1), |r| (r, r)),
-        }
-    });
-    if steps == 1 { one } else { several }
+    one_or_several(&ROWS, "DISTILL_STEPS_ROWS", 1, |r| (1..=4).contains(&r), steps)
 }
 
 /// Whether a one-step launch at batch `bs` is small enough that reading its conv inputs in place
@@ -534,83 +532,47 @@ fn mamba2_steps_kernel<F: Float>(
         }
         sync_cube();
 
-        if comptime!(per_unit > 1) {
-            for tt in 0..m {
-                let t = c0 + tt;
-                let decay = decays[tt];
-                let base = tt * 2 * n + lane;
-                let mut dxs = Array::<f32>::new(per_unit);
+        for tt in 0..m {
+            let t = c0 + tt;
+            let decay = decays[tt];
+            let base = tt * 2 * n + lane;
+            let mut dxs = Array::<f32>::new(per_unit);
+            #[unroll]
+            for u in 0..per_unit {
+                dxs[u] = dts[tt] * xs[tt * rows + r + u * apart];
+            }
+            // Each entry's `B` and `C` loaded once for the unit's rows (one, unless
+            // `rows_per_unit` says more); each row's sums in the same order whatever the count.
+            #[unroll]
+            for q in 0..groups {
                 #[unroll]
                 for u in 0..per_unit {
-                    dxs[u] = dts[tt] * xs[tt * rows + r + u * apart];
+                    accs[u * groups + q] = 0.0;
                 }
-                // Each entry's `B` and `C` loaded once for the unit's rows; each row's sums in
-                // the one-row order.
                 #[unroll]
-                for q in 0..groups {
+                for j in 0..per {
+                    let i = q * per + j;
+                    let e = base + q * lanes + j * virt;
+                    let b_e = bc[e];
+                    let c_e = bc[e + n];
                     #[unroll]
                     for u in 0..per_unit {
-                        accs[u * groups + q] = 0.0;
-                    }
-                    #[unroll]
-                    for j in 0..per {
-                        let i = q * per + j;
-                        let e = base + q * lanes + j * virt;
-                        let b_e = bc[e];
-                        let c_e = bc[e + n];
-                        #[unroll]
-                        for u in 0..per_unit {
-                            let si = u * entries + i;
-                            s[si] = s[si] * decay + dxs[u] * b_e;
-                            accs[u * groups + q] += s[si] * c_e;
-                        }
-                    }
-                }
-                #[unroll]
-                for u in 0..per_unit {
-                    pairwise_sum_at(&mut accs, u * groups, groups);
-                    let mut acc = accs[u * groups];
-                    let ru = r + u * apart;
-                    keep_state(snapshot, &s, t, state_len, at + u * apart * n, snap_at, u * entries, entries, per, lanes, virt, every);
-                    if comptime!(deferred) {
-                        parts[(tt * rows + ru) * row_stride + lane] = acc;
-                    } else if t >= emit_from {
-                        #[unroll]
-                        for i in 0..comptime!(lanes.trailing_zeros() as usize) {
-                            acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
-                        }
-                        if lane == 0 {
-                            y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + ru] = acc + d_h * xs[tt * rows + ru];
-                        }
+                        let si = u * entries + i;
+                        s[si] = s[si] * decay + dxs[u] * b_e;
+                        accs[u * groups + q] += s[si] * c_e;
                     }
                 }
             }
-        } else {
-            for tt in 0..m {
-                let t = c0 + tt;
-                let x = xs[tt * rows + r];
-                let decay = decays[tt];
-                let dx = dts[tt] * x;
-                let base = tt * 2 * n + lane;
-                #[unroll]
-                for q in 0..groups {
-                    let mut part = 0.0f32;
-                    #[unroll]
-                    for j in 0..per {
-                        let i = q * per + j;
-                        let e = base + q * lanes + j * virt;
-                        s[i] = s[i] * decay + dx * bc[e];
-                        part += s[i] * bc[e + n];
-                    }
-                    accs[q] = part;
-                }
-                // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
-                // `lanes` would have added them across lanes.
-                pairwise_sum_at(&mut accs, 0, groups);
-                let mut acc = accs[0];
-                keep_state(snapshot, &s, t, state_len, at, snap_at, 0, n / lanes, per, lanes, virt, every);
+            #[unroll]
+            for u in 0..per_unit {
+                // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down
+                // to `lanes` would have added them across lanes.
+                pairwise_sum_at(&mut accs, u * groups, groups);
+                let mut acc = accs[u * groups];
+                let ru = r + u * apart;
+                keep_state(snapshot, &s, t, state_len, at + u * apart * n, snap_at, u * entries, entries, per, lanes, virt, every);
                 if comptime!(deferred) {
-                    parts[(tt * rows + r) * row_stride + lane] = acc;
+                    parts[(tt * rows + ru) * row_stride + lane] = acc;
                 } else if t >= emit_from {
                     // Uniform across the cube, so every lane of a warp takes part in the shuffles.
                     #[unroll]
@@ -618,7 +580,7 @@ fn mamba2_steps_kernel<F: Float>(
                         acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
                     }
                     if lane == 0 {
-                        y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
+                        y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + ru] = acc + d_h * xs[tt * rows + ru];
                     }
                 }
             }
