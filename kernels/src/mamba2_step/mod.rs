@@ -98,10 +98,10 @@ fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Ten
     let every = crate::mamba2_steps::EVERY_STEP;
     let (xbc, dt) = (xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1));
     if joined_inputs(bs, w) {
-        let k = window.dims()[1] + 1;
         let padded = Tensor::cat(vec![window.cast(xbc.dtype()), xbc], 1); // [bs, K, channels]
-        let (y, state) = crate::mamba2_steps::cube::mamba2_steps(padded.clone(), dt, state, w, every, 0);
-        return StepOut { y: y.reshape([bs, h, w.head_dim]), state, window: padded.narrow(1, 1, k - 1) };
+        let window = crate::mamba2_steps::last_window(&padded, w);
+        let (y, state) = crate::mamba2_steps::cube::mamba2_steps(padded, dt, state, w, every, 0);
+        return StepOut { y: y.reshape([bs, h, w.head_dim]), state, window };
     }
     let out = crate::mamba2_steps::cube::mamba2_steps_in_place(window, xbc, dt, state, w, every, 0);
     StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window: out.window }
