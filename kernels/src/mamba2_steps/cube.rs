@@ -3,8 +3,7 @@
 //! speculative verification share every rounding.
 //!
 //! A cube holds `rows` rows of one head; each row is walked by `lanes` units along the state
-//! dimension (a unit walks one row, or several with [`rows_per_unit`]), so a warp reads
-//! consecutive state entries (one unit per row, walking it alone with a
+//! dimension, so a warp reads consecutive state entries (one unit per row, walking it alone with a
 //! stride of `n`, reached 10% of the H200's bandwidth). Each unit keeps its state entries in
 //! registers across all the steps: the state is read once and written once (at `snap_at`).
 //! Before the steps, the cube's units convolve the conv inputs of up to `CHUNK` steps at once into
@@ -66,9 +65,9 @@ const CHUNK: usize = 16;
 /// is undefined), and its conv carries a window (`K >= 2`: the kernel writes the next one).
 pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
     let fits = |steps| {
-        let (lanes, rows, per_unit) = cube_shape(w.head_dim, w.d_state, steps);
+        let (lanes, rows) = cube_shape(w.head_dim, w.d_state, steps);
         let virt = virtual_lanes(w.d_state);
-        virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows / per_unit).is_multiple_of(32)
+        virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
     };
     w.conv_weight.dims()[1] >= 2 && fits(1) && fits(2)
 }
@@ -89,18 +88,12 @@ fn virtual_lanes(n: usize) -> usize {
 /// steps cost the same either way (BENCHMARKS.md, session 9).
 fn max_lanes(steps: usize) -> usize {
     static LANES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    one_or_several(&LANES, "DISTILL_STEPS_LANES", 16, |l| l.is_power_of_two() && l <= 32, steps)
-}
-
-/// A count for one step or for several from `var`, read once into `cell`: `N` for both, or
-/// `ONE,SEVERAL`; a value `valid` refuses (or none) leaves `default`.
-fn one_or_several(cell: &'static std::sync::OnceLock<(usize, usize)>, var: &str, default: usize, valid: fn(usize) -> bool, steps: usize) -> usize {
-    let (one, several) = *cell.get_or_init(|| {
-        let count = |v: &str| v.trim().parse().ok().filter(|&c| valid(c));
-        let v = std::env::var(var).unwrap_or_default();
+    let (one, several) = *LANES.get_or_init(|| {
+        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
+        let v = std::env::var("DISTILL_STEPS_LANES").unwrap_or_default();
         match v.split_once(',') {
-            Some((a, b)) => (count(a).unwrap_or(default), count(b).unwrap_or(default)),
-            None => count(&v).map_or((default, default), |c| (c, c)),
+            Some((a, b)) => (lane(a).unwrap_or(16), lane(b).unwrap_or(16)),
+            None => lane(&v).map_or((16, 16), |l| (l, l)),
         }
     });
     if steps == 1 { one } else { several }
@@ -118,32 +111,16 @@ fn shared_readout() -> bool {
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
-/// `(lanes, rows, per_unit)` of a cube for `steps` steps: lanes along `n`, the rows of the head
-/// it holds, and how many of them a unit walks ([`rows_per_unit`]); `per_unit` divides `rows`,
-/// which divides `p`.
-fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize, usize) {
+/// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
+/// in the cube's units.
+fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
     let units = cube_units(steps);
     let lanes = virtual_lanes(n).min(max_lanes(steps));
-    let mut per_unit = rows_per_unit(steps).clamp(1, p);
-    while !p.is_multiple_of(per_unit) {
-        per_unit -= 1;
-    }
-    let mut rows = ((units / lanes) * per_unit).clamp(per_unit, p);
-    while !p.is_multiple_of(rows) || !rows.is_multiple_of(per_unit) {
+    let mut rows = (units / lanes).clamp(1, p);
+    while !p.is_multiple_of(rows) {
         rows -= 1;
     }
-    (lanes, rows, per_unit)
-}
-
-/// State rows a unit walks, for one step and for several: 1 unless `DISTILL_STEPS_ROWS=ONE,SEVERAL`
-/// (a switch to measure, session 15, not yet run on a GPU). With two, a unit's loads of `B` and
-/// `C` from shared memory serve two rows: several steps are bound by instruction issue, and those
-/// loads are a third of a step's instructions (session 13); the price is the second row's state
-/// in registers. Each row's arithmetic is a one-row unit's, in the same order, so every count
-/// rounds alike (parity's `same_rounding` checks it).
-fn rows_per_unit(steps: usize) -> usize {
-    static ROWS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    one_or_several(&ROWS, "DISTILL_STEPS_ROWS", 1, |r| (1..=4).contains(&r), steps)
+    (lanes, rows)
 }
 
 /// Whether a one-step launch at batch `bs` is small enough that reading its conv inputs in place
@@ -356,11 +333,8 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
     let every = snap_at == super::EVERY_STEP;
     // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
     let snap_at = if every { steps + 1 } else { snap_at };
-    let (lanes, rows, per_unit) = cube_shape(p, n, steps);
-    let deferred = shared_readout();
-    // Several rows a unit with the read-out through shared memory: half the chunk, so that its
-    // partial sums (`rows · (lanes + 1)` a step) stay within CUDA's 48 KB of static shared memory.
-    let chunk = if per_unit > 1 && deferred { CHUNK / 2 } else { CHUNK }.min(steps);
+    let (lanes, rows) = cube_shape(p, n, steps);
+    let chunk = CHUNK.min(steps);
     let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
     // SAFETY: indices stay inside the shapes above: `before` and `xbc` read through their
     // strides (`split + new = K - 1 + steps` rows per batch), the rest contiguous; `rows`
@@ -369,7 +343,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
         mamba2_steps_kernel::launch_unchecked(
             &client,
             count,
-            CubeDim::new_2d(lanes as u32, (rows / per_unit) as u32),
+            CubeDim::new_2d(lanes as u32, rows as u32),
             before.into_tensor_arg(),
             xbc.into_tensor_arg(),
             conv_weight.into_tensor_arg(),
@@ -394,10 +368,9 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
             lanes,
             virtual_lanes(n),
             rows,
-            per_unit,
             chunk,
             every,
-            deferred,
+            shared_readout(),
             joined,
             burn::backend::cubecl::dtype_to_storage_type(dtype),
         );
@@ -439,7 +412,6 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] lanes: usize,
     #[comptime] virt: usize,
     #[comptime] rows: usize,
-    #[comptime] per_unit: usize,
     #[comptime] chunk: usize,
     #[comptime] every: bool,
     #[comptime] deferred: bool,
@@ -447,9 +419,7 @@ fn mamba2_steps_kernel<F: Float>(
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
-    let units = comptime!(rows / per_unit * lanes);
-    // A unit's rows are `r + u · apart` for `u < per_unit`.
-    let apart = comptime!(rows / per_unit);
+    let units = comptime!(rows * lanes);
     let lane = UNIT_POS_X as usize;
     let r = UNIT_POS_Y as usize;
     let unit = r * lanes + lane;
@@ -480,27 +450,19 @@ fn mamba2_steps_kernel<F: Float>(
     let groups = comptime!(virt / lanes); // virtual lanes per unit
     let per = comptime!(n / virt); // entries per virtual lane
     // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry.
-    // Row `u` of the unit's at `s[u · entries ..]`.
-    let entries = comptime!(n / lanes);
-    let mut s = Array::<f32>::new(comptime!(per_unit * n / lanes));
+    let mut s = Array::<f32>::new(n / lanes);
     #[unroll]
-    for u in 0..per_unit {
-        #[unroll]
-        for i in 0..entries {
-            s[u * entries + i] = state[at + u * apart * n + (i / per) * lanes + (i % per) * virt];
-        }
+    for i in 0..n / lanes {
+        s[i] = state[at + (i / per) * lanes + (i % per) * virt];
     }
     if snap_at == 0 {
         #[unroll]
-        for u in 0..per_unit {
-            #[unroll]
-            for i in 0..entries {
-                snapshot[at + u * apart * n + (i / per) * lanes + (i % per) * virt] = s[u * entries + i];
-            }
+        for i in 0..n / lanes {
+            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
         }
     }
     let state_len = state.len();
-    let mut accs = Array::<f32>::new(comptime!(per_unit * groups));
+    let mut accs = Array::<f32>::new(groups);
     let a_h = a[hi];
     let d_h = f32::cast_from(d[hi]);
     let bias_h = f32::cast_from(dt_bias[hi]);
@@ -534,54 +496,37 @@ fn mamba2_steps_kernel<F: Float>(
 
         for tt in 0..m {
             let t = c0 + tt;
+            let x = xs[tt * rows + r];
             let decay = decays[tt];
+            let dx = dts[tt] * x;
             let base = tt * 2 * n + lane;
-            let mut dxs = Array::<f32>::new(per_unit);
-            #[unroll]
-            for u in 0..per_unit {
-                dxs[u] = dts[tt] * xs[tt * rows + r + u * apart];
-            }
-            // Each entry's `B` and `C` loaded once for the unit's rows (one, unless
-            // `rows_per_unit` says more); each row's sums in the same order whatever the count.
             #[unroll]
             for q in 0..groups {
-                #[unroll]
-                for u in 0..per_unit {
-                    accs[u * groups + q] = 0.0;
-                }
+                let mut part = 0.0f32;
                 #[unroll]
                 for j in 0..per {
                     let i = q * per + j;
                     let e = base + q * lanes + j * virt;
-                    let b_e = bc[e];
-                    let c_e = bc[e + n];
-                    #[unroll]
-                    for u in 0..per_unit {
-                        let si = u * entries + i;
-                        s[si] = s[si] * decay + dxs[u] * b_e;
-                        accs[u * groups + q] += s[si] * c_e;
-                    }
+                    s[i] = s[i] * decay + dx * bc[e];
+                    part += s[i] * bc[e + n];
                 }
+                accs[q] = part;
             }
-            #[unroll]
-            for u in 0..per_unit {
-                // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down
-                // to `lanes` would have added them across lanes.
-                pairwise_sum_at(&mut accs, u * groups, groups);
-                let mut acc = accs[u * groups];
-                let ru = r + u * apart;
-                keep_state(snapshot, &s, t, state_len, at + u * apart * n, snap_at, u * entries, entries, per, lanes, virt, every);
-                if comptime!(deferred) {
-                    parts[(tt * rows + ru) * row_stride + lane] = acc;
-                } else if t >= emit_from {
-                    // Uniform across the cube, so every lane of a warp takes part in the shuffles.
-                    #[unroll]
-                    for i in 0..comptime!(lanes.trailing_zeros() as usize) {
-                        acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
-                    }
-                    if lane == 0 {
-                        y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + ru] = acc + d_h * xs[tt * rows + ru];
-                    }
+            // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
+            // `lanes` would have added them across lanes.
+            pairwise_sum(&mut accs, groups);
+            let mut acc = accs[0];
+            keep_state(snapshot, &s, t, state_len, at, snap_at, n / lanes, per, lanes, virt, every);
+            if comptime!(deferred) {
+                parts[(tt * rows + r) * row_stride + lane] = acc;
+            } else if t >= emit_from {
+                // Uniform across the cube, so every lane of a warp takes part in the shuffles.
+                #[unroll]
+                for i in 0..comptime!(lanes.trailing_zeros() as usize) {
+                    acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                }
+                if lane == 0 {
+                    y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
                 }
             }
         }
@@ -601,7 +546,7 @@ fn mamba2_steps_kernel<F: Float>(
                         for i in 0..lanes {
                             v[i] = parts[o * row_stride + i];
                         }
-                        pairwise_sum_at(&mut v, 0, lanes);
+                        pairwise_sum(&mut v, lanes);
                         y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + rr] = v[0] + d_h * xs[tt * rows + rr];
                     }
                 }
@@ -610,54 +555,54 @@ fn mamba2_steps_kernel<F: Float>(
     }
 }
 
-/// After step `t`, the unit's state entries of one row (`s[off..]`) into `snapshot`: every step's (`every`), or the
+/// After step `t`, the unit's state entries into `snapshot`: every step's (`every`), or the
 /// state after step `snap_at - 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, off: usize, #[comptime] entries: usize, #[comptime] per: usize, #[comptime] lanes: usize, #[comptime] virt: usize, #[comptime] every: bool) {
+fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, #[comptime] entries: usize, #[comptime] per: usize, #[comptime] lanes: usize, #[comptime] virt: usize, #[comptime] every: bool) {
     if comptime!(every) {
         #[unroll]
         for i in 0..entries {
-            snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[off + i];
+            snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
         }
     } else if t + 1 == snap_at {
         #[unroll]
         for i in 0..entries {
-            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[off + i];
+            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
         }
     }
 }
 
-/// `v[off] = ` the sum of `v[off..off + len]` (`len` a power of two up to 32) added pairwise at
-/// offsets `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
+/// `v[0] = ` the sum of `v[0..len]` (`len` a power of two up to 32) added pairwise at offsets
+/// `len / 2` down to 1: the order in which shuffles by xor leave the sum at lane 0.
 #[cube]
-fn pairwise_sum_at(v: &mut Array<f32>, off: usize, #[comptime] len: usize) {
+fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
     if comptime!(len >= 32) {
         #[unroll]
         for q in 0..16 {
-            v[off + q] = v[off + q] + v[off + q + 16];
+            v[q] = v[q] + v[q + 16];
         }
     }
     if comptime!(len >= 16) {
         #[unroll]
         for q in 0..8 {
-            v[off + q] = v[off + q] + v[off + q + 8];
+            v[q] = v[q] + v[q + 8];
         }
     }
     if comptime!(len >= 8) {
         #[unroll]
         for q in 0..4 {
-            v[off + q] = v[off + q] + v[off + q + 4];
+            v[q] = v[q] + v[q + 4];
         }
     }
     if comptime!(len >= 4) {
         #[unroll]
         for q in 0..2 {
-            v[off + q] = v[off + q] + v[off + q + 2];
+            v[q] = v[q] + v[q + 2];
         }
     }
     if comptime!(len >= 2) {
-        v[off] = v[off] + v[off + 1];
+        v[0] = v[0] + v[1];
     }
 }
 
