@@ -86,32 +86,16 @@ pub fn mamba2_step(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tens
 /// The launch takes the window and the token's inputs as they are and writes the next window
 /// itself: a concatenation of the two was two copy launches a Mamba layer and token, and decoding
 /// on graphs at batch 1 is bound by launches (session 13: the 25% hybrid 1.875 -> 1.840 ms a
-/// token, the 50% 1.882 -> 1.855, the teacher, with no Mamba layer, 1.874 -> 1.882). With
-/// `DISTILL_STEP_INPUTS=joined` (built in session 15, not yet timed), launches larger than
-/// [`crate::mamba2_steps::cube::in_place_pays`] concatenate first and read one buffer instead:
-/// reading two parts in place takes a unit 54-64 registers against 40, and one step of
-/// Llama-3-8B's layer at batch 32 cost 66-75 µs in place against 61-65 from one buffer (session
-/// 15, the variant that snapshots at `snap_at`), where the copy is ~1.5 MB.
+/// token, the 50% 1.882 -> 1.855, the teacher, with no Mamba layer, 1.874 -> 1.882). At batch 32
+/// reading two parts in place takes a unit 54-64 registers against 40, yet concatenating first
+/// did not pay there either: one step of Llama-3-8B's layer 74.9 / 65.8 µs in place against
+/// 67.4 / 67.6 joined (f32 / bf16), and the 50% hybrid's token on a graph at batch 32 8.97 ms in
+/// place against 9.03 joined (session 16, BENCHMARKS.md).
 #[cfg(feature = "cuda")]
 fn one_of_the_steps(xbc: Tensor<2>, dt: Tensor<2>, window: Tensor<3>, state: Tensor<4>, w: &Mamba2StepWeights) -> StepOut {
     let [bs, h] = dt.dims();
-    let every = crate::mamba2_steps::EVERY_STEP;
-    let (xbc, dt) = (xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1));
-    if joined_inputs(bs, w) {
-        let padded = Tensor::cat(vec![window.cast(xbc.dtype()), xbc], 1); // [bs, K, channels]
-        let window = crate::mamba2_steps::last_window(&padded, w);
-        let (y, state) = crate::mamba2_steps::cube::mamba2_steps(padded, dt, state, w, every, 0);
-        return StepOut { y: y.reshape([bs, h, w.head_dim]), state, window };
-    }
-    let out = crate::mamba2_steps::cube::mamba2_steps_in_place(window, xbc, dt, state, w, every, 0);
+    let out = crate::mamba2_steps::cube::mamba2_steps_in_place(window, xbc.unsqueeze_dim::<3>(1), dt.unsqueeze_dim::<3>(1), state, w, crate::mamba2_steps::EVERY_STEP, 0);
     StepOut { y: out.y.reshape([bs, h, w.head_dim]), state: out.snapshot, window: out.window }
-}
-
-/// Whether decoding's step at batch `bs` concatenates its conv inputs first.
-#[cfg(feature = "cuda")]
-fn joined_inputs(bs: usize, w: &Mamba2StepWeights) -> bool {
-    static IN_PLACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    !crate::switched_on(&IN_PLACE, "DISTILL_STEP_INPUTS", "joined") && !crate::mamba2_steps::cube::in_place_pays(bs, w)
 }
 
 #[cfg(test)]

@@ -123,16 +123,6 @@ fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
     (lanes, rows)
 }
 
-/// Whether a one-step launch at batch `bs` is small enough that reading its conv inputs in place
-/// costs it nothing: at most two cubes an SM (on the 132 SMs of an H100 or H200), the most an SM
-/// holds at in-place registers, so the occupancy the concatenation would buy has no cubes to
-/// hold. Llama-3-8B's layer from batch 3 on is larger, SmolLM2's from batch 15.
-pub(crate) fn in_place_pays(bs: usize, w: &Mamba2StepWeights) -> bool {
-    const IN_PLACE_CUBES: usize = 2 * 132;
-    let rows = cube_shape(w.head_dim, w.d_state, 1).1;
-    bs * w.heads * w.head_dim / rows <= IN_PLACE_CUBES
-}
-
 /// Steps from conv inputs already concatenated, `padded [batch, K - 1 + steps, C]`, read as one
 /// contiguous buffer: verification, whose callers keep that concatenation anyway. Returns `(y,
 /// snapshot)`; the next window is a slice of `padded`.

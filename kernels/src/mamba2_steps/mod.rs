@@ -57,7 +57,7 @@ pub fn mamba2_steps(padded: Tensor<3>, dt: Tensor<3>, state: Tensor<4>, w: &Mamb
 
 /// The last `K - 1` rows of the conv inputs: the window after their last step.
 #[cfg(feature = "cuda")]
-pub(crate) fn last_window(padded: &Tensor<3>, w: &Mamba2StepWeights) -> Tensor<3> {
+fn last_window(padded: &Tensor<3>, w: &Mamba2StepWeights) -> Tensor<3> {
     let (len, k) = (padded.dims()[1], w.conv_weight.dims()[1]);
     padded.clone().narrow(1, len - (k - 1), k - 1)
 }
