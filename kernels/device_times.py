@@ -20,7 +20,7 @@ UNITS = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
 LINE = re.compile(r"^\| ([0-9.]+)(ns|µs|us|ms|s)\s*\| (.+)$")
 # Kernel names in the log, and the bench rows whose launches they are (the single step runs the
 # multi-step kernel with one step), in either layout.
-KERNELS = {"Mamba2StepsKernel", "Mamba2StepsRowsKernel"}
+KERNELS = {"Mamba2StepsKernel"}
 GEMV_KERNELS = {"GemvPartialKernel", "GemvSumKernel", "GemvRowsKernel"}
 BENCHES = {"kernel_mamba2_step", "kernel_mamba2_steps"}
 

@@ -326,6 +326,9 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
     let (lanes, rows) = cube_shape(p, n, steps);
     let chunk = CHUNK.min(steps);
     let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
+    let [b_batch, b_row, b_ch] = [0, 1, 2].map(|d| before.meta.strides()[d]);
+    let [x_batch, x_row, x_ch] = [0, 1, 2].map(|d| xbc.meta.strides()[d]);
+    let strides = InputStridesLaunch::new(b_batch, b_row, b_ch, x_batch, x_row, x_ch);
     // SAFETY: indices stay inside the shapes above: `before` and `xbc` read through their
     // strides (`split + new = K - 1 + steps` rows per batch), the rest contiguous; `rows`
     // divides `p`, `lanes` divides `n` (`kernel_takes` checks).
@@ -346,6 +349,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
             y.clone().into_tensor_arg(),
             snapshot.clone().into_tensor_arg(),
             window.into_tensor_arg(),
+            strides,
             steps,
             split,
             snap_at,
@@ -390,6 +394,7 @@ fn mamba2_steps_kernel<F: Float>(
     y: &mut Tensor<f32>,
     snapshot: &mut Tensor<f32>,
     window: &mut Tensor<F>,
+    strides: InputStrides,
     steps: usize,
     split: usize,
     snap_at: usize,
@@ -420,10 +425,6 @@ fn mamba2_steps_kernel<F: Float>(
     let p0 = (CUBE_POS % (p / rows)) * rows;
     let at = (hb * p + p0 + r) * n + lane;
 
-    let mut strides = Array::<usize>::new(6usize);
-    input_strides::<F>(before, xbc, &mut strides);
-    write_window::<F>(before, xbc, window, &strides, split, steps, channels, unit, units, k, joined);
-
     // Per step of the chunk: bc[t·2n ..][0..n] = B of the head's group, [n..2n] = C of the head;
     // xs[t·rows + r] = x of row p0 + r; dts[t] = softplus(dt + bias), decays[t] = exp(dt·A).
     // The step loop then reads only shared memory and registers: no global load, no
@@ -445,12 +446,6 @@ fn mamba2_steps_kernel<F: Float>(
     for i in 0..n / lanes {
         s[i] = state[at + (i / per) * lanes + (i % per) * virt];
     }
-    if snap_at == 0 {
-        #[unroll]
-        for i in 0..n / lanes {
-            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
-        }
-    }
     let state_len = state.len();
     let mut accs = Array::<f32>::new(groups);
     let a_h = a[hi];
@@ -460,27 +455,42 @@ fn mamba2_steps_kernel<F: Float>(
     for c in 0..steps.div_ceil(chunk) {
         let c0 = c * chunk;
         let m = min(chunk, steps - c0);
-        // The previous chunk's readers of `bc` and `xs` are done.
-        sync_cube();
-        for j in 0..(m * 2 * n).div_ceil(units) {
+        if c > 0 {
+            // The previous chunk's readers of `bc` and `xs` are done. (Uniform across the cube.)
+            sync_cube();
+        }
+        // The chunk's convolutions, `B` and `C` then `x`, one index space over the units, so
+        // that no unit does two while others do none; `dt` by the units after them.
+        let bc_len = m * 2 * n;
+        for j in 0..(bc_len + m * rows).div_ceil(units) {
             let i = j * units + unit;
-            if i < m * 2 * n {
+            if i < bc_len {
                 let t = i / (2 * n);
                 let ci = i % (2 * n);
                 let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
                 bc[i] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + t, ch, k, joined);
+            } else if i < bc_len + m * rows {
+                let o = i - bc_len;
+                xs[o] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + o / rows, g * p + p0 + o % rows, k, joined);
             }
         }
-        for j in 0..(m * rows).div_ceil(units) {
-            let i = j * units + unit;
-            if i < m * rows {
-                xs[i] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + i / rows, g * p + p0 + i % rows, k, joined);
-            }
+        let tt = (unit + units - (bc_len + m * rows) % units) % units;
+        if tt < m {
+            let dt_v = softplus_f32(f32::cast_from(dt[(bi * steps + c0 + tt) * h + hi]) + bias_h);
+            dts[tt] = dt_v;
+            decays[tt] = (dt_v * a_h).exp();
         }
-        if unit < m {
-            let dt_v = softplus_f32(f32::cast_from(dt[(bi * steps + c0 + unit) * h + hi]) + bias_h);
-            dts[unit] = dt_v;
-            decays[unit] = (dt_v * a_h).exp();
+        if c == 0 {
+            // Here rather than first: its loads then wait behind the chunk's, not before them.
+            write_window::<F>(before, xbc, window, &strides, split, steps, channels, unit, units, k, joined);
+            if snap_at == 0 {
+                // After the convolutions: a store of the state (even one predicated off) waits
+                // for its load, which would hold the convolutions' loads back by one latency.
+                #[unroll]
+                for i in 0..n / lanes {
+                    snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
+                }
+            }
         }
         sync_cube();
 
@@ -596,28 +606,31 @@ fn pairwise_sum(v: &mut Array<f32>, #[comptime] len: usize) {
     }
 }
 
-/// The conv inputs' strides (`before`'s three, then `xbc`'s), read once: a tensor's stride is
-/// launch metadata in global memory, which a unit would otherwise load again for every tap.
-#[cube]
-fn input_strides<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &mut Array<usize>) {
-    strides[0] = before.stride(0);
-    strides[1] = before.stride(1);
-    strides[2] = before.stride(2);
-    strides[3] = xbc.stride(0);
-    strides[4] = xbc.stride(1);
-    strides[5] = xbc.stride(2);
+/// The conv inputs' strides, batch, row and channel of `before` then of `xbc`, as launch
+/// scalars. Read from the tensors' metadata they were loads from global memory at every cube's
+/// start, on the path to its first convolution: ncu put 15% of a decode step's stall samples on
+/// the wait for them at batch 32 (session 16).
+#[derive(CubeType, CubeLaunch, Clone, Copy)]
+pub(crate) struct InputStrides {
+    b_batch: usize,
+    b_row: usize,
+    b_ch: usize,
+    x_batch: usize,
+    x_row: usize,
+    x_ch: usize,
 }
 
-/// The next window (the last `K - 1` conv inputs), an element a unit across the launch (it has
-/// fewer elements than units at the shapes decoding runs): the copy a concatenation used to
-/// make, in this launch. Nothing with `joined` (the caller slices its concatenation).
+/// The next window (the last `K - 1` conv inputs): the copy a concatenation used to make, in
+/// this launch. Each cube copies its share, whole warps of consecutive elements, by its last
+/// units: those the chunk's convolutions (from its first unit on) leave idle, at the shapes
+/// decoding runs. Nothing with `joined` (the caller slices its concatenation).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn write_window<F: Float>(
     before: &Tensor<F>,
     xbc: &Tensor<F>,
     window: &mut Tensor<F>,
-    strides: &Array<usize>,
+    strides: &InputStrides,
     split: usize,
     steps: usize,
     channels: usize,
@@ -628,10 +641,11 @@ fn write_window<F: Float>(
 ) {
     if comptime!(!joined) {
         let window_len = window.len();
-        let all_units = CUBE_COUNT as usize * units;
-        for j in 0..window_len.div_ceil(all_units) {
-            let e = j * all_units + CUBE_POS * units + unit;
-            if e < window_len {
+        let share = window_len.div_ceil(CUBE_COUNT as usize * 32) * 32;
+        for j in 0..share.div_ceil(units) {
+            let w = j * units + (units - 1 - unit);
+            let e = CUBE_POS as usize * share + w;
+            if w < share && e < window_len {
                 let ch = e % channels;
                 let wr = (e / channels) % (k - 1);
                 window[e] = conv_input::<F>(before, xbc, strides, split, e / (channels * (k - 1)), steps + wr, ch, joined);
@@ -641,16 +655,16 @@ fn write_window<F: Float>(
 }
 
 /// Conv input row `row` of batch `b` at channel `ch`: of `before` below `split`, of `xbc` from
-/// there, each read through its strides (`strides` = `before`'s three, then `xbc`'s).
+/// there, each read through its strides.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, b: usize, row: usize, ch: usize, #[comptime] joined: bool) -> F {
+fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &InputStrides, split: usize, b: usize, row: usize, ch: usize, #[comptime] joined: bool) -> F {
     if comptime!(joined) {
-        xbc[b * strides[3] + row * strides[4] + ch * strides[5]]
+        xbc[b * strides.x_batch + row * strides.x_row + ch * strides.x_ch]
     } else if row < split {
-        before[b * strides[0] + row * strides[1] + ch * strides[2]]
+        before[b * strides.b_batch + row * strides.b_row + ch * strides.b_ch]
     } else {
-        xbc[b * strides[3] + (row - split) * strides[4] + ch * strides[5]]
+        xbc[b * strides.x_batch + (row - split) * strides.x_row + ch * strides.x_ch]
     }
 }
 
@@ -658,7 +672,7 @@ fn conv_input<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usi
 /// [`conv_input`] for batch `b`, rounded to `F` after the sum as the reference's conv output is.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &Array<usize>, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
+fn conv_silu<F: Float>(before: &Tensor<F>, xbc: &Tensor<F>, strides: &InputStrides, split: usize, conv_weight: &Tensor<F>, conv_bias: &Tensor<F>, b: usize, row0: usize, ch: usize, #[comptime] k: usize, #[comptime] joined: bool) -> f32 {
     let mut sum = f32::cast_from(conv_bias[ch]);
     #[unroll]
     for j in 0..k {
