@@ -5,6 +5,21 @@ mod commands;
 
 use std::process::ExitCode;
 
+/// jemalloc rather than glibc's malloc. A CPU training step allocates and frees tensors of
+/// hundreds of MB (SmolLM2's logits over a batch: 200 MB); glibc maps each anew, and the kernel
+/// zeroes every page of it at first touch: 17% of a distillation stage's time under perf
+/// (session 16). jemalloc keeps freed extents for reuse.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start. Requests above `oversize_threshold` (8 MiB by default)
+/// go to an arena that returns them to the system at once, the very cost above; 0 turns that
+/// arena off, so large tensors are reused like small ones. The peak memory stayed as glibc's
+/// (4.9 GB for the default distillation), the stage went 104 -> 92 s.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
+
 use clap::Parser;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
