@@ -462,19 +462,20 @@ fn mamba2_steps_kernel<F: Float>(
         // The chunk's convolutions, `B` and `C` then `x`, one index space over the units, so
         // that no unit does two while others do none; `dt` by the units after them.
         let bc_len = m * 2 * n;
-        for j in 0..(bc_len + m * rows).div_ceil(units) {
+        let convs = bc_len + m * rows;
+        for j in 0..convs.div_ceil(units) {
             let i = j * units + unit;
             if i < bc_len {
                 let t = i / (2 * n);
                 let ci = i % (2 * n);
                 let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
                 bc[i] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + t, ch, k, joined);
-            } else if i < bc_len + m * rows {
+            } else if i < convs {
                 let o = i - bc_len;
                 xs[o] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + o / rows, g * p + p0 + o % rows, k, joined);
             }
         }
-        let tt = (unit + units - (bc_len + m * rows) % units) % units;
+        let tt = (unit + units - convs % units) % units;
         if tt < m {
             let dt_v = softplus_f32(f32::cast_from(dt[(bi * steps + c0 + tt) * h + hi]) + bias_h);
             dts[tt] = dt_v;
