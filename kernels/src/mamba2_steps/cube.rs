@@ -5,31 +5,30 @@
 //! A cube holds `rows` rows of one head; each row is walked by `lanes` units along the state
 //! dimension, so a warp reads consecutive state entries (one unit per row, walking it alone with a
 //! stride of `n`, reached 10% of the H200's bandwidth). Each unit keeps its state entries in
-//! registers across all the steps: the state is read once and written once (at `snap_at`).
-//! Before the steps, the cube's units convolve the conv inputs of up to `CHUNK` steps at once into
-//! shared memory (`B` and `C` of the head, `x` of its rows: loads issued together, and one barrier
-//! per chunk rather than three per step); a row's `y` is the sum over its lanes by warp shuffles
-//! (or, after the chunk's steps, through shared memory: [`shared_readout`]).
-//! Cubes have 512 units for one step and for several: every cube of a head convolves the same
-//! `B` and `C` (so not fewer), and a unit takes 40-52 registers, so an SM holds two cubes of 512
-//! but one of 1,024, which then leaves it idle at every barrier (ncu, session 11). On
-//! Llama-3-8B's shape at batch 32 (bf16, H200, the `DISTILL_STEPS_CUBE` sweep in BENCHMARKS.md)
-//! 5 steps cost 114 µs at 1,024 units, 107 at 256 and 84 at 512: 1.24x one step. The cube's
-//! shape never changes the arithmetic, so every shape rounds alike. Accumulation is f32 whatever
-//! the model dtype.
+//! registers across all the steps: the state is read once and written once (at `snap_at`), in
+//! whole vectors of `w` entries. Before the steps, the cube's units convolve the conv inputs of
+//! up to `CHUNK` steps at once into shared memory (`B` and `C` of the head, `x` of its rows: loads
+//! issued together, and one barrier per chunk rather than three per step); a step reads its `B`
+//! and `C` from there as vectors of `w` entries. A row's `y` is the sum over its lanes by warp
+//! shuffles (or, after the chunk's steps, through shared memory: [`shared_readout`]).
+//! Cubes have 512 units: every cube of a head convolves the same `B` and `C` (so not fewer), and
+//! an SM holds two to four cubes of 512 but one of 1,024, which then leaves it idle at every
+//! barrier (ncu, session 11). One step walks a row with 16 lanes; several steps with 4 where the
+//! launch still has a cube for every SM ([`lanes_for`]), so that a cube of 512 units holds a whole
+//! head of 128 rows. The cube's shape never changes the arithmetic, so every shape rounds alike.
+//! Accumulation is f32 whatever the model dtype.
 //!
-//! Where several steps' time goes (session 13, same shape): not the convolution every cube of a
-//! head repeats (a pass that convolved each value once left 5 steps where they were), but issue:
-//! a row's step costs its 16 units ~70 instructions each, ~3.9 µs a step over the whole layer,
-//! which is what each step past the first adds. The two ways tried to issue fewer both raised
-//! the registers a unit takes (ncu: 40 -> 64-83), so an SM held one or two cubes instead of
-//! three and several steps got slower: `B` and `C` loaded four entries at a time from shared
-//! memory (5 steps 208.4 against 85.8 µs, bf16), the step loop unrolled (107.7), both (108.6).
-//! Fewer instructions a step must come at no more than 40 registers a unit. Session 15 tried
-//! the other way round (515ec8b, since removed): a warp's lanes on 32 state rows, 8 contiguous
-//! entries a unit, so that a step's `B` and `C` are two broadcast 4-vector loads each, and the
-//! read-out summed through shared memory. It rounded alike and passed parity, but took 86-96
-//! registers a unit (ncu: one cube an SM, 25% occupancy): 5 steps 187 against 117 µs (f32).
+//! Where several steps' time went (ncu, Llama-3-8B's layer at batch 32, bf16, H200): at 16
+//! lanes the 5-step launch was bound by instruction issue (0.82 warps issued a scheduler and
+//! cycle, 94% occupancy). Session 17 cut its instructions from 954 a warp to 778 by loading `B`
+//! and `C` as 4-vectors (a scalar load an entry cost two instructions of address arithmetic
+//! besides), then to less than half by walking rows with 4 lanes, where a cube of a whole head
+//! convolves `B` and `C` once rather than four times: 5 steps 84 -> 66 µs, one step 55 -> 49.
+//! A unit then holds 32 entries and takes 61 registers (two cubes an SM, 47% occupancy), and
+//! the launch waits on latency instead (0.43 issued; stalls on shared and global loads). What
+//! was tried and measured before: one scalar load of `B` and `C` an entry in a strided layout
+//! (session 13: 4-entry loads there raised the registers to 64-83), an unrolled step loop, a
+//! rows layout with 86-96 registers (session 15, 515ec8b), rows a unit (session 16): all slower.
 
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
@@ -61,17 +60,56 @@ fn cube_units(steps: usize) -> usize {
 const CHUNK: usize = 16;
 
 /// Whether the kernel takes this layer: its virtual lanes (a power of two, for the shuffle
-/// reduction) must split `n` evenly, its cubes fill whole warps (a shuffle over absent lanes
-/// is undefined), and its conv carries a window (`K >= 2`: the kernel writes the next one).
+/// reduction) must split `n` evenly, and its conv carries a window (`K >= 2`: the kernel writes
+/// the next one). Lane counts whose cubes would not fill whole warps are never chosen
+/// ([`lanes_for`]); 16 lanes (or all of `n`'s virtual lanes) always fit.
 pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
-    let fits = |steps| {
-        let (lanes, rows) = cube_shape(w.head_dim, w.d_state, steps);
-        let virt = virtual_lanes(w.d_state);
-        virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && virt.is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
-    };
-    w.conv_weight.dims()[1] >= 2 && fits(1) && fits(2)
+    let virt = virtual_lanes(w.d_state);
+    virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && w.conv_weight.dims()[1] >= 2 && fits(w.head_dim, w.d_state, 1, ONE_STEP_LANES) && fits(w.head_dim, w.d_state, 2, ONE_STEP_LANES)
 }
 
+/// Whether `lanes` (at most the virtual lanes) walk `n` evenly and their cubes fill whole warps
+/// (a shuffle over absent lanes is undefined).
+fn fits(p: usize, n: usize, steps: usize, lanes: usize) -> bool {
+    let (lanes, rows) = cube_shape(p, n, steps, lanes);
+    virtual_lanes(n).is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
+}
+
+/// The lanes a row that a single step takes: 16 moved one step's bytes at 51% of the bandwidth
+/// where 32 reached 38.5% (Llama-3-8B's layer at batch 32, bf16, H200; BENCHMARKS.md, session 9).
+const ONE_STEP_LANES: usize = 16;
+
+/// The lanes a row for a launch of `steps` steps over `rows_total` state rows (`batch · heads ·
+/// head_dim`) on a device of `sms` SMs. Several steps take the fewest lanes, down to 4, that
+/// still give every SM a cube: fewer lanes give a cube more rows of its head, so fewer cubes
+/// repeat the head's `B` and `C` convolutions (each cube convolves them all) and a unit's loads
+/// of `B` and `C` serve more entries. On Llama-3-8B's layer (bf16, H200, session 17) 5 steps
+/// cost 75.6 µs at 16 lanes, 73.4 at 8 and 66.4 at 4 at batch 32; 26.7 / 25.4 / 22.9 at batch 8;
+/// at batch 1, whose 32 cubes of 4 lanes leave most SMs idle, 15.4 / 14.3 / 19.8. Any lane
+/// count rounds alike (see [`virtual_lanes`]). `DISTILL_STEPS_LANES=L` or `ONE,SEVERAL` (powers
+/// of two up to 32) sets them instead, to measure.
+fn lanes_for(p: usize, n: usize, steps: usize, rows_total: usize, sms: Option<u32>) -> usize {
+    static LANES: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    let set = *LANES.get_or_init(|| {
+        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
+        let v = std::env::var("DISTILL_STEPS_LANES").ok()?;
+        match v.split_once(',') {
+            Some((a, b)) => Some((lane(a)?, lane(b)?)),
+            None => lane(&v).map(|l| (l, l)),
+        }
+    });
+    if let Some((one, several)) = set {
+        let lanes = if steps == 1 { one } else { several };
+        if fits(p, n, steps, lanes) {
+            return lanes;
+        }
+    }
+    if steps == 1 {
+        return ONE_STEP_LANES;
+    }
+    let fills = |lanes: usize| sms.is_some_and(|sms| rows_total / cube_shape(p, n, steps, lanes).1 >= sms as usize);
+    [4, 8].into_iter().find(|&l| fits(p, n, steps, l) && fills(l)).unwrap_or(ONE_STEP_LANES)
+}
 
 /// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
 /// when smaller). A unit with fewer lanes holds several virtual lanes and adds them in the order
@@ -79,24 +117,6 @@ pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
 /// the first of several, verification's.
 fn virtual_lanes(n: usize) -> usize {
     n.min(32)
-}
-
-/// Lanes per state row for one step and for several: 16 unless `DISTILL_STEPS_LANES=L` or
-/// `ONE,SEVERAL` (powers of two up to 32) says otherwise. Fewer lanes give each unit more of
-/// the row, so more bytes in flight per unit: one step of Llama-3-8B's shape at batch 32 (bf16,
-/// H200) moved its bytes at 38.5% of the bandwidth with 32 lanes and 51.0% with 16, while 5
-/// steps cost the same either way (BENCHMARKS.md, session 9).
-fn max_lanes(steps: usize) -> usize {
-    static LANES: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (one, several) = *LANES.get_or_init(|| {
-        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
-        let v = std::env::var("DISTILL_STEPS_LANES").unwrap_or_default();
-        match v.split_once(',') {
-            Some((a, b)) => (lane(a).unwrap_or(16), lane(b).unwrap_or(16)),
-            None => lane(&v).map_or((16, 16), |l| (l, l)),
-        }
-    });
-    if steps == 1 { one } else { several }
 }
 
 /// Whether a row's read-out is summed through shared memory after the chunk's steps
@@ -111,11 +131,19 @@ fn shared_readout() -> bool {
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
 }
 
-/// `(lanes, rows)` of a cube for `steps` steps: lanes along `n`, as many rows of the head as fit
-/// in the cube's units.
-fn cube_shape(p: usize, n: usize, steps: usize) -> (usize, usize) {
+/// Entries of `B` and `C` a shared load reads: as many of a virtual lane's (contiguous)
+/// entries as fit in 16 bytes.
+fn vector_width(n: usize) -> usize {
+    let per = n / virtual_lanes(n);
+    [4, 2, 1].into_iter().find(|w| per % w == 0).unwrap_or(1)
+}
+
+/// `(lanes, rows)` of a cube of (at most) 512 units walking each row with `lanes` lanes (or all
+/// of `n`'s virtual lanes when fewer): as many rows of the head as fit. `DISTILL_STEPS_CUBE=ONE,
+/// SEVERAL` overrides the 512 (powers of two up to CUDA's 1,024), to measure.
+fn cube_shape(p: usize, n: usize, steps: usize, lanes: usize) -> (usize, usize) {
     let units = cube_units(steps);
-    let lanes = virtual_lanes(n).min(max_lanes(steps));
+    let lanes = virtual_lanes(n).min(lanes);
     let mut rows = (units / lanes).clamp(1, p);
     while !p.is_multiple_of(rows) {
         rows -= 1;
@@ -323,8 +351,10 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
     let every = snap_at == super::EVERY_STEP;
     // A launch scalar is 32 bits: with `every`, a step count no step reaches instead.
     let snap_at = if every { steps + 1 } else { snap_at };
-    let (lanes, rows) = cube_shape(p, n, steps);
+    let sms = client.properties().hardware.num_streaming_multiprocessors;
+    let (lanes, rows) = cube_shape(p, n, steps, lanes_for(p, n, steps, bs * h * p, sms));
     let chunk = CHUNK.min(steps);
+    let w = vector_width(n);
     let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
     let [b_batch, b_row, b_ch] = [0, 1, 2].map(|d| before.meta.strides()[d]);
     let [x_batch, x_row, x_ch] = [0, 1, 2].map(|d| xbc.meta.strides()[d]);
@@ -337,6 +367,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
             &client,
             count,
             CubeDim::new_2d(lanes as u32, rows as u32),
+            w,
             before.into_tensor_arg(),
             xbc.into_tensor_arg(),
             conv_weight.into_tensor_arg(),
@@ -366,6 +397,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
             every,
             shared_readout(),
             joined,
+            w,
             burn::backend::cubecl::dtype_to_storage_type(dtype),
         );
     }
@@ -377,11 +409,11 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
 /// p, n]` (with `every`, `snapshot [steps · bs, h, p, n]`: the state after each step), `y [bs,
 /// steps - emit_from, h, p]`, `window [bs, K - 1, C]` (the last `K - 1` inputs). Cube `CUBE_POS` holds rows `p0 ..
 /// p0 + rows` of head `(bi, hi)`; unit `(lane, r)` keeps the state entries of virtual lanes
-/// `lane, lane + lanes, ..` (below `virt`) of row `p0 + r`, virtual lane `v` holding entries `v,
-/// v + virt, ..`.
+/// `lane, lane + lanes, ..` (below `virt`) of row `p0 + r`, virtual lane `v` holding the `n /
+/// virt` contiguous entries from `v · n / virt` (so that `B` and `C` load as vectors of `w`).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-fn mamba2_steps_kernel<F: Float>(
+fn mamba2_steps_kernel<F: Float, N: Size>(
     before: &Tensor<F>,
     xbc: &Tensor<F>,
     conv_weight: &Tensor<F>,
@@ -390,9 +422,9 @@ fn mamba2_steps_kernel<F: Float>(
     dt_bias: &Tensor<F>,
     a: &Tensor<f32>,
     d: &Tensor<F>,
-    state: &Tensor<f32>,
+    state: &Tensor<Vector<f32, N>>,
     y: &mut Tensor<f32>,
-    snapshot: &mut Tensor<f32>,
+    snapshot: &mut Tensor<Vector<f32, N>>,
     window: &mut Tensor<F>,
     strides: InputStrides,
     steps: usize,
@@ -411,6 +443,7 @@ fn mamba2_steps_kernel<F: Float>(
     #[comptime] every: bool,
     #[comptime] deferred: bool,
     #[comptime] joined: bool,
+    #[comptime] w: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -423,13 +456,16 @@ fn mamba2_steps_kernel<F: Float>(
     let bi = hb / h;
     let g = hi / (h / kv);
     let p0 = (CUBE_POS % (p / rows)) * rows;
-    let at = (hb * p + p0 + r) * n + lane;
+    let per = comptime!(n / virt); // entries per virtual lane
+    let vecs = comptime!(per / w); // vectors of `w` entries per virtual lane
+    // The unit's first vector of `state`: its virtual lane `lane`'s.
+    let at = (hb * p + p0 + r) * comptime!(n / w) + lane * vecs;
 
     // Per step of the chunk: bc[t·2n ..][0..n] = B of the head's group, [n..2n] = C of the head;
     // xs[t·rows + r] = x of row p0 + r; dts[t] = softplus(dt + bias), decays[t] = exp(dt·A).
     // The step loop then reads only shared memory and registers: no global load, no
     // transcendental in the chain of dependent steps.
-    let mut bc = Shared::<[f32]>::new_slice(chunk * 2 * n);
+    let mut bc = Shared::<[Vector<f32, N>]>::new_slice(comptime!(chunk * 2 * n / w));
     let mut xs = Shared::<[f32]>::new_slice(chunk * rows);
     let mut dts = Shared::<[f32]>::new_slice(chunk);
     let mut decays = Shared::<[f32]>::new_slice(chunk);
@@ -439,14 +475,24 @@ fn mamba2_steps_kernel<F: Float>(
     let row_stride = comptime!(lanes + 1);
     let mut parts = Shared::<[f32]>::new_slice(comptime!(if deferred { chunk * rows * (lanes + 1) } else { 1 }));
     let groups = comptime!(virt / lanes); // virtual lanes per unit
-    let per = comptime!(n / virt); // entries per virtual lane
-    // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry.
+    // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry,
+    // in vector `at + q · lanes · vecs + j / w`: whole vectors, so that a warp's loads and
+    // stores of the state are 16 consecutive vectors a row (strided scalars made the decode
+    // step 40% slower: four times the sectors an instruction).
     let mut s = Array::<f32>::new(n / lanes);
     #[unroll]
-    for i in 0..n / lanes {
-        s[i] = state[at + (i / per) * lanes + (i % per) * virt];
+    for q in 0..groups {
+        #[unroll]
+        for v in 0..vecs {
+            let x = state[at + comptime!(q * lanes * vecs + v)];
+            #[unroll]
+            for e in 0..w {
+                s[comptime!(q * per + v * w + e)] = x.extract(e);
+            }
+        }
     }
-    let state_len = state.len();
+    // In vectors, as the cubes cover the state.
+    let state_len = CUBE_COUNT as usize * comptime!(rows * n / w);
     let mut accs = Array::<f32>::new(groups);
     let a_h = a[hi];
     let d_h = f32::cast_from(d[hi]);
@@ -469,7 +515,8 @@ fn mamba2_steps_kernel<F: Float>(
                 let t = i / (2 * n);
                 let ci = i % (2 * n);
                 let ch = if ci < n { kv * p + g * n + ci } else { kv * (p + n) + hi * n + (ci - n) };
-                bc[i] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + t, ch, k, joined);
+                let scalars = bc.with_vector_size_mut::<Const<1>>();
+                scalars[i] = Vector::<f32, Const<1>>::new(conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + t, ch, k, joined));
             } else if i < convs {
                 let o = i - bc_len;
                 xs[o] = conv_silu::<F>(before, xbc, &strides, split, conv_weight, conv_bias, bi, c0 + o / rows, g * p + p0 + o % rows, k, joined);
@@ -487,10 +534,7 @@ fn mamba2_steps_kernel<F: Float>(
             if snap_at == 0 {
                 // After the convolutions: a store of the state (even one predicated off) waits
                 // for its load, which would hold the convolutions' loads back by one latency.
-                #[unroll]
-                for i in 0..n / lanes {
-                    snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
-                }
+                store_state::<N>(snapshot, &s, at, groups, vecs, lanes, w);
             }
         }
         sync_cube();
@@ -500,16 +544,24 @@ fn mamba2_steps_kernel<F: Float>(
             let x = xs[tt * rows + r];
             let decay = decays[tt];
             let dx = dts[tt] * x;
-            let base = tt * 2 * n + lane;
+            // `B` and `C` of the step, `w` entries a load: the unit's virtual lanes hold
+            // contiguous entries, so a warp's 16 lanes read consecutive vectors (its two rows the
+            // same ones, a broadcast). One scalar load an entry had a warp issue 94 instructions
+            // a step (ncu, session 17), a shared load and two of address arithmetic each.
+            let base = tt * comptime!(2 * n / w) + lane * vecs;
             #[unroll]
             for q in 0..groups {
                 let mut part = 0.0f32;
                 #[unroll]
-                for j in 0..per {
-                    let i = q * per + j;
-                    let e = base + q * lanes + j * virt;
-                    s[i] = s[i] * decay + dx * bc[e];
-                    part += s[i] * bc[e + n];
+                for v in 0..vecs {
+                    let bv = bc[base + comptime!(q * lanes * vecs + v)];
+                    let cv = bc[base + comptime!(n / w + q * lanes * vecs + v)];
+                    #[unroll]
+                    for e in 0..w {
+                        let i = comptime!(q * per + v * w + e);
+                        s[i] = s[i] * decay + dx * bv.extract(e);
+                        part += s[i] * cv.extract(e);
+                    }
                 }
                 accs[q] = part;
             }
@@ -517,7 +569,7 @@ fn mamba2_steps_kernel<F: Float>(
             // `lanes` would have added them across lanes.
             pairwise_sum(&mut accs, groups);
             let mut acc = accs[0];
-            keep_state(snapshot, &s, t, state_len, at, snap_at, n / lanes, per, lanes, virt, every);
+            keep_state::<N>(snapshot, &s, t, state_len, at, snap_at, groups, vecs, lanes, w, every);
             if comptime!(deferred) {
                 parts[(tt * rows + r) * row_stride + lane] = acc;
             } else if t >= emit_from {
@@ -560,16 +612,28 @@ fn mamba2_steps_kernel<F: Float>(
 /// state after step `snap_at - 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn keep_state(snapshot: &mut Tensor<f32>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, #[comptime] entries: usize, #[comptime] per: usize, #[comptime] lanes: usize, #[comptime] virt: usize, #[comptime] every: bool) {
+fn keep_state<N: Size>(snapshot: &mut Tensor<Vector<f32, N>>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, #[comptime] groups: usize, #[comptime] vecs: usize, #[comptime] lanes: usize, #[comptime] w: usize, #[comptime] every: bool) {
     if comptime!(every) {
-        #[unroll]
-        for i in 0..entries {
-            snapshot[t * state_len + at + (i / per) * lanes + (i % per) * virt] = s[i];
-        }
+        store_state::<N>(snapshot, s, t * state_len + at, groups, vecs, lanes, w);
     } else if t + 1 == snap_at {
+        store_state::<N>(snapshot, s, at, groups, vecs, lanes, w);
+    }
+}
+
+/// The unit's state entries into `out` from vector `at`, laid out as the kernel loads them.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_state<N: Size>(out: &mut Tensor<Vector<f32, N>>, s: &Array<f32>, at: usize, #[comptime] groups: usize, #[comptime] vecs: usize, #[comptime] lanes: usize, #[comptime] w: usize) {
+    #[unroll]
+    for q in 0..groups {
         #[unroll]
-        for i in 0..entries {
-            snapshot[at + (i / per) * lanes + (i % per) * virt] = s[i];
+        for v in 0..vecs {
+            let mut x = Vector::<f32, N>::empty();
+            #[unroll]
+            for e in 0..w {
+                x.insert(e, s[comptime!(q * vecs * w + v * w + e)]);
+            }
+            out[at + comptime!(q * lanes * vecs + v)] = x;
         }
     }
 }
