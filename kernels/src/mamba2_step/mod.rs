@@ -29,7 +29,7 @@ pub(crate) fn cube_without_gradients(device: &burn::tensor::Device) -> bool {
 /// Whether the kernels take this layer (its `d_state` must split over their lanes).
 #[cfg(feature = "cuda")]
 pub(crate) fn kernel_takes(w: &Mamba2StepWeights) -> bool {
-    crate::mamba2_steps::cube::supports(w)
+    crate::mamba2_steps::shape::supports(w)
 }
 
 /// A Mamba-2 layer's parameters the step reads, already in the dtypes the step computes in.

@@ -41,83 +41,9 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
+use super::shape::{cube_shape, lanes_for, vector_width, virtual_lanes, CHUNK};
 use super::StepsOut;
 use crate::Mamba2StepWeights;
-
-/// Units per cube, at most: for one step and for several. `DISTILL_STEPS_CUBE=ONE,SEVERAL`
-/// overrides both (powers of two up to CUDA's 1,024), to measure.
-fn cube_units(steps: usize) -> usize {
-    static UNITS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (one, several) = *UNITS.get_or_init(|| {
-        let parse = |v: &str| v.split_once(',').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-        std::env::var("DISTILL_STEPS_CUBE").ok().and_then(|v| parse(&v)).unwrap_or((512, 512))
-    });
-    if steps == 1 { one } else { several }
-}
-/// Steps whose convolved inputs sit in shared memory at once, at most (fewer when there are
-/// fewer steps: a single step then holds only its own, as the shared memory a cube takes bounds
-/// how many cubes an SM runs at once).
-const CHUNK: usize = 16;
-
-/// Whether the kernel takes this layer: its virtual lanes (a power of two, for the shuffle
-/// reduction) must split `n` evenly, and its conv carries a window (`K >= 2`: the kernel writes
-/// the next one). Lane counts whose cubes would not fill whole warps are never chosen
-/// ([`lanes_for`]); 16 lanes (or all of `n`'s virtual lanes) always fit.
-pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
-    let virt = virtual_lanes(w.d_state);
-    virt.is_power_of_two() && w.d_state.is_multiple_of(virt) && w.conv_weight.dims()[1] >= 2 && fits(w.head_dim, w.d_state, 1, ONE_STEP_LANES) && fits(w.head_dim, w.d_state, 2, ONE_STEP_LANES)
-}
-
-/// Whether `lanes` (at most the virtual lanes) walk `n` evenly and their cubes fill whole warps
-/// (a shuffle over absent lanes is undefined).
-fn fits(p: usize, n: usize, steps: usize, lanes: usize) -> bool {
-    let (lanes, rows) = cube_shape(p, n, steps, lanes);
-    virtual_lanes(n).is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
-}
-
-/// The lanes a row that a single step takes: 16 moved one step's bytes at 51% of the bandwidth
-/// where 32 reached 38.5% (Llama-3-8B's layer at batch 32, bf16, H200; BENCHMARKS.md, session 9).
-const ONE_STEP_LANES: usize = 16;
-
-/// The lanes a row for a launch of `steps` steps over `rows_total` state rows (`batch · heads ·
-/// head_dim`) on a device of `sms` SMs. Several steps take the fewest lanes, down to 4, that
-/// still give every SM a cube: fewer lanes give a cube more rows of its head, so fewer cubes
-/// repeat the head's `B` and `C` convolutions (each cube convolves them all) and a unit's loads
-/// of `B` and `C` serve more entries. On Llama-3-8B's layer (bf16, H200, session 17) 5 steps
-/// cost 75.6 µs at 16 lanes, 73.4 at 8 and 66.4 at 4 at batch 32; 26.7 / 25.4 / 22.9 at batch 8;
-/// at batch 1, whose 32 cubes of 4 lanes leave most SMs idle, 15.4 / 14.3 / 19.8. Any lane
-/// count rounds alike (see [`virtual_lanes`]). `DISTILL_STEPS_LANES=L` or `ONE,SEVERAL` (powers
-/// of two up to 32) sets them instead, to measure.
-fn lanes_for(p: usize, n: usize, steps: usize, rows_total: usize, sms: Option<u32>) -> usize {
-    static LANES: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    let set = *LANES.get_or_init(|| {
-        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
-        let v = std::env::var("DISTILL_STEPS_LANES").ok()?;
-        match v.split_once(',') {
-            Some((a, b)) => Some((lane(a)?, lane(b)?)),
-            None => lane(&v).map(|l| (l, l)),
-        }
-    });
-    if let Some((one, several)) = set {
-        let lanes = if steps == 1 { one } else { several };
-        if fits(p, n, steps, lanes) {
-            return lanes;
-        }
-    }
-    if steps == 1 {
-        return ONE_STEP_LANES;
-    }
-    let fills = |lanes: usize| sms.is_some_and(|sms| rows_total / cube_shape(p, n, steps, lanes).1 >= sms as usize);
-    [4, 8].into_iter().find(|&l| fits(p, n, steps, l) && fills(l)).unwrap_or(ONE_STEP_LANES)
-}
-
-/// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
-/// when smaller). A unit with fewer lanes holds several virtual lanes and adds them in the order
-/// the missing shuffles would, so every lane count rounds alike and one step, decoding's, equals
-/// the first of several, verification's.
-fn virtual_lanes(n: usize) -> usize {
-    n.min(32)
-}
 
 /// Whether a row's read-out is summed through shared memory after the chunk's steps
 /// (`DISTILL_STEPS_READOUT=shared`) or by warp shuffles inside each step (the default). The
@@ -129,26 +55,6 @@ fn virtual_lanes(n: usize) -> usize {
 fn shared_readout() -> bool {
     static SHUFFLES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     !crate::switched_on(&SHUFFLES, "DISTILL_STEPS_READOUT", "shared")
-}
-
-/// Entries of `B` and `C` a shared load reads: as many of a virtual lane's (contiguous)
-/// entries as fit in 16 bytes.
-fn vector_width(n: usize) -> usize {
-    let per = n / virtual_lanes(n);
-    [4, 2, 1].into_iter().find(|w| per % w == 0).unwrap_or(1)
-}
-
-/// `(lanes, rows)` of a cube of (at most) 512 units walking each row with `lanes` lanes (or all
-/// of `n`'s virtual lanes when fewer): as many rows of the head as fit. `DISTILL_STEPS_CUBE=ONE,
-/// SEVERAL` overrides the 512 (powers of two up to CUDA's 1,024), to measure.
-fn cube_shape(p: usize, n: usize, steps: usize, lanes: usize) -> (usize, usize) {
-    let units = cube_units(steps);
-    let lanes = virtual_lanes(n).min(lanes);
-    let mut rows = (units / lanes).clamp(1, p);
-    while !p.is_multiple_of(rows) {
-        rows -= 1;
-    }
-    (lanes, rows)
 }
 
 /// Steps from conv inputs already concatenated, `padded [batch, K - 1 + steps, C]`, read as one

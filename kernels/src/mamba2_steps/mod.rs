@@ -10,6 +10,7 @@
 //! equal plain decoding's token for token on the GPU as on the CPU.
 
 mod reference;
+pub(crate) mod shape;
 #[cfg(feature = "cuda")]
 pub(crate) mod cube;
 
