@@ -13,6 +13,8 @@ mod reference;
 pub(crate) mod shape;
 #[cfg(feature = "cuda")]
 pub(crate) mod cube;
+#[cfg(feature = "cuda")]
+mod kernel;
 
 use burn::tensor::Tensor;
 
