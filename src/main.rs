@@ -5,6 +5,11 @@ mod commands;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
 /// jemalloc rather than glibc's malloc. A CPU training step allocates and frees tensors of
 /// hundreds of MB (SmolLM2's logits over a batch: 200 MB); glibc maps each anew, and the kernel
 /// zeroes every page of it at first touch: 17% of a distillation stage's time under perf
@@ -19,11 +24,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
-
-use clap::Parser;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -104,8 +104,8 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
     let groups = comptime!(virt / lanes); // virtual lanes per unit
     // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry,
     // in vector `at + q · lanes · vecs + j / w`: whole vectors, so that a warp's loads and
-    // stores of the state are 16 consecutive vectors a row (strided scalars made the decode
-    // step 40% slower: four times the sectors an instruction).
+    // stores of the state are `lanes` consecutive vectors a row (strided scalars made the
+    // decode step 40% slower: four times the sectors an instruction).
     let mut s = Array::<f32>::new(n / lanes);
     #[unroll]
     for q in 0..groups {
@@ -172,8 +172,8 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
             let decay = decays[tt];
             let dx = dts[tt] * x;
             // `B` and `C` of the step, `w` entries a load: the unit's virtual lanes hold
-            // contiguous entries, so a warp's 16 lanes read consecutive vectors (its two rows the
-            // same ones, a broadcast). One scalar load an entry had a warp issue 94 instructions
+            // contiguous entries, so a row's lanes read consecutive vectors (a warp's other rows
+            // the same ones). One scalar load an entry had a warp issue 94 instructions
             // a step (ncu, session 17), a shared load and two of address arithmetic each.
             let base = tt * comptime!(2 * n / w) + lane * vecs;
             #[unroll]

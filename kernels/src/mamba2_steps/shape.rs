@@ -15,6 +15,7 @@ fn cube_units(steps: usize) -> usize {
     });
     if steps == 1 { one } else { several }
 }
+
 /// Steps whose convolved inputs sit in shared memory at once, at most (fewer when there are
 /// fewer steps: a single step then holds only its own, as the shared memory a cube takes bounds
 /// how many cubes an SM runs at once).
@@ -31,7 +32,7 @@ pub(crate) fn supports(w: &Mamba2StepWeights) -> bool {
 
 /// Whether `lanes` (at most the virtual lanes) walk `n` evenly and their cubes fill whole warps
 /// (a shuffle over absent lanes is undefined).
-pub(super) fn fits(p: usize, n: usize, steps: usize, lanes: usize) -> bool {
+fn fits(p: usize, n: usize, steps: usize, lanes: usize) -> bool {
     let (lanes, rows) = cube_shape(p, n, steps, lanes);
     virtual_lanes(n).is_multiple_of(lanes) && (lanes * rows).is_multiple_of(32)
 }
@@ -89,7 +90,7 @@ pub(super) fn virtual_lanes(n: usize) -> usize {
 /// entries as fit in 16 bytes.
 pub(super) fn vector_width(n: usize) -> usize {
     let per = n / virtual_lanes(n);
-    [4, 2, 1].into_iter().find(|w| per % w == 0).unwrap_or(1)
+    [4, 2].into_iter().find(|w| per % w == 0).unwrap_or(1)
 }
 
 /// `(lanes, rows)` of a cube of (at most) 512 units walking each row with `lanes` lanes (or all
