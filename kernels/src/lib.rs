@@ -50,7 +50,6 @@ mod warp;
 
 /// Whether a kernel runs: yes unless the environment variable `var` reads `off` (read once into
 /// `cell`), so that a benchmark can set it against its twin.
-#[cfg(feature = "cuda")]
 pub(crate) fn switched_on(cell: &'static std::sync::OnceLock<bool>, var: &str, off: &str) -> bool {
     *cell.get_or_init(|| std::env::var(var).map_or(true, |v| v.trim() != off))
 }

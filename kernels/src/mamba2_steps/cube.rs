@@ -17,7 +17,7 @@ use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
 
 use super::kernel::{mamba2_steps_kernel, InputStridesLaunch};
-use super::shape::{cube_shape, lanes_for, vector_width, virtual_lanes, CHUNK};
+use super::shape::{cube_shape, lanes_for, passes_for, vector_width, virtual_lanes, CHUNK};
 use super::StepsOut;
 use crate::Mamba2StepWeights;
 
@@ -237,6 +237,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
     let (lanes, rows) = cube_shape(p, n, steps, lanes_for(p, n, steps, bs * h * p, sms));
     let chunk = CHUNK.min(steps);
     let w = vector_width(n);
+    let passes = passes_for(n, steps, lanes);
     let count = CubeCount::Static((bs * h * p / rows) as u32, 1, 1);
     let [b_batch, b_row, b_ch] = [0, 1, 2].map(|d| before.meta.strides()[d]);
     let [x_batch, x_row, x_ch] = [0, 1, 2].map(|d| xbc.meta.strides()[d]);
@@ -280,6 +281,7 @@ fn launch_steps(before: CubeTensor, split: usize, xbc: CubeTensor, window: CubeT
             shared_readout(),
             joined,
             w,
+            passes,
             burn::backend::cubecl::dtype_to_storage_type(dtype),
         );
     }

@@ -11,9 +11,10 @@
 //! shuffles (or, after the chunk's steps, through shared memory: `shared_readout` in [`super::cube`]).
 //! Cubes have 512 units: every cube of a head convolves the same `B` and `C` (so not fewer), and
 //! an SM holds two to four cubes of 512 but one of 1,024, which then leaves it idle at every
-//! barrier (ncu, session 11). One step walks a row with 16 lanes; several steps with 4 where the
-//! launch still has a cube for every SM ([`super::shape::lanes_for`]), so that a cube of 512 units holds a whole
-//! head of 128 rows. The cube's shape never changes the arithmetic, so every shape rounds alike.
+//! barrier (ncu, session 11). One step walks a row with 16 lanes; several steps with 8 where the
+//! launch still has a cube for every SM ([`super::shape::lanes_for`]), a unit then walking its
+//! 16 entries in two passes over the chunk's steps, 8 at a time ([`super::shape::passes_for`]).
+//! The cube's shape and the passes never change the arithmetic, so every shape rounds alike.
 //! Accumulation is f32 whatever the model dtype.
 //!
 //! Where several steps' time went (ncu, Llama-3-8B's layer at batch 32, bf16, H200): at 16
@@ -23,10 +24,15 @@
 //! besides), then to less than half by walking rows with 4 lanes, where a cube of a whole head
 //! convolves `B` and `C` once rather than four times: 5 steps 84 -> 66 µs, one step 55 -> 49.
 //! A unit then holds 32 entries and takes 61 registers (two cubes an SM, 47% occupancy), and
-//! the launch waits on latency instead (0.43 issued; stalls on shared and global loads). What
-//! was tried and measured before: one scalar load of `B` and `C` an entry in a strided layout
-//! (session 13: 4-entry loads there raised the registers to 64-83), an unrolled step loop, a
-//! rows layout with 86-96 registers (session 15, 515ec8b), rows a unit (session 16): all slower.
+//! the launch waits on latency instead (0.43 issued; stalls on shared and global loads). Session
+//! 18's passes hold half a unit's entries at a time: at 8 lanes that is 32 registers, four cubes
+//! an SM (90% occupancy, 0.71 issued), and 5 steps in 62 µs (the cube of half a head convolves
+//! `B` and `C` twice a head, but occupancy pays for it). Two passes at 4 lanes kept 62
+//! registers: nvcc held both halves. What was tried and measured before: one scalar load of `B`
+//! and `C` an entry in a strided layout (session 13: 4-entry loads there raised the registers
+//! to 64-83), an unrolled step loop, a rows layout with 86-96 registers (session 15, 515ec8b),
+//! rows a unit (sessions 16 and 18), `B` and `C` in shared memory in bf16 (session 18: within
+//! noise), a unit a conv channel over the chunk's steps (session 18: 20% slower): none paid.
 
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
@@ -71,6 +77,7 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
     #[comptime] deferred: bool,
     #[comptime] joined: bool,
     #[comptime] w: usize,
+    #[comptime] passes: usize,
     #[define(F)] _dtype: ElemType,
 ) {
     let channels = kv * p + kv * n + h * n;
@@ -106,21 +113,16 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
     // in vector `at + q · lanes · vecs + j / w`: whole vectors, so that a warp's loads and
     // stores of the state are `lanes` consecutive vectors a row (strided scalars made the
     // decode step 40% slower: four times the sectors an instruction).
-    let mut s = Array::<f32>::new(n / lanes);
-    #[unroll]
-    for q in 0..groups {
-        #[unroll]
-        for v in 0..vecs {
-            let x = state[at + comptime!(q * lanes * vecs + v)];
-            #[unroll]
-            for e in 0..w {
-                s[comptime!(q * per + v * w + e)] = x.extract(e);
-            }
-        }
-    }
+    // With `passes` > 1 (one chunk), a unit walks its groups `q` in that many passes over the
+    // steps, pass `j` those with `q % passes == j`, and holds only one pass's entries.
+    let held = comptime!(groups / passes);
+    let mut s = Array::<f32>::new(comptime!(held * per));
+    load_state::<N>(state, &mut s, at, 0usize, held, passes, vecs, lanes, w);
     // In vectors, as the cubes cover the state.
     let state_len = CUBE_COUNT as usize * comptime!(rows * n / w);
-    let mut accs = Array::<f32>::new(groups);
+    let mut accs = Array::<f32>::new(held);
+    // carried[tt · units + unit]: the unit's sum over its earlier passes' groups at step tt.
+    let mut carried = Shared::<[f32]>::new_slice(comptime!(if passes > 1 { chunk * units } else { 1 }));
     let a_h = a[hi];
     let d_h = f32::cast_from(d[hi]);
     let bias_h = f32::cast_from(dt_bias[hi]);
@@ -161,52 +163,71 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
             if snap_at == 0 {
                 // After the convolutions: a store of the state (even one predicated off) waits
                 // for its load, which would hold the convolutions' loads back by one latency.
-                store_state::<N>(snapshot, &s, at, groups, vecs, lanes, w);
+                store_state::<N>(snapshot, &s, at, 0usize, held, passes, vecs, lanes, w);
             }
         }
         sync_cube();
 
-        for tt in 0..m {
-            let t = c0 + tt;
-            let x = xs[tt * rows + r];
-            let decay = decays[tt];
-            let dx = dts[tt] * x;
-            // `B` and `C` of the step, `w` entries a load: the unit's virtual lanes hold
-            // contiguous entries, so a row's lanes read consecutive vectors (a warp's other rows
-            // the same ones). One scalar load an entry had a warp issue 94 instructions
-            // a step (ncu, session 17), a shared load and two of address arithmetic each.
-            let base = tt * comptime!(2 * n / w) + lane * vecs;
-            #[unroll]
-            for q in 0..groups {
-                let mut part = 0.0f32;
-                #[unroll]
-                for v in 0..vecs {
-                    let bv = bc[base + comptime!(q * lanes * vecs + v)];
-                    let cv = bc[base + comptime!(n / w + q * lanes * vecs + v)];
-                    #[unroll]
-                    for e in 0..w {
-                        let i = comptime!(q * per + v * w + e);
-                        s[i] = s[i] * decay + dx * bv.extract(e);
-                        part += s[i] * cv.extract(e);
-                    }
+        #[unroll]
+        for pass in 0..passes {
+            if comptime!(pass > 0) {
+                load_state::<N>(state, &mut s, at, pass, held, passes, vecs, lanes, w);
+                if snap_at == 0 {
+                    store_state::<N>(snapshot, &s, at, pass, held, passes, vecs, lanes, w);
                 }
-                accs[q] = part;
             }
-            // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down to
-            // `lanes` would have added them across lanes.
-            pairwise_sum(&mut accs, groups);
-            let mut acc = accs[0];
-            keep_state::<N>(snapshot, &s, t, state_len, at, snap_at, groups, vecs, lanes, w, every);
-            if comptime!(deferred) {
-                parts[(tt * rows + r) * row_stride + lane] = acc;
-            } else if t >= emit_from {
-                // Uniform across the cube, so every lane of a warp takes part in the shuffles.
+            for tt in 0..m {
+                let t = c0 + tt;
+                let x = xs[tt * rows + r];
+                let decay = decays[tt];
+                let dx = dts[tt] * x;
+                // `B` and `C` of the step, `w` entries a load: the unit's virtual lanes hold
+                // contiguous entries, so a row's lanes read consecutive vectors (a warp's other rows
+                // the same ones). One scalar load an entry had a warp issue 94 instructions
+                // a step (ncu, session 17), a shared load and two of address arithmetic each.
+                let base = tt * comptime!(2 * n / w) + lane * vecs;
                 #[unroll]
-                for i in 0..comptime!(lanes.trailing_zeros() as usize) {
-                    acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                for qi in 0..held {
+                    let q = comptime!(qi * passes + pass);
+                    let mut part = 0.0f32;
+                    #[unroll]
+                    for v in 0..vecs {
+                        let bv = bc[base + comptime!(q * lanes * vecs + v)];
+                        let cv = bc[base + comptime!(n / w + q * lanes * vecs + v)];
+                        #[unroll]
+                        for e in 0..w {
+                            let i = comptime!(qi * per + v * w + e);
+                            s[i] = s[i] * decay + dx * bv.extract(e);
+                            part += s[i] * cv.extract(e);
+                        }
+                    }
+                    accs[qi] = part;
                 }
-                if lane == 0 {
-                    y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
+                // The unit's virtual lanes pairwise, as the shuffles at offsets `virt / 2` down
+                // to `lanes` would have added them across lanes. A pass's groups lie `passes`
+                // apart, so pairwise they add as those levels do, all but the last; the last adds
+                // the two passes' sums (`carried` + `acc`).
+                pairwise_sum(&mut accs, held);
+                let mut acc = accs[0];
+                keep_state::<N>(snapshot, &s, t, state_len, at, snap_at, pass, held, passes, vecs, lanes, w, every);
+                if comptime!(pass + 1 < passes) {
+                    carried[tt * units + unit] = acc;
+                } else {
+                    if comptime!(passes > 1) {
+                        acc = carried[tt * units + unit] + acc;
+                    }
+                    if comptime!(deferred) {
+                        parts[(tt * rows + r) * row_stride + lane] = acc;
+                    } else if t >= emit_from {
+                        // Uniform across the cube, so every lane of a warp takes part in the shuffles.
+                        #[unroll]
+                        for i in 0..comptime!(lanes.trailing_zeros() as usize) {
+                            acc += plane_shuffle_xor(acc, (lanes >> (i + 1)) as u32);
+                        }
+                        if lane == 0 {
+                            y[((bi * (steps - emit_from) + (t - emit_from)) * h + hi) * p + p0 + r] = acc + d_h * x;
+                        }
+                    }
                 }
             }
         }
@@ -239,28 +260,60 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
 /// state after step `snap_at - 1`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn keep_state<N: Size>(snapshot: &mut Tensor<Vector<f32, N>>, s: &Array<f32>, t: usize, state_len: usize, at: usize, snap_at: usize, #[comptime] groups: usize, #[comptime] vecs: usize, #[comptime] lanes: usize, #[comptime] w: usize, #[comptime] every: bool) {
+fn keep_state<N: Size>(
+    snapshot: &mut Tensor<Vector<f32, N>>,
+    s: &Array<f32>,
+    t: usize,
+    state_len: usize,
+    at: usize,
+    snap_at: usize,
+    #[comptime] pass: usize,
+    #[comptime] held: usize,
+    #[comptime] passes: usize,
+    #[comptime] vecs: usize,
+    #[comptime] lanes: usize,
+    #[comptime] w: usize,
+    #[comptime] every: bool,
+) {
     if comptime!(every) {
-        store_state::<N>(snapshot, s, t * state_len + at, groups, vecs, lanes, w);
+        store_state::<N>(snapshot, s, t * state_len + at, pass, held, passes, vecs, lanes, w);
     } else if t + 1 == snap_at {
-        store_state::<N>(snapshot, s, at, groups, vecs, lanes, w);
+        store_state::<N>(snapshot, s, at, pass, held, passes, vecs, lanes, w);
     }
 }
 
-/// The unit's state entries into `out` from vector `at`, laid out as the kernel loads them.
+/// Pass `pass`'s state entries of the unit from `state`, vector `at` on (see [`store_state`]).
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn store_state<N: Size>(out: &mut Tensor<Vector<f32, N>>, s: &Array<f32>, at: usize, #[comptime] groups: usize, #[comptime] vecs: usize, #[comptime] lanes: usize, #[comptime] w: usize) {
+fn load_state<N: Size>(state: &Tensor<Vector<f32, N>>, s: &mut Array<f32>, at: usize, #[comptime] pass: usize, #[comptime] held: usize, #[comptime] passes: usize, #[comptime] vecs: usize, #[comptime] lanes: usize, #[comptime] w: usize) {
     #[unroll]
-    for q in 0..groups {
+    for qi in 0..held {
+        #[unroll]
+        for v in 0..vecs {
+            let x = state[at + comptime!((qi * passes + pass) * lanes * vecs + v)];
+            #[unroll]
+            for e in 0..w {
+                s[comptime!(qi * vecs * w + v * w + e)] = x.extract(e);
+            }
+        }
+    }
+}
+
+/// Pass `pass`'s state entries of the unit into `out` from vector `at`: its `held` groups, group
+/// `q = qi · passes + pass` (virtual lane `lane + q · lanes`) at `at + q · lanes · vecs`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_state<N: Size>(out: &mut Tensor<Vector<f32, N>>, s: &Array<f32>, at: usize, #[comptime] pass: usize, #[comptime] held: usize, #[comptime] passes: usize, #[comptime] vecs: usize, #[comptime] lanes: usize, #[comptime] w: usize) {
+    #[unroll]
+    for qi in 0..held {
         #[unroll]
         for v in 0..vecs {
             let mut x = Vector::<f32, N>::empty();
             #[unroll]
             for e in 0..w {
-                x.insert(e, s[comptime!(q * vecs * w + v * w + e)]);
+                x.insert(e, s[comptime!(qi * vecs * w + v * w + e)]);
             }
-            out[at + comptime!(q * lanes * vecs + v)] = x;
+            out[at + comptime!((qi * passes + pass) * lanes * vecs + v)] = x;
         }
     }
 }

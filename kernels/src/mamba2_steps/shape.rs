@@ -42,14 +42,16 @@ fn fits(p: usize, n: usize, steps: usize, lanes: usize) -> bool {
 const ONE_STEP_LANES: usize = 16;
 
 /// The lanes a row for a launch of `steps` steps over `rows_total` state rows (`batch · heads ·
-/// head_dim`) on a device of `sms` SMs. Several steps take the fewest lanes, down to 4, that
-/// still give every SM a cube: fewer lanes give a cube more rows of its head, so fewer cubes
-/// repeat the head's `B` and `C` convolutions (each cube convolves them all) and a unit's loads
-/// of `B` and `C` serve more entries. On Llama-3-8B's layer (bf16, H200, session 17) 5 steps
-/// cost 75.6 µs at 16 lanes, 73.4 at 8 and 66.4 at 4 at batch 32; 26.7 / 25.4 / 22.9 at batch 8;
-/// at batch 1, whose 32 cubes of 4 lanes leave most SMs idle, 15.4 / 14.3 / 19.8. Any lane
-/// count rounds alike (see [`virtual_lanes`]). `DISTILL_STEPS_LANES=L` or `ONE,SEVERAL` (powers
-/// of two up to 32) sets them instead, to measure.
+/// head_dim`) on a device of `sms` SMs. Several steps take fewer lanes than one where the
+/// launch still gives every SM a cube: fewer lanes give a cube more rows of its head, so fewer
+/// cubes repeat the head's `B` and `C` convolutions (each cube convolves them all) and a unit's
+/// loads of `B` and `C` serve more entries. Steps that fit one chunk take 8, walked in two
+/// passes ([`passes_for`]); more take 4, else 8. On Llama-3-8B's layer at batch 32 (H200,
+/// f32 / bf16), 5 steps cost 72.7 / 66.0 µs at 4 lanes, 74.4 / 74.0 at 8 in one pass, and 62.0
+/// / 61.0 at 8 in two (session 18); at batch 1, whose cubes of fewer lanes leave most SMs
+/// idle, 16 lanes stay fastest. Any lane count rounds alike (see [`virtual_lanes`]).
+/// `DISTILL_STEPS_LANES=L` or `ONE,SEVERAL` (powers of two up to 32) sets them instead, to
+/// measure.
 pub(super) fn lanes_for(p: usize, n: usize, steps: usize, rows_total: usize, sms: Option<u32>) -> usize {
     static LANES: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
     let set = *LANES.get_or_init(|| {
@@ -75,7 +77,25 @@ fn chosen_lanes(p: usize, n: usize, steps: usize, rows_total: usize, sms: Option
         return ONE_STEP_LANES;
     }
     let fills = |lanes: usize| sms.is_some_and(|sms| rows_total / cube_shape(p, n, steps, lanes).1 >= sms as usize);
-    [4, 8].into_iter().find(|&l| fits(p, n, steps, l) && fills(l)).unwrap_or(ONE_STEP_LANES)
+    let candidates: &[usize] = if steps <= CHUNK { &[8] } else { &[4, 8] };
+    candidates.iter().copied().find(|&l| fits(p, n, steps, l) && fills(l)).unwrap_or(ONE_STEP_LANES)
+}
+
+/// State entries a unit holds at once, at most, where it can walk them in passes: at 8 lanes,
+/// Llama-3-8B's 16 entries a unit took 61 registers (two cubes of 512 an SM, 47% occupancy);
+/// 8 entries in each of two passes take 32 (four cubes, 90%; ncu, session 18).
+const HELD: usize = 8;
+
+/// The passes in which a unit walks its state entries over `steps` steps at `lanes` lanes:
+/// two where it holds more than [`HELD`] and the steps fit one chunk (a pass reads every step's
+/// `B` and `C` from shared memory, so all must be there), else one. Two passes split the unit's
+/// groups by parity, which keeps the pairwise read-out's order (see the kernel); more would not.
+/// `DISTILL_STEPS_PASSES=1` keeps one, to measure.
+pub(super) fn passes_for(n: usize, steps: usize, lanes: usize) -> usize {
+    static ONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let groups = virtual_lanes(n) / virtual_lanes(n).min(lanes);
+    let two = (2..=CHUNK).contains(&steps) && n / lanes.min(virtual_lanes(n)) > HELD && groups.is_multiple_of(2);
+    if two && crate::switched_on(&ONE, "DISTILL_STEPS_PASSES", "1") { 2 } else { 1 }
 }
 
 /// The lanes a row's read-out is summed over, whatever lanes walk it: a warp's width (or `n`
@@ -117,10 +137,16 @@ mod tests {
     fn several_steps_walk_rows_with_four_lanes_where_every_sm_still_gets_a_cube() {
         // Llama-3-8B's Mamba layer: 32 heads of 128 rows, d_state 128.
         let rows_total = |batch: usize| batch * 32 * 128;
-        assert_eq!(chosen_lanes(128, 128, 5, rows_total(32), SMS), 4);
-        assert_eq!(cube_shape(128, 128, 5, 4), (4, 128), "a cube of 512 units holds a whole head");
-        assert_eq!(chosen_lanes(128, 128, 5, rows_total(8), SMS), 4, "256 cubes");
-        assert_eq!(chosen_lanes(128, 128, 5, rows_total(1), SMS), 16, "32 cubes of 4 lanes would leave 100 SMs idle");
+        assert_eq!(chosen_lanes(128, 128, 5, rows_total(32), SMS), 8);
+        assert_eq!(cube_shape(128, 128, 5, 8), (8, 64), "a cube of 512 units holds half a head");
+        assert_eq!(passes_for(128, 5, 8), 2, "16 entries a unit, 8 a pass");
+        assert_eq!(chosen_lanes(128, 128, 5, rows_total(8), SMS), 8, "512 cubes");
+        assert_eq!(chosen_lanes(128, 128, 5, rows_total(1), SMS), 16, "64 cubes of 8 lanes would leave 68 SMs idle");
+        assert_eq!(passes_for(128, 5, 16), 1, "8 entries a unit");
+        // Past one chunk, a unit holds all its entries across the chunks: 4 lanes, one pass.
+        assert_eq!(chosen_lanes(128, 128, CHUNK + 1, rows_total(32), SMS), 4);
+        assert_eq!(cube_shape(128, 128, CHUNK + 1, 4), (4, 128), "a cube of 512 units holds a whole head");
+        assert_eq!(passes_for(128, CHUNK + 1, 4), 1);
         assert_eq!(cube_shape(128, 128, 5, 16), (16, 32));
         // One step keeps 16 lanes whatever the batch; an unknown SM count keeps 16 too.
         assert_eq!(chosen_lanes(128, 128, 1, rows_total(64), SMS), ONE_STEP_LANES);
@@ -149,6 +175,9 @@ mod tests {
                         assert!(lanes * rows <= 1024, "{case}");
                         let (w, per) = (vector_width(n), n / virt);
                         assert!(per.is_multiple_of(w) && [1, 2, 4].contains(&w), "{case}: vectors of {w}");
+                        let (passes, groups) = (passes_for(n, steps, lanes), virt / lanes);
+                        assert!(groups.is_multiple_of(passes), "{case}: {passes} passes");
+                        assert!(passes == 1 || (steps <= CHUNK && n / lanes > HELD), "{case}: {passes} passes");
                         checked += 1;
                     }
                 }
