@@ -81,9 +81,10 @@ fn chosen_lanes(p: usize, n: usize, steps: usize, rows_total: usize, sms: Option
     candidates.iter().copied().find(|&l| fits(p, n, steps, l) && fills(l)).unwrap_or(ONE_STEP_LANES)
 }
 
-/// State entries a unit holds at once, at most, where it can walk them in passes: at 8 lanes,
-/// Llama-3-8B's 16 entries a unit took 61 registers (two cubes of 512 an SM, 47% occupancy);
-/// 8 entries in each of two passes take 32 (four cubes, 90%; ncu, session 18).
+/// State entries a unit holds at once, at most, where it can walk them in passes. On
+/// Llama-3-8B's layer (ncu, session 18), 32 entries a unit at 4 lanes took 61 registers (two
+/// cubes of 512 an SM, 47% occupancy), and so did two passes of 16 (nvcc kept both in
+/// registers); at 8 lanes two passes of 8 take 32 registers (four cubes, 90%).
 const HELD: usize = 8;
 
 /// The passes in which a unit walks its state entries over `steps` steps at `lanes` lanes:
@@ -134,7 +135,7 @@ mod tests {
     const SMS: Option<u32> = Some(132);
 
     #[test]
-    fn several_steps_walk_rows_with_four_lanes_where_every_sm_still_gets_a_cube() {
+    fn several_steps_walk_rows_with_eight_lanes_in_two_passes_where_every_sm_still_gets_a_cube() {
         // Llama-3-8B's Mamba layer: 32 heads of 128 rows, d_state 128.
         let rows_total = |batch: usize| batch * 32 * 128;
         assert_eq!(chosen_lanes(128, 128, 5, rows_total(32), SMS), 8);
