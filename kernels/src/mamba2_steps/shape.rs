@@ -3,17 +3,29 @@
 // Only the cuda build launches the kernel; the CPU build compiles this for its tests.
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
+use std::sync::OnceLock;
+
 use crate::Mamba2StepWeights;
 
-/// Units per cube, at most: for one step and for several. `DISTILL_STEPS_CUBE=ONE,SEVERAL`
-/// overrides both (powers of two up to CUDA's 1,024), to measure.
+/// Units per cube, at most: for one step and for several. `DISTILL_STEPS_CUBE=U` or
+/// `ONE,SEVERAL` overrides them (powers of two from 32 up to CUDA's 1,024), to measure.
 fn cube_units(steps: usize) -> usize {
-    static UNITS: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
-    let (one, several) = *UNITS.get_or_init(|| {
-        let parse = |v: &str| v.split_once(',').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-        std::env::var("DISTILL_STEPS_CUBE").ok().and_then(|v| parse(&v)).unwrap_or((512, 512))
-    });
+    static UNITS: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    let (one, several) = env_pair(&UNITS, "DISTILL_STEPS_CUBE", |u| u.is_power_of_two() && (32..=1024).contains(&u)).unwrap_or((512, 512));
     if steps == 1 { one } else { several }
+}
+
+/// `VAR=V` or `VAR=ONE,SEVERAL` read once into `cell`: the values for one step and for
+/// several, where each is a number that `valid` takes (else none).
+fn env_pair(cell: &'static OnceLock<Option<(usize, usize)>>, var: &str, valid: fn(usize) -> bool) -> Option<(usize, usize)> {
+    *cell.get_or_init(|| {
+        let value = |v: &str| v.trim().parse().ok().filter(|&x| valid(x));
+        let v = std::env::var(var).ok()?;
+        match v.split_once(',') {
+            Some((a, b)) => Some((value(a)?, value(b)?)),
+            None => value(&v).map(|x| (x, x)),
+        }
+    })
 }
 
 /// Steps whose convolved inputs sit in shared memory at once, at most (fewer when there are
@@ -53,16 +65,8 @@ const ONE_STEP_LANES: usize = 16;
 /// `DISTILL_STEPS_LANES=L` or `ONE,SEVERAL` (powers of two up to 32) sets them instead, to
 /// measure.
 pub(super) fn lanes_for(p: usize, n: usize, steps: usize, rows_total: usize, sms: Option<u32>) -> usize {
-    static LANES: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    let set = *LANES.get_or_init(|| {
-        let lane = |v: &str| v.trim().parse().ok().filter(|&l: &usize| l.is_power_of_two() && l <= 32);
-        let v = std::env::var("DISTILL_STEPS_LANES").ok()?;
-        match v.split_once(',') {
-            Some((a, b)) => Some((lane(a)?, lane(b)?)),
-            None => lane(&v).map(|l| (l, l)),
-        }
-    });
-    if let Some((one, several)) = set {
+    static LANES: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    if let Some((one, several)) = env_pair(&LANES, "DISTILL_STEPS_LANES", |l| l.is_power_of_two() && l <= 32) {
         let lanes = if steps == 1 { one } else { several };
         if fits(p, n, steps, lanes) {
             return lanes;
@@ -93,7 +97,7 @@ const HELD: usize = 8;
 /// groups by parity, which keeps the pairwise read-out's order (see the kernel); more would not.
 /// `DISTILL_STEPS_PASSES=1` keeps one, to measure.
 pub(super) fn passes_for(n: usize, steps: usize, lanes: usize) -> usize {
-    static ONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static ONE: OnceLock<bool> = OnceLock::new();
     let groups = virtual_lanes(n) / virtual_lanes(n).min(lanes);
     let two = (2..=CHUNK).contains(&steps) && n / lanes.min(virtual_lanes(n)) > HELD && groups.is_multiple_of(2);
     if two && crate::switched_on(&ONE, "DISTILL_STEPS_PASSES", "1") { 2 } else { 1 }
@@ -111,7 +115,7 @@ pub(super) fn virtual_lanes(n: usize) -> usize {
 /// entries as fit in 16 bytes.
 pub(super) fn vector_width(n: usize) -> usize {
     let per = n / virtual_lanes(n);
-    [4, 2].into_iter().find(|w| per % w == 0).unwrap_or(1)
+    [4, 2].into_iter().find(|&w| per.is_multiple_of(w)).unwrap_or(1)
 }
 
 /// `(lanes, rows)` of a cube of (at most) 512 units walking each row with `lanes` lanes (or all
