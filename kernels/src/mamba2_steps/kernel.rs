@@ -109,12 +109,12 @@ pub(super) fn mamba2_steps_kernel<F: Float, N: Size>(
     let row_stride = comptime!(lanes + 1);
     let mut parts = Shared::<[f32]>::new_slice(comptime!(if deferred { chunk * rows * (lanes + 1) } else { 1 }));
     let groups = comptime!(virt / lanes); // virtual lanes per unit
-    // Entry `i = q · per + j` of a unit: virtual lane `lane + q · lanes`, its `j`-th entry,
-    // in vector `at + q · lanes · vecs + j / w`: whole vectors, so that a warp's loads and
-    // stores of the state are `lanes` consecutive vectors a row (strided scalars made the
-    // decode step 40% slower: four times the sectors an instruction).
-    // With `passes` > 1 (one chunk), a unit walks its groups `q` in that many passes over the
-    // steps, pass `j` those with `q % passes == j`, and holds only one pass's entries.
+    // The unit's group `q` is virtual lane `lane + q · lanes`, its `j`-th entry in vector
+    // `at + q · lanes · vecs + j / w`: whole vectors, so that a warp's loads and stores of the
+    // state are `lanes` consecutive vectors a row (strided scalars made the decode step 40%
+    // slower: four times the sectors an instruction). With `passes` > 1 (one chunk), a unit
+    // walks its groups in that many passes over the steps, pass `pass` those with `q % passes ==
+    // pass`, and holds only one pass's: entry `qi · per + j` of `s` is group `qi · passes + pass`'s.
     let held = comptime!(groups / passes);
     let mut s = Array::<f32>::new(comptime!(held * per));
     load_state::<N>(state, &mut s, at, 0usize, held, passes, vecs, lanes, w);

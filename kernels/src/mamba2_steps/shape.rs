@@ -98,8 +98,9 @@ const HELD: usize = 8;
 /// `DISTILL_STEPS_PASSES=1` keeps one, to measure.
 pub(super) fn passes_for(n: usize, steps: usize, lanes: usize) -> usize {
     static ONE: OnceLock<bool> = OnceLock::new();
-    let groups = virtual_lanes(n) / virtual_lanes(n).min(lanes);
-    let two = (2..=CHUNK).contains(&steps) && n / lanes.min(virtual_lanes(n)) > HELD && groups.is_multiple_of(2);
+    let lanes = lanes.min(virtual_lanes(n));
+    let groups = virtual_lanes(n) / lanes;
+    let two = (2..=CHUNK).contains(&steps) && n / lanes > HELD && groups.is_multiple_of(2);
     if two && crate::switched_on(&ONE, "DISTILL_STEPS_PASSES", "1") { 2 } else { 1 }
 }
 
